@@ -1,0 +1,24 @@
+"""caproute: capsule routing and Gaussian-mixture EM from scratch on NumPy, Numba and CuPy.
+
+Public names only. Importing caproute loads neither Numba nor CuPy: kernels are imported when a
+backend first selects them.
+"""
+
+from ._backend import BackendUnavailableError, capabilities, to_numpy
+from ._config import config_context, get_config, set_config
+from .routing import dynamic_routing, em_routing, squash
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "BackendUnavailableError",
+    "capabilities",
+    "config_context",
+    "dynamic_routing",
+    "em_routing",
+    "get_config",
+    "set_config",
+    "squash",
+    "to_numpy",
+    "__version__",
+]

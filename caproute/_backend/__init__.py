@@ -1,0 +1,34 @@
+"""The only package that branches on the array library (NumPy, CuPy, array_api_strict, ...)."""
+
+from .dispatch import CAPABILITIES, Plan, adopt, capabilities, numba_available, select_impl
+from .namespace import (
+    BackendUnavailableError,
+    array_namespace,
+    cupy_status,
+    device,
+    is_array,
+    is_cupy_namespace,
+    is_numpy_namespace,
+    numpy_namespace,
+    to_device,
+    to_numpy,
+)
+
+__all__ = [
+    "CAPABILITIES",
+    "BackendUnavailableError",
+    "Plan",
+    "adopt",
+    "array_namespace",
+    "capabilities",
+    "cupy_status",
+    "device",
+    "is_array",
+    "is_cupy_namespace",
+    "is_numpy_namespace",
+    "numba_available",
+    "numpy_namespace",
+    "select_impl",
+    "to_device",
+    "to_numpy",
+]

@@ -1,0 +1,129 @@
+"""The capability table (which operation has which implementation) and backend selection.
+
+Implementations are named by ``"module:function"`` strings and imported only when selected, so
+that importing caproute loads neither Numba nor CuPy. Every operation has a ``"reference"``
+implementation (pure Array API, the oracle); ``"numba"`` and ``"cupy"`` kernels are accelerators
+registered next to it when they exist.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from typing import Callable
+
+from .._config import get_config, validate_backend
+from .namespace import (
+    BackendUnavailableError,
+    cupy_namespace,
+    is_cupy_namespace,
+    is_numpy_namespace,
+)
+
+__all__ = ["CAPABILITIES", "Plan", "adopt", "capabilities", "numba_available", "select_impl"]
+
+# op -> {implementation name -> "module:function"}; extend this table when a kernel lands.
+CAPABILITIES: dict[str, dict[str, str]] = {
+    "squash": {"reference": "caproute.routing.squash:_squash"},
+    "dynamic_routing": {"reference": "caproute.routing.dynamic:_dynamic_routing"},
+    "em_routing": {"reference": "caproute.routing.em:_em_routing"},
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Where and how an operation runs: implementation name, namespace, and the callable."""
+
+    impl: str
+    xp: object
+    func: Callable
+    move_to_device: bool = False
+
+
+def capabilities():
+    """Which implementations each operation has.
+
+    Returns
+    -------
+    table : dict
+        ``{operation: {"reference": True, "numba": bool, "cupy": bool}}``: whether a kernel
+        of that kind exists for the operation (not whether its library is installed here).
+
+    Examples
+    --------
+    >>> import caproute as cr
+    >>> cr.capabilities()["dynamic_routing"]["reference"]
+    True
+    """
+    return {
+        op: {impl: impl in impls for impl in ("reference", "numba", "cupy")}
+        for op, impls in CAPABILITIES.items()
+    }
+
+
+def numba_available():
+    return importlib.util.find_spec("numba") is not None
+
+
+def _load(path):
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def select_impl(op, xp, backend=None):
+    """Choose the implementation of ``op`` for input of namespace ``xp``.
+
+    ``backend=None`` takes the configured one. Explicit requests that cannot be honoured raise
+    (ImportError for a missing library, BackendUnavailableError for no device or no kernel,
+    ValueError for input on the wrong side of the host/device line); nothing falls back silently.
+    """
+    backend = validate_backend(get_config()["backend"] if backend is None else backend)
+    impls = CAPABILITIES[op]
+
+    if backend == "cupy":
+        cp_xp = cupy_namespace()
+        impl = "cupy" if "cupy" in impls else "reference"
+        return Plan(impl, cp_xp, _load(impls[impl]), move_to_device=not is_cupy_namespace(xp))
+
+    if is_cupy_namespace(xp) and backend in ("numpy", "numba"):
+        raise ValueError(
+            f"backend={backend!r} runs on the host but the input is a CuPy array on the GPU; "
+            "use backend='cupy' or 'auto', or move the input with caproute.to_numpy first."
+        )
+
+    if backend == "numba":
+        if not is_numpy_namespace(xp):
+            raise ValueError(
+                f"backend='numba' needs NumPy arrays; got arrays of namespace {xp.__name__!r}. "
+                "Convert them with caproute.to_numpy or use backend='numpy'."
+            )
+        if not numba_available():
+            raise ImportError(
+                "backend='numba' needs Numba, which is not installed: "
+                "pip install 'caproute[numba]' (or pip install numba)."
+            )
+        if "numba" not in impls:
+            raise BackendUnavailableError(
+                f"backend='numba': there is no Numba kernel for {op!r}; "
+                f"it has {sorted(impls)}. Use backend='auto' or 'numpy'."
+            )
+        return Plan("numba", xp, _load(impls["numba"]))
+
+    if backend == "auto":
+        if is_cupy_namespace(xp) and "cupy" in impls:
+            return Plan("cupy", xp, _load(impls["cupy"]))
+        if is_numpy_namespace(xp) and "numba" in impls and numba_available():
+            return Plan("numba", xp, _load(impls["numba"]))
+
+    return Plan("reference", xp, _load(impls["reference"]))
+
+
+def adopt(plan, *arrays):
+    """Move ``arrays`` into the plan's namespace when the plan says so (backend='cupy' with host
+    input: the one place a host -> device copy happens); None entries pass through."""
+    if not plan.move_to_device:
+        return arrays
+    from .namespace import to_device
+
+    return tuple(None if a is None else to_device(a, plan.xp) for a in arrays)

@@ -1,0 +1,137 @@
+"""Array namespaces and devices: the only module that knows which array library is which.
+
+Everything here wraps ``array_api_compat``; CuPy is imported only when a CuPy array is in hand
+or when the user asks for the ``"cupy"`` backend, so ``import caproute`` never loads it.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import array_api_compat
+import numpy as np
+
+__all__ = [
+    "array_namespace",
+    "device",
+    "is_array",
+    "is_numpy_namespace",
+    "is_cupy_namespace",
+    "numpy_namespace",
+    "cupy_namespace",
+    "to_device",
+    "to_numpy",
+]
+
+
+class BackendUnavailableError(RuntimeError):
+    """A backend was asked for explicitly but cannot run here (the message names the cause)."""
+
+
+def is_array(x):
+    """True for an array object of any library that implements the Array API."""
+    return array_api_compat.is_array_api_obj(x)
+
+
+def array_namespace(*arrays):
+    """The Array API namespace shared by ``arrays`` (None entries and Python scalars ignored)."""
+    arrays = [a for a in arrays if a is not None and is_array(a)]
+    return array_api_compat.array_namespace(*arrays)
+
+
+def device(x):
+    """The device ``x`` lives on."""
+    return array_api_compat.device(x)
+
+
+def numpy_namespace():
+    """The Array API-compatible NumPy namespace."""
+    return array_api_compat.array_namespace(np.empty(0))
+
+
+def is_numpy_namespace(xp):
+    return array_api_compat.is_numpy_namespace(xp)
+
+
+def is_cupy_namespace(xp):
+    return array_api_compat.is_cupy_namespace(xp)
+
+
+def cupy_status():
+    """Return ``(cupy_module, None)`` when CuPy can run here, else ``(None, reason)``.
+
+    ``reason`` is a sentence naming the cause: CuPy not installed, no CUDA device, or a driver
+    that is too old for the CUDA runtime CuPy was built against.
+    """
+    try:
+        import cupy
+    except ImportError as exc:
+        return None, (
+            "CuPy is not installed (install the CUDA extra: pip install 'caproute[cuda12]'); "
+            f"import failed with: {exc}"
+        )
+    try:
+        n_devices = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # CUDARuntimeError has no stable import path across versions
+        return None, f"CuPy is installed but no CUDA device is usable: {exc}"
+    if n_devices < 1:
+        return None, "CuPy is installed but no CUDA device was found."
+    try:
+        driver = cupy.cuda.runtime.driverGetVersion()
+        runtime = cupy.cuda.runtime.runtimeGetVersion()
+    except Exception as exc:
+        return None, f"CuPy is installed but the CUDA driver cannot be queried: {exc}"
+    if driver < runtime:
+        return None, (
+            f"the CUDA driver (version {driver}) is older than the CUDA runtime CuPy uses "
+            f"({runtime}); update the NVIDIA driver or install a CuPy built for an older CUDA."
+        )
+    return cupy, None
+
+
+def cupy_namespace():
+    """The Array API-compatible CuPy namespace, or BackendUnavailableError naming the cause."""
+    cupy, reason = cupy_status()
+    if cupy is None:
+        raise BackendUnavailableError(f"backend='cupy' cannot run: {reason}")
+    return array_api_compat.array_namespace(cupy.empty(0))
+
+
+def to_device(x, xp):
+    """Move array ``x`` into namespace ``xp`` explicitly (host <-> GPU only when asked)."""
+    if is_cupy_namespace(xp):
+        import cupy
+
+        return cupy.asarray(x)
+    if is_numpy_namespace(xp):
+        return to_numpy(x)
+    return xp.asarray(x)
+
+
+def to_numpy(x):
+    """Return ``x`` as a NumPy array, copying from the GPU if it lives there.
+
+    Parameters
+    ----------
+    x : array of any Array API library, or array-like
+        A NumPy, CuPy or array_api_strict array, a Python scalar or a (nested) sequence.
+
+    Returns
+    -------
+    out : numpy.ndarray
+        The same values on the host (no copy for a NumPy array).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import caproute as cr
+    >>> cr.to_numpy(np.arange(3.0))
+    array([0., 1., 2.])
+    """
+    if isinstance(x, np.ndarray):
+        return x
+    if "cupy" in sys.modules and array_api_compat.is_cupy_array(x):
+        return x.get()
+    if is_array(x):
+        return np.from_dlpack(x) if hasattr(x, "__dlpack__") else np.asarray(x)
+    return np.asarray(x)

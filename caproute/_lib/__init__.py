@@ -1,0 +1,1 @@
+"""Backend-free helpers: stable log-space math and input validation."""

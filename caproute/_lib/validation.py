@@ -1,0 +1,156 @@
+"""Input checks for the public edge. Every message names the argument, the expectation and
+what was given, e.g. "`votes` must be 4-D (batch, n_in, n_out, pose_dim); got ndim=3 with
+shape (8, 32, 16)."
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+
+import numpy as np
+
+from .._backend import array_namespace, device, is_array
+
+
+def dtype_name(dtype):
+    return str(dtype).rsplit(".", 1)[-1]
+
+
+def shape_str(shape):
+    return "(" + ", ".join(str(int(s)) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def as_array(x, *, name, xp=None, like=None):
+    """Return ``x`` as an array: arrays pass through, array-likes become arrays of ``xp``.
+
+    With ``like`` given, array-likes take its dtype and device (for parameters such as biases
+    that follow the main input).
+    """
+    if is_array(x):
+        return x
+    if isinstance(x, (str, bytes)) or x is None:
+        raise TypeError(f"`{name}` must be an array of real floating numbers; got {type(x).__name__}.")
+    try:
+        arr = np.asarray(x)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"`{name}` must be an array of real floating numbers; could not convert "
+            f"{type(x).__name__}: {exc}"
+        ) from None
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(
+            f"`{name}` must be an array of real floating numbers; got dtype {arr.dtype}."
+        )
+    if xp is None:
+        return arr
+    if like is not None:
+        if arr.dtype.kind != "f":
+            arr = arr.astype(np.float64)
+        return xp.asarray(arr, dtype=like.dtype, device=device(like))
+    return xp.asarray(arr)
+
+
+def check_float_array(x, *, name, ndim=None, layout=None, xp, allow_empty=False):
+    """Check ``x`` is a finite float32/float64 array of ``ndim`` dimensions; return it.
+
+    ``layout`` names the axes for the message, e.g. ``"(batch, n_in, n_out, dim)"``.
+    """
+    if x.dtype not in (xp.float32, xp.float64):
+        raise TypeError(
+            f"`{name}` must have a real floating dtype (float32 or float64); "
+            f"got {dtype_name(x.dtype)}."
+        )
+    if ndim is not None and x.ndim != ndim:
+        axes = f" {layout}" if layout else ""
+        raise ValueError(
+            f"`{name}` must be {ndim}-D{axes}; got ndim={x.ndim} with shape {shape_str(x.shape)}."
+        )
+    if not allow_empty and any(int(s) == 0 for s in x.shape):
+        raise ValueError(
+            f"`{name}` must have at least one element along every axis; "
+            f"got shape {shape_str(x.shape)}."
+        )
+    check_finite(x, name=name, xp=xp)
+    return x
+
+
+def check_finite(x, *, name, xp):
+    if not bool(xp.all(xp.isfinite(x))):
+        n_nan = int(xp.sum(xp.astype(xp.isnan(x), xp.int64)))
+        n_inf = int(xp.sum(xp.astype(xp.isinf(x), xp.int64)))
+        raise ValueError(
+            f"`{name}` must contain only finite values; got {n_nan} NaN and {n_inf} inf."
+        )
+
+
+def check_shape(x, expected, *, name, what):
+    """Check ``x.shape == expected``; ``what`` says where the expectation comes from."""
+    if tuple(int(s) for s in x.shape) != tuple(expected):
+        raise ValueError(
+            f"`{name}` must have shape {what} = {shape_str(expected)}; "
+            f"got shape {shape_str(x.shape)}."
+        )
+
+
+def check_same_namespace(x, ref, *, name, ref_name):
+    """Arrays combined in one call must come from one library: no hidden host/device copies."""
+    try:
+        xp_x = array_namespace(x)
+        xp_ref = array_namespace(ref)
+    except TypeError as exc:
+        raise TypeError(f"`{name}` and `{ref_name}` are arrays of different libraries: {exc}") from None
+    if xp_x is not xp_ref:
+        raise TypeError(
+            f"`{name}` must be an array of the same library as `{ref_name}` "
+            f"({xp_ref.__name__}); got {xp_x.__name__}. Convert one of them explicitly "
+            "(caproute.to_numpy, or backend='cupy')."
+        )
+
+
+def check_int(value, *, name, min_value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"`{name}` must be an integer >= {min_value}; got {value!r} ({type(value).__name__})."
+        )
+    if value < min_value:
+        raise ValueError(f"`{name}` must be an integer >= {min_value}; got {value}.")
+    return int(value)
+
+
+def check_scalar(value, *, name, low=None, low_inclusive=True):
+    """Check a finite real number (optionally bounded below); return it as a float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        bound = _bound_text(low, low_inclusive)
+        raise TypeError(f"`{name}` must be a real number{bound}; got {value!r} ({type(value).__name__}).")
+    value = float(value)
+    bad = not np.isfinite(value)
+    if low is not None:
+        bad = bad or (value < low if low_inclusive else value <= low)
+    if bad:
+        raise ValueError(f"`{name}` must be a finite real number{_bound_text(low, low_inclusive)}; got {value!r}.")
+    return value
+
+
+def _bound_text(low, inclusive):
+    if low is None:
+        return ""
+    return f" {'>=' if inclusive else '>'} {low}"
+
+
+def check_bool(value, *, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"`{name}` must be True or False; got {value!r} ({type(value).__name__}).")
+    return bool(value)
+
+
+def check_axis(axis, ndim, *, name="axis"):
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        raise TypeError(f"`{name}` must be an integer; got {axis!r} ({type(axis).__name__}).")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"`{name}` must be in [{-ndim}, {ndim - 1}] for a {ndim}-D input; got {axis}.")
+    return int(axis) % ndim
+
+
+def is_sequence(value):
+    return isinstance(value, Sequence) and not isinstance(value, (str, bytes))

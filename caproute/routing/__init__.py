@@ -1,0 +1,7 @@
+"""Capsule routing: dynamic routing (Sabour et al. 2017) and EM routing (Hinton et al. 2018)."""
+
+from .dynamic import dynamic_routing
+from .em import em_routing, official_inverse_temperature
+from .squash import squash
+
+__all__ = ["dynamic_routing", "em_routing", "official_inverse_temperature", "squash"]

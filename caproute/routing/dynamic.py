@@ -1,0 +1,138 @@
+"""Dynamic routing between capsules (Sabour, Frosst and Hinton 2017, Procedure 1)."""
+
+from __future__ import annotations
+
+from .._backend import adopt, array_namespace, device, select_impl
+from .._lib import math as _math
+from .._lib.validation import (
+    as_array,
+    check_bool,
+    check_float_array,
+    check_int,
+    check_same_namespace,
+    check_scalar,
+    check_shape,
+)
+from .squash import DEFAULT_EPS
+
+U_HAT_LAYOUT = "(batch, n_in, n_out, dim)"
+
+
+def _couplings(b, *, leaky, xp):
+    """softmax over parents (the last axis) of the routing logits ``b``.
+
+    Leaky routing appends a zero logit for an extra "orphan" parent and drops its column
+    after the softmax, so a child that agrees with no parent can send most of its vote nowhere.
+    """
+    if not leaky:
+        return _math.softmax(b, axis=-1, xp=xp)
+    orphan = xp.zeros((*b.shape[:-1], 1), dtype=b.dtype, device=device(b))
+    c = _math.softmax(xp.concat([b, orphan], axis=-1), axis=-1, xp=xp)
+    return c[..., :-1]
+
+
+def _dynamic_routing(u_hat, *, n_iter, bias, leaky, eps, xp):
+    """Reference dynamic routing; returns ``(v, c)`` with c the couplings of the last iteration.
+
+    u_hat: (batch, n_in, n_out, dim); bias: None or (n_out, dim).
+    """
+    batch, n_in, n_out, _ = u_hat.shape
+    b = xp.zeros((batch, n_in, n_out), dtype=u_hat.dtype, device=device(u_hat))
+    for it in range(n_iter):
+        c = _couplings(b, leaky=leaky, xp=xp)
+        s = xp.sum(xp.expand_dims(c, axis=-1) * u_hat, axis=1)  # (batch, n_out, dim)
+        if bias is not None:
+            s = s + bias
+        v = _math.squash(s, axis=-1, eps=eps, xp=xp)
+        if it + 1 < n_iter:  # the logits after the last iteration are never used
+            b = b + xp.sum(u_hat * xp.expand_dims(v, axis=1), axis=-1)
+    return v, c
+
+
+def dynamic_routing(
+    u_hat,
+    n_iter=3,
+    *,
+    bias=None,
+    leaky=False,
+    eps=DEFAULT_EPS,
+    return_coupling=False,
+    backend=None,
+):
+    """Route child capsules' predictions to parent capsules by agreement (Sabour et al. 2017).
+
+    Each child's logits ``b_ij`` start at 0. Every iteration takes the couplings
+    ``c_ij = softmax_j(b_ij)`` (over the **parents**, so each child's couplings sum to 1), the
+    parents' inputs ``s_j = sum_i c_ij u_hat_ij (+ bias_j)``, their outputs ``v_j = squash(s_j)``
+    and, except after the last iteration, the agreement update ``b_ij += u_hat_ij . v_j``.
+
+    Parameters
+    ----------
+    u_hat : array of shape (batch, n_in, n_out, dim)
+        The predictions ("votes") of every child ``i`` for every parent ``j``, float32 or
+        float64, finite, from any Array API library (NumPy, CuPy, array_api_strict, ...).
+    n_iter : int, default=3
+        Number of routing iterations (>= 1; the paper uses 3).
+    bias : array of shape (n_out, dim), optional
+        Added to ``s_j`` before the squash in every iteration (the official TensorFlow code and
+        Efficient-CapsNet have it; the paper does not). Cast to the dtype of ``u_hat``.
+    leaky : bool, default=False
+        Leaky routing: an extra orphan parent with a fixed zero logit takes part in the softmax
+        and is dropped afterwards, so couplings sum to less than 1.
+    eps : float, default=1e-8
+        Positive constant inside the square root of the squash.
+    return_coupling : bool, default=False
+        Also return the couplings ``c`` used in the last iteration.
+    backend : {"auto", "numpy", "numba", "cupy"} or None, default=None
+        Where to run (see :func:`caproute.set_config`); None takes the configured backend.
+
+    Returns
+    -------
+    v : array of shape (batch, n_out, dim)
+        Parent capsules, each of length < 1; same dtype and namespace as ``u_hat``.
+    c : array of shape (batch, n_in, n_out)
+        Couplings of the last iteration (only with ``return_coupling=True``).
+
+    Raises
+    ------
+    TypeError
+        Non-float ``u_hat`` or ``bias``, wrongly typed options.
+    ValueError
+        Wrong shapes, NaN or inf in the input, ``n_iter < 1``, ``eps <= 0``.
+
+    Examples
+    --------
+    Three children, two of which agree on parent 0:
+
+    >>> import numpy as np
+    >>> import caproute as cr
+    >>> u_hat = np.zeros((1, 3, 2, 2))
+    >>> u_hat[0, :2, 0] = [1.0, 1.0]         # children 0 and 1 predict (1, 1) for parent 0
+    >>> u_hat[0, 2, 0] = [-1.0, 1.0]
+    >>> u_hat[0, :, 1] = [[1, 0], [0, 1], [-1, -1]]   # no agreement on parent 1
+    >>> v, c = cr.dynamic_routing(u_hat, n_iter=3, return_coupling=True)
+    >>> v.shape, c.shape
+    ((1, 2, 2), (1, 3, 2))
+    >>> bool(c[0, 0, 0] > 0.5)                 # child 0 routes mostly to parent 0
+    True
+    >>> np.allclose(c.sum(axis=-1), 1.0)
+    True
+    """
+    u_hat = as_array(u_hat, name="u_hat")
+    xp = array_namespace(u_hat)
+    check_float_array(u_hat, name="u_hat", ndim=4, layout=U_HAT_LAYOUT, xp=xp)
+    n_iter = check_int(n_iter, name="n_iter", min_value=1)
+    leaky = check_bool(leaky, name="leaky")
+    eps = check_scalar(eps, name="eps", low=0, low_inclusive=False)
+    return_coupling = check_bool(return_coupling, name="return_coupling")
+    if bias is not None:
+        bias = as_array(bias, name="bias", xp=xp, like=u_hat)
+        check_same_namespace(bias, u_hat, name="bias", ref_name="u_hat")
+        check_float_array(bias, name="bias", ndim=2, layout="(n_out, dim)", xp=xp)
+        check_shape(bias, u_hat.shape[2:], name="bias", what="(n_out, dim) of `u_hat`")
+        bias = xp.astype(bias, u_hat.dtype)
+
+    plan = select_impl("dynamic_routing", xp, backend)
+    u_hat, bias = adopt(plan, u_hat, bias)
+    v, c = plan.func(u_hat, n_iter=n_iter, bias=bias, leaky=leaky, eps=eps, xp=plan.xp)
+    return (v, c) if return_coupling else v

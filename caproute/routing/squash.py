@@ -1,0 +1,56 @@
+"""The squash non-linearity of dynamic routing."""
+
+from __future__ import annotations
+
+from .._backend import adopt, array_namespace, select_impl
+from .._lib import math as _math
+from .._lib.validation import as_array, check_axis, check_float_array, check_scalar
+
+DEFAULT_EPS = 1e-8
+
+
+def _squash(s, *, axis, eps, xp):
+    return _math.squash(s, axis=axis, eps=eps, xp=xp)
+
+
+def squash(s, axis=-1, *, eps=DEFAULT_EPS, backend=None):
+    """Squash vectors to a length in [0, 1) keeping their direction (Sabour et al., eq. 1).
+
+    ``v = |s|^2 / (1 + |s|^2) * s / sqrt(|s|^2 + eps)``; ``eps`` inside the square root makes
+    ``s = 0`` map to ``0`` instead of ``0/0``.
+
+    Parameters
+    ----------
+    s : array of shape (..., dim, ...)
+        Float32 or float64 vectors, finite, from any Array API library.
+    axis : int, default=-1
+        The axis that holds the vector components.
+    eps : float, default=1e-8
+        Positive constant inside the square root.
+    backend : {"auto", "numpy", "numba", "cupy"} or None, default=None
+        Where to run (see :func:`caproute.set_config`); None takes the configured backend.
+
+    Returns
+    -------
+    v : array of the same shape, dtype and namespace as ``s``
+        The squashed vectors, each of length ``|s|^2 / (1 + |s|^2)`` (up to eps).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import caproute as cr
+    >>> v = cr.squash(np.array([[3.0, 4.0], [0.0, 0.0]]))
+    >>> np.round(v, 4)
+    array([[0.5769, 0.7692],
+           [0.    , 0.    ]])
+    """
+    s = as_array(s, name="s")
+    xp = array_namespace(s)
+    check_float_array(s, name="s", xp=xp)
+    if s.ndim < 1:
+        raise ValueError(f"`s` must have at least 1 dimension (the vector axis); got ndim={s.ndim}.")
+    axis = check_axis(axis, s.ndim)
+    eps = check_scalar(eps, name="eps", low=0, low_inclusive=False)
+    plan = select_impl("squash", xp, backend)
+    (s,) = adopt(plan, s)
+    return plan.func(s, axis=axis, eps=eps, xp=plan.xp)

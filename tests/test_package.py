@@ -1,0 +1,77 @@
+"""Package-level promises: light import, public names, to_numpy, docstrings with examples."""
+
+import doctest
+import importlib
+import inspect
+import pkgutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import caproute as cr
+
+
+def test_import_is_light():
+    code = (
+        "import sys, caproute; "
+        "heavy = [m for m in ('numba', 'cupy', 'torch', 'matplotlib', 'dask') if m in sys.modules]; "
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"import caproute loaded {out.stdout.strip()}"
+
+
+def test_public_names():
+    for name in ("squash", "dynamic_routing", "em_routing", "get_config", "set_config",
+                 "config_context", "to_numpy", "capabilities"):
+        assert name in cr.__all__ and hasattr(cr, name)
+
+
+def test_to_numpy(xp):
+    a = xp.asarray(np.arange(4.0))
+    out = cr.to_numpy(a)
+    assert isinstance(out, np.ndarray)
+    np.testing.assert_array_equal(out, np.arange(4.0))
+    assert isinstance(cr.to_numpy([1.0, 2.0]), np.ndarray)
+
+
+PROCEDURES = {"set_config"}  # returns nothing, so no Returns section
+
+
+def _public_callables():
+    for name in cr.__all__:
+        obj = getattr(cr, name)
+        if inspect.isfunction(obj):
+            yield name, obj
+    yield "routing.official_inverse_temperature", cr.routing.official_inverse_temperature
+
+
+@pytest.mark.parametrize("name, func", list(_public_callables()))
+def test_public_functions_have_numpydoc_with_examples(name, func):
+    doc = inspect.getdoc(func)
+    assert doc, f"{name} has no docstring"
+    assert "\nExamples\n" in doc, f"{name} lacks an Examples section"
+    if name not in PROCEDURES:
+        assert "\nReturns\n" in doc or "\nYields\n" in doc, f"{name} lacks a Returns section"
+    if inspect.signature(func).parameters:
+        assert "\nParameters\n" in doc, f"{name} lacks a Parameters section"
+
+
+def _modules():
+    for info in pkgutil.walk_packages(cr.__path__, "caproute."):
+        if ".kernels." in info.name:
+            continue  # kernels import numba/cupy and carry no doctests
+        yield info.name
+
+
+@pytest.mark.parametrize("module_name", list(_modules()))
+def test_docstring_examples_run(module_name):
+    module = importlib.import_module(module_name)
+    finder = doctest.DocTestFinder()
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    for test in finder.find(module, module_name):
+        runner.run(test)
+    result = runner.summarize(verbose=False)
+    assert result.failed == 0, f"{result.failed} doctest(s) failed in {module_name}"
