@@ -31,13 +31,17 @@ def _couplings(b, *, leaky, xp):
     return c[..., :-1]
 
 
-def _dynamic_routing(u_hat, *, n_iter, bias, leaky, eps, xp):
+def _dynamic_routing(u_hat, *, n_iter, bias, leaky, eps, initial_logits=None, xp):
     """Reference dynamic routing; returns ``(v, c)`` with c the couplings of the last iteration.
 
-    u_hat: (batch, n_in, n_out, dim); bias: None or (n_out, dim).
+    u_hat: (batch, n_in, n_out, dim); bias: None or (n_out, dim);
+    initial_logits: None (zeros) or (batch, n_in, n_out).
     """
     batch, n_in, n_out, _ = u_hat.shape
-    b = xp.zeros((batch, n_in, n_out), dtype=u_hat.dtype, device=device(u_hat))
+    if initial_logits is None:
+        b = xp.zeros((batch, n_in, n_out), dtype=u_hat.dtype, device=device(u_hat))
+    else:
+        b = initial_logits
     for it in range(n_iter):
         c = _couplings(b, leaky=leaky, xp=xp)
         s = xp.sum(xp.expand_dims(c, axis=-1) * u_hat, axis=1)  # (batch, n_out, dim)
@@ -56,6 +60,7 @@ def dynamic_routing(
     bias=None,
     leaky=False,
     eps=DEFAULT_EPS,
+    initial_logits=None,
     return_coupling=False,
     backend=None,
 ):
@@ -81,6 +86,10 @@ def dynamic_routing(
         and is dropped afterwards, so couplings sum to less than 1.
     eps : float, default=1e-8
         Positive constant inside the square root of the squash.
+    initial_logits : array of shape (batch, n_in, n_out) or (n_in, n_out), optional
+        Starting logits ``b_ij`` instead of zeros: logits learned or carried across samples
+        (as some public implementations do), or a previous call's ``log(c)`` to continue
+        routing where it stopped. Cast to the dtype of ``u_hat``.
     return_coupling : bool, default=False
         Also return the couplings ``c`` used in the last iteration.
     backend : {"auto", "numpy", "numba", "cupy"} or None, default=None
@@ -132,7 +141,21 @@ def dynamic_routing(
         check_shape(bias, u_hat.shape[2:], name="bias", what="(n_out, dim) of `u_hat`")
         bias = xp.astype(bias, u_hat.dtype)
 
+    if initial_logits is not None:
+        initial_logits = as_array(initial_logits, name="initial_logits", xp=xp, like=u_hat)
+        check_same_namespace(initial_logits, u_hat, name="initial_logits", ref_name="u_hat")
+        check_float_array(initial_logits, name="initial_logits", xp=xp)
+        batch, n_in, n_out = (int(s) for s in u_hat.shape[:3])
+        if tuple(initial_logits.shape) == (n_in, n_out):
+            initial_logits = xp.broadcast_to(initial_logits, (batch, n_in, n_out))
+        check_shape(initial_logits, (batch, n_in, n_out), name="initial_logits",
+                    what="(batch, n_in, n_out) or (n_in, n_out) of `u_hat`")
+        initial_logits = xp.astype(initial_logits, u_hat.dtype)
+
     plan = select_impl("dynamic_routing", xp, backend)
-    u_hat, bias = adopt(plan, u_hat, bias)
-    v, c = plan.func(u_hat, n_iter=n_iter, bias=bias, leaky=leaky, eps=eps, xp=plan.xp)
+    u_hat, bias, initial_logits = adopt(plan, u_hat, bias, initial_logits)
+    v, c = plan.func(
+        u_hat, n_iter=n_iter, bias=bias, leaky=leaky, eps=eps,
+        initial_logits=initial_logits, xp=plan.xp,
+    )
     return (v, c) if return_coupling else v

@@ -52,40 +52,66 @@ def official_inverse_temperature(n_iter, final_lambda=0.01):
     return tuple(final_lambda * (1.0 - 0.95 ** (t + 1)) for t in range(n_iter))
 
 
-def _em_routing(votes, a_in, beta_u, beta_a, *, inverse_temperature, min_var, eps, xp):
+def _m_step(votes, R, a_in, beta_u, beta_a, *, lam, min_var, eps, xp):
+    """Eqs. 21-27: parents' means, variances and activation logits from assignments ``R``.
+
+    Returns ``(mu, var, logit)``, shapes (batch, n_out, D), (batch, n_out, D), (batch, n_out).
+    The floors only bite where a sum or a variance is ~0, so the results equal the plain
+    equations everywhere else.
+    """
+    Ra = R * xp.expand_dims(a_in, axis=-1)  # (batch, n_in, n_out)
+    Ra4 = xp.expand_dims(Ra, axis=-1)
+    sum_R = xp.sum(Ra, axis=1)  # (batch, n_out)
+    denom = xp.expand_dims(xp.maximum(sum_R, eps), axis=-1)
+    mu = xp.sum(Ra4 * votes, axis=1) / denom
+    diff = votes - xp.expand_dims(mu, axis=1)
+    var = xp.maximum(xp.sum(Ra4 * (diff * diff), axis=1) / denom + min_var, eps)
+    cost = (beta_u + 0.5 * xp.log(var)) * xp.expand_dims(sum_R, axis=-1)
+    logit = lam * (beta_a - xp.sum(cost, axis=-1))
+    return mu, var, logit
+
+
+def _e_step(votes, mu, var, logit, *, xp):
+    """Eqs. 28-29 in log space: ``R_ij = a_j p_j(V_ij) / sum_k a_k p_k(V_ik)``.
+
+    votes (batch, n_in, n_out, D) -- broadcasting views are fine; mu, var (batch, n_out, D);
+    logit (batch, n_out). Returns ``(R, log_norm)`` with ``log_norm`` (batch, n_in) the log of
+    the normaliser ``sum_k a_k p_k(V_ik)``.
+    """
+    pose_dim = votes.shape[-1]
+    diff = votes - xp.expand_dims(mu, axis=1)
+    log_p = (
+        -xp.sum(diff * diff / (2.0 * xp.expand_dims(var, axis=1)), axis=-1)
+        - xp.expand_dims(0.5 * xp.sum(xp.log(var), axis=-1), axis=1)
+        - pose_dim * _HALF_LOG_2PI
+    )
+    log_ap = log_p + xp.expand_dims(_math.log_sigmoid(logit, xp=xp), axis=1)
+    log_norm = _math.logsumexp(log_ap, axis=-1, keepdims=True, xp=xp)
+    return xp.exp(log_ap - log_norm), xp.squeeze(log_norm, axis=-1)
+
+
+def _em_routing(
+    votes, a_in, beta_u, beta_a, *, inverse_temperature, min_var, eps,
+    initial_assignments=None, xp,
+):
     """Reference EM routing; returns ``(pose, activation, R)``.
 
     votes (batch, n_in, n_out, D), a_in (batch, n_in), beta_u (n_out, D), beta_a (n_out,),
-    inverse_temperature: one float per iteration. R is the assignment used by the last M-step.
+    inverse_temperature: one float per iteration; initial_assignments: None (uniform) or
+    (batch, n_in, n_out). R is the assignment used by the last M-step.
     """
-    batch, n_in, n_out, pose_dim = votes.shape
-    R = xp.full((batch, n_in, n_out), 1.0 / n_out, dtype=votes.dtype, device=device(votes))
-    a_col = xp.expand_dims(a_in, axis=-1)
+    batch, n_in, n_out, _ = votes.shape
+    if initial_assignments is None:
+        R = xp.full((batch, n_in, n_out), 1.0 / n_out, dtype=votes.dtype, device=device(votes))
+    else:
+        R = initial_assignments
     n_iter = len(inverse_temperature)
     for it, lam in enumerate(inverse_temperature):
-        # M-step (eqs. 21-27). The floors only bite where a sum or a variance is ~0, so the
-        # results equal the plain equations everywhere else.
-        Ra = R * a_col  # (batch, n_in, n_out)
-        Ra4 = xp.expand_dims(Ra, axis=-1)
-        sum_R = xp.sum(Ra, axis=1)  # (batch, n_out)
-        denom = xp.expand_dims(xp.maximum(sum_R, eps), axis=-1)
-        mu = xp.sum(Ra4 * votes, axis=1) / denom  # (batch, n_out, D)
-        diff = votes - xp.expand_dims(mu, axis=1)
-        sq = diff * diff
-        var = xp.maximum(xp.sum(Ra4 * sq, axis=1) / denom + min_var, eps)
-        log_sigma = 0.5 * xp.log(var)
-        cost = (beta_u + log_sigma) * xp.expand_dims(sum_R, axis=-1)
-        logit = lam * (beta_a - xp.sum(cost, axis=-1))  # (batch, n_out)
-        if it + 1 == n_iter:
-            break
-        # E-step (eqs. 28-29) in log space: log(a_j p_j) normalised over parents.
-        log_p = (
-            -xp.sum(sq / (2.0 * xp.expand_dims(var, axis=1)), axis=-1)
-            - xp.expand_dims(xp.sum(log_sigma, axis=-1), axis=1)
-            - pose_dim * _HALF_LOG_2PI
+        mu, var, logit = _m_step(
+            votes, R, a_in, beta_u, beta_a, lam=lam, min_var=min_var, eps=eps, xp=xp
         )
-        log_ap = log_p + xp.expand_dims(_math.log_sigmoid(logit, xp=xp), axis=1)
-        R = xp.exp(log_ap - _math.logsumexp(log_ap, axis=-1, keepdims=True, xp=xp))
+        if it + 1 < n_iter:
+            R, _ = _e_step(votes, mu, var, logit, xp=xp)
     activation = xp.exp(_math.log_sigmoid(logit, xp=xp))
     return mu, activation, R
 
@@ -104,6 +130,28 @@ def _as_param(value, *, name, like, xp, shapes):
         return xp.zeros(target, dtype=like.dtype, device=device(like)) + value
     allowed = ", ".join(["a scalar"] + [shape_str(s) for s in shapes])
     raise ValueError(f"`{name}` must be {allowed}; got shape {shape_str(shape)}.")
+
+
+def _check_assignments(R, votes, *, xp):
+    name = "initial_assignments"
+    R = as_array(R, name=name, xp=xp, like=votes)
+    check_same_namespace(R, votes, name=name, ref_name="votes")
+    check_float_array(R, name=name, ndim=3, layout="(batch, n_in, n_out)", xp=xp)
+    check_shape(R, tuple(int(s) for s in votes.shape[:3]), name=name,
+                what="(batch, n_in, n_out) of `votes`")
+    R = xp.astype(R, votes.dtype)
+    lo, hi = float(xp.min(R)), float(xp.max(R))
+    if lo < 0.0 or hi > 1.0:
+        raise ValueError(f"`{name}` must hold values in [0, 1]; got values in [{lo}, {hi}].")
+    # rows are sums of n_out rounded terms: allow sqrt(machine epsilon) of slack
+    tol = float(np.sqrt(np.finfo(np.float32 if R.dtype == xp.float32 else np.float64).eps))
+    worst = float(xp.max(xp.abs(xp.sum(R, axis=-1) - 1.0)))
+    if worst > tol:
+        raise ValueError(
+            f"`{name}` rows must sum to 1 over the parents (axis -1); "
+            f"the largest deviation is {worst:.3g}."
+        )
+    return R
 
 
 def _schedule(inverse_temperature, n_iter):
@@ -135,6 +183,7 @@ def em_routing(
     inverse_temperature=None,
     min_var=DEFAULT_MIN_VAR,
     eps=DEFAULT_EPS,
+    initial_assignments=None,
     return_assignments=False,
     backend=None,
 ):
@@ -170,6 +219,10 @@ def em_routing(
     eps : float, default=1e-8
         Lower bound of ``sum_i R_ij`` where it divides and of the variance where its log or
         reciprocal is taken, so an unused or collapsed parent gives no NaN.
+    initial_assignments : array of shape (batch, n_in, n_out), optional
+        Starting assignments instead of ``1 / n_out``: values in [0, 1] whose rows sum to 1
+        over the parents (for instance a previous call's ``R``, to continue routing). Cast to
+        the dtype of ``votes``.
     return_assignments : bool, default=False
         Also return ``R``, the assignments the last M-step used (rows sum to 1 over parents).
     backend : {"auto", "numpy", "numba", "cupy"} or None, default=None
@@ -233,10 +286,16 @@ def em_routing(
     eps = check_scalar(eps, name="eps", low=0, low_inclusive=False)
     return_assignments = check_bool(return_assignments, name="return_assignments")
 
+    if initial_assignments is not None:
+        initial_assignments = _check_assignments(initial_assignments, votes, xp=xp)
+
     plan = select_impl("em_routing", xp, backend)
-    votes, a_in, beta_u, beta_a = adopt(plan, votes, a_in, beta_u, beta_a)
+    votes, a_in, beta_u, beta_a, initial_assignments = adopt(
+        plan, votes, a_in, beta_u, beta_a, initial_assignments
+    )
     pose, act, R = plan.func(
         votes, a_in, beta_u, beta_a,
-        inverse_temperature=schedule, min_var=min_var, eps=eps, xp=plan.xp,
+        inverse_temperature=schedule, min_var=min_var, eps=eps,
+        initial_assignments=initial_assignments, xp=plan.xp,
     )
     return (pose, act, R) if return_assignments else (pose, act)

@@ -9,14 +9,17 @@ import math
 import numpy as np
 
 
-def dynamic_routing_loops(u_hat, n_iter, *, bias=None, leaky=False, eps=1e-8):
+def dynamic_routing_loops(u_hat, n_iter, *, bias=None, leaky=False, eps=1e-8, initial_logits=None):
     """Seed eqs. 8-11 (softmax over parents, weighted sum, squash, agreement update)."""
     u = np.asarray(u_hat, dtype=np.float64)
     B, I, J, D = u.shape
     v_out = np.zeros((B, J, D))
     c_out = np.zeros((B, I, J))
     for b in range(B):
-        logits = [[0.0] * J for _ in range(I)]
+        if initial_logits is None:
+            logits = [[0.0] * J for _ in range(I)]
+        else:
+            logits = [[float(initial_logits[b, i, j]) for j in range(J)] for i in range(I)]
         for r in range(n_iter):
             c = []
             for i in range(I):
@@ -44,7 +47,7 @@ def dynamic_routing_loops(u_hat, n_iter, *, bias=None, leaky=False, eps=1e-8):
     return v_out, c_out
 
 
-def em_routing_loops(votes, a_in, beta_u, beta_a, lambdas, *, min_var, eps=1e-8):
+def em_routing_loops(votes, a_in, beta_u, beta_a, lambdas, *, min_var, eps=1e-8, initial_R=None):
     """Seed eqs. 20-29. beta_u (J, D), beta_a (J,), one lambda per iteration."""
     V = np.asarray(votes, dtype=np.float64)
     a_in = np.asarray(a_in, dtype=np.float64)
@@ -53,7 +56,10 @@ def em_routing_loops(votes, a_in, beta_u, beta_a, lambdas, *, min_var, eps=1e-8)
     act = np.zeros((B, J))
     R_out = np.zeros((B, I, J))
     for b in range(B):
-        R = [[1.0 / J] * J for _ in range(I)]
+        if initial_R is None:
+            R = [[1.0 / J] * J for _ in range(I)]
+        else:
+            R = [[float(initial_R[b, i, j]) for j in range(J)] for i in range(I)]
         for t, lam in enumerate(lambdas):
             R_used = [row[:] for row in R]
             mu = [[0.0] * D for _ in range(J)]

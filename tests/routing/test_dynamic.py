@@ -177,3 +177,42 @@ def test_bad_input_array_api_strict():
         cr.dynamic_routing(xs.zeros((1, 2, 2, 2), dtype=xs.int32))
     with pytest.raises(TypeError, match=r"`bias` must be an array of the same library as `u_hat`"):
         cr.dynamic_routing(xs.zeros((1, 2, 2, 2)), bias=np.zeros((2, 2)))
+
+
+def test_initial_logits_continue_routing_where_it_stopped(xp, dtype):
+    u = as_xp(_votes((2, 6, 3, 4), dtype, seed=7), xp)
+    v5, c5 = cr.dynamic_routing(u, 5, return_coupling=True)
+    _, c3 = cr.dynamic_routing(u, 3, return_coupling=True)
+    # the couplings' log differs from the logits by a per-child constant, which softmax ignores
+    v, c = cr.dynamic_routing(u, 3, initial_logits=xp.log(c3), return_coupling=True)
+    tol = dict(rtol=rtol_for(dtype) * 10, atol=atol_for(dtype) * 10)
+    np.testing.assert_allclose(cr.to_numpy(v), cr.to_numpy(v5), **tol)
+    np.testing.assert_allclose(cr.to_numpy(c), cr.to_numpy(c5), **tol)
+
+
+def test_initial_logits_match_oracle_and_broadcast(xp):
+    u = _votes((2, 5, 3, 4), "float64", seed=8)
+    b0 = np.random.default_rng(9).normal(size=(5, 3))
+    v, c = cr.dynamic_routing(as_xp(u, xp), 2, initial_logits=as_xp(b0, xp), return_coupling=True)
+    v_full, _ = cr.dynamic_routing(as_xp(u, xp), 2, initial_logits=as_xp(np.stack([b0, b0]), xp),
+                                   return_coupling=True)
+    np.testing.assert_allclose(cr.to_numpy(v), cr.to_numpy(v_full), rtol=1e-14)
+    v_ref, c_ref = dynamic_routing_loops(u, 2, initial_logits=np.stack([b0, b0]))
+    np.testing.assert_allclose(cr.to_numpy(v), v_ref, rtol=1e-11)
+    np.testing.assert_allclose(cr.to_numpy(c), c_ref, rtol=1e-11)
+
+
+@pytest.mark.parametrize(
+    "b0, exc, match",
+    [
+        (np.zeros((2, 3)), ValueError,
+         r"`initial_logits` must have shape \(batch, n_in, n_out\) or \(n_in, n_out\) of `u_hat` = "
+         r"\(2, 3, 4\); got shape \(2, 3\)\."),
+        (np.full((3, 4), np.inf), ValueError, r"`initial_logits` must contain only finite values"),
+        (np.zeros((3, 4), dtype=bool), TypeError,
+         r"`initial_logits` must have a real floating dtype \(float32 or float64\); got bool\."),
+    ],
+)
+def test_bad_initial_logits(b0, exc, match):
+    with pytest.raises(exc, match=match):
+        cr.dynamic_routing(GOOD, initial_logits=b0)

@@ -211,3 +211,48 @@ def test_mixed_libraries_rejected():
     xs = pytest.importorskip("array_api_strict")
     with pytest.raises(TypeError, match=r"`a_in` must be an array of the same library as `votes`"):
         cr.em_routing(xs.zeros((1, 2, 2, 2)), np.ones((1, 2)), 0.0, 0.0)
+
+
+def test_initial_assignments_continue_routing_where_it_stopped(xp, dtype):
+    votes, a_in = _problem(dtype=dtype, seed=11)
+    args = dict(beta_u=0.1, beta_a=0.0, inverse_temperature=0.3, return_assignments=True)
+    V, A = as_xp(votes, xp), as_xp(a_in, xp)
+    p5, a5, R5 = cr.em_routing(V, A, n_iter=5, **args)
+    _, _, R3 = cr.em_routing(V, A, n_iter=3, **args)
+    p, a, R = cr.em_routing(V, A, n_iter=3, initial_assignments=R3, **args)
+    tol = dict(rtol=rtol_for(dtype) * 20, atol=atol_for(dtype) * 20)
+    for got, want in ((p, p5), (a, a5), (R, R5)):
+        np.testing.assert_allclose(cr.to_numpy(got), cr.to_numpy(want), **tol)
+
+
+def test_initial_assignments_match_oracle(xp):
+    votes, a_in = _problem(seed=12)
+    R0 = np.random.default_rng(13).dirichlet(np.ones(3), size=(2, 6))
+    pose, act, R = cr.em_routing(as_xp(votes, xp), as_xp(a_in, xp), 0.2, 0.1, 2,
+                                 inverse_temperature=0.5, initial_assignments=as_xp(R0, xp),
+                                 return_assignments=True)
+    p_ref, a_ref, R_ref = em_routing_loops(votes, a_in, np.full((3, 4), 0.2), np.full(3, 0.1),
+                                           [0.5, 0.5], min_var=5e-4, initial_R=R0)
+    np.testing.assert_allclose(cr.to_numpy(pose), p_ref, rtol=1e-10)
+    np.testing.assert_allclose(cr.to_numpy(act), a_ref, rtol=1e-10)
+    np.testing.assert_allclose(cr.to_numpy(R), R_ref, rtol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "R0, exc, match",
+    [
+        (np.full((2, 3), 0.25), ValueError,
+         r"`initial_assignments` must be 3-D \(batch, n_in, n_out\); got ndim=2 with shape \(2, 3\)\."),
+        (np.full((2, 3, 5), 0.2), ValueError,
+         r"`initial_assignments` must have shape \(batch, n_in, n_out\) of `votes` = \(2, 3, 4\); "
+         r"got shape \(2, 3, 5\)\."),
+        (np.full((2, 3, 4), 0.3), ValueError,
+         r"`initial_assignments` rows must sum to 1 over the parents \(axis -1\); "
+         r"the largest deviation is 0\.2\."),
+        (np.tile([1.5, -0.5, 0.0, 0.0], (2, 3, 1)), ValueError,
+         r"`initial_assignments` must hold values in \[0, 1\]; got values in \[-0\.5, 1\.5\]\."),
+    ],
+)
+def test_bad_initial_assignments(R0, exc, match):
+    with pytest.raises(exc, match=match):
+        cr.em_routing(VOTES, A_IN, 0.0, 0.0, initial_assignments=R0)
