@@ -1,9 +1,15 @@
 """Shared fixtures: the ``xp`` namespaces every test runs over, dtypes and tolerances."""
 
-import numpy as np
-import pytest
+import os
 
-from caproute._backend import cupy_status
+# scikit-learn's Array API estimator checks need SciPy's Array API mode, which SciPy reads once
+# at import: set it before anything imports SciPy.
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from caproute._backend import cupy_status  # noqa: E402
 
 _CUPY, _CUPY_REASON = cupy_status()
 

@@ -1,0 +1,296 @@
+"""What the two routing estimators share: input validation on any Array API namespace,
+standardisation, initial centres, the iteration loop with its stopping rule, and the ordering
+of the fitted clusters."""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+
+import numpy as np
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    ClusterMixin,
+    TransformerMixin,
+)
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+
+from .._backend import (
+    array_namespace,
+    cupy_namespace,
+    device,
+    is_array,
+    is_cupy_namespace,
+    is_numpy_namespace,
+    numpy_namespace,
+    to_device,
+)
+from .._config import BACKENDS, get_config
+from ._init import kmeans_plusplus, random_rows
+
+
+class _RoutingClusteringBase(
+    ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, BaseEstimator
+):
+    """Shared machinery; subclasses provide ``_start``, ``_step``, ``_finish`` and ``_assign``."""
+
+    _parameter_constraints: dict = {
+        "n_clusters": [Interval(numbers.Integral, 1, None, closed="left")],
+        "n_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "tol": [Interval(numbers.Real, 0, None, closed="left")],
+        "init": [StrOptions({"k-means++", "random"}), "array-like"],
+        "random_state": ["random_state"],
+        "backend": [StrOptions(set(BACKENDS)), None],
+    }
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.array_api_support = True
+        return tags
+
+    # ------------------------------------------------------------------ validation
+    def _backend(self):
+        return get_config()["backend"] if self.backend is None else self.backend
+
+    def _validate_X(self, X, *, reset):
+        """Return ``(X, xp)``: X validated as a 2-D float32/float64 array of its namespace.
+
+        NumPy input and array-likes go through scikit-learn's own checks (same messages);
+        other Array API arrays (array_api_strict, CuPy) stay where they are.
+        """
+        if is_array(X) and not is_numpy_namespace(array_namespace(X)):
+            xp = array_namespace(X)
+            X = _check_foreign_array(self, X, xp, reset=reset)
+        else:
+            X = validate_data(self, X, reset=reset, dtype=[np.float64, np.float32])
+            xp = numpy_namespace()
+        if self._backend() == "cupy" and not is_cupy_namespace(xp):
+            xp = cupy_namespace()  # explicit host -> device move, as backend="cupy" asks
+            X = to_device(X, xp)
+        return X, xp
+
+    def _validate_fit_input(self, X, sample_weight):
+        X, xp = self._validate_X(X, reset=True)
+        n_samples = int(X.shape[0])
+        if n_samples < self.n_clusters:
+            raise ValueError(f"n_samples={n_samples} should be >= n_clusters={self.n_clusters}.")
+        if is_numpy_namespace(xp):
+            sample_weight = _check_sample_weight(
+                sample_weight, X, dtype=X.dtype, ensure_non_negative=True
+            )
+        else:
+            sample_weight = _check_weight_xp(sample_weight, X, xp)
+        return X, xp, sample_weight
+
+    def _initial_centres(self, Z, sample_weight, rng, *, xp):
+        if isinstance(self.init, str):
+            n_positive = int(xp.sum(xp.astype(sample_weight > 0, xp.int64)))
+            if self.init == "random" and n_positive < self.n_clusters:
+                raise ValueError(
+                    f"init='random' needs at least n_clusters={self.n_clusters} samples with a "
+                    f"positive weight; got {n_positive}."
+                )
+            pick = kmeans_plusplus if self.init == "k-means++" else random_rows
+            return pick(Z, self.n_clusters, sample_weight=sample_weight, rng=rng, xp=xp)
+        init = self.init
+        if not is_array(init):
+            init = xp.asarray(np.asarray(init, dtype=np.float64), device=device(Z))
+        elif array_namespace(init) is not xp:
+            if not is_numpy_namespace(array_namespace(init)):
+                raise TypeError(
+                    f"`init` must be a NumPy array or an array of the same library as X "
+                    f"({xp.__name__}); got {array_namespace(init).__name__}."
+                )
+            init = xp.asarray(init, device=device(Z))  # k x d centres: an explicit small copy
+        shape = tuple(int(s) for s in init.shape)
+        expected = (self.n_clusters, self.n_features_in_)
+        if shape != expected:
+            raise ValueError(
+                f"The shape of the initial centers {shape} does not match the number of "
+                f"clusters {self.n_clusters} and features {self.n_features_in_}; expected "
+                f"{expected}."
+            )
+        init = xp.astype(init, Z.dtype)
+        if not bool(xp.all(xp.isfinite(init))):
+            raise ValueError("`init` must contain only finite values.")
+        return (init - self._mean) / self._scale
+
+    # ------------------------------------------------------------------ fitting
+    def _fit(self, X, sample_weight):
+        self._validate_params()
+        X, xp, sample_weight = self._validate_fit_input(X, sample_weight)
+        rng = check_random_state(self.random_state)
+        # Isotropic standardisation: centre on the weighted mean and divide by one overall
+        # scale, so distances keep their geometry while the routing options become unit-free.
+        w = sample_weight / xp.max(sample_weight)
+        mean = xp.sum(xp.expand_dims(w, axis=1) * X, axis=0) / xp.sum(w)
+        diff = X - mean
+        scale = xp.sqrt(xp.sum(xp.expand_dims(w, axis=1) * diff * diff) / (xp.sum(w) * X.shape[1]))
+        if not float(scale) > 0:
+            scale = xp.ones_like(scale)
+        self._mean, self._scale = mean, scale
+        Z = diff / scale
+
+        centres = self._initial_centres(Z, sample_weight, rng, xp=xp)
+        state = self._start(Z, w, centres, xp=xp)
+        converged, shift, n_done = False, float("inf"), 1
+        while n_done < self.n_iter:
+            prev = state["pose"]
+            state = self._step(Z, w, state, xp=xp)
+            n_done += 1
+            diff = state["pose"] - prev
+            shift = float(xp.sum(diff * diff))
+            if shift <= self.tol:
+                converged = True
+                break
+        self.n_iter_ = n_done
+        if not converged and self.n_iter > 1:
+            warnings.warn(
+                f"{type(self).__name__} did not converge after n_iter={self.n_iter} iterations: "
+                f"the parents moved by {shift:.3g} (squared, in standardised units) > "
+                f"tol={self.tol}. Increase n_iter or tol.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        self._finish(state, xp=xp)
+        labels = xp.argmax(self._assign(Z, xp=xp), axis=1)
+        self._reorder(labels, xp=xp)
+        self.labels_ = xp.argmax(self._assign(Z, xp=xp), axis=1)
+        self.active_clusters_ = self.activations_ > 0.5
+        self.n_active_clusters_ = int(xp.sum(xp.astype(self.active_clusters_, xp.int64)))
+        self._n_features_out = self.n_clusters
+        return self
+
+    def _reorder(self, labels, *, xp):
+        """Put the clusters that own training points first (keeping their order), so labels
+        run 0 .. m-1 without gaps, as scikit-learn's clusterers promise."""
+        counts = [int(xp.sum(xp.astype(labels == j, xp.int64))) for j in range(self.n_clusters)]
+        order = [j for j in range(self.n_clusters) if counts[j] > 0]
+        order += [j for j in range(self.n_clusters) if counts[j] == 0]
+        if order != list(range(self.n_clusters)):
+            self._permute(xp.asarray(order, device=device(labels)), xp=xp)
+
+    # ------------------------------------------------------------------ prediction
+    def _prepare(self, X, method):
+        check_is_fitted(self)
+        fitted_xp = array_namespace(self._mean)
+        if is_array(X):
+            given_xp = array_namespace(X)
+            moving = self._backend() == "cupy" and is_cupy_namespace(fitted_xp)
+            if not moving and (given_xp is not fitted_xp or device(X) != device(self._mean)):
+                raise ValueError(
+                    f"Inputs passed to {type(self).__name__}.{method}() must use the same "
+                    f"namespace and the same device as those passed to fit(); got "
+                    f"{given_xp.__name__} on {device(X)!r}, fitted on {fitted_xp.__name__} on "
+                    f"{device(self._mean)!r}. Convert X explicitly (caproute.to_numpy, "
+                    "or backend='cupy')."
+                )
+        X, xp = self._validate_X(X, reset=False)
+        if xp is not fitted_xp:  # an array-like (list, DataFrame) for a model fitted elsewhere
+            X = xp_asarray_like(X, self._mean)
+            xp = fitted_xp
+        return (X - self._mean) / self._scale, xp
+
+    def transform(self, X):
+        """Each point's assignment to every cluster, as a new child would be routed.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            New points.
+
+        Returns
+        -------
+        assignments : array of shape (n_samples, n_clusters)
+            Couplings (dynamic routing) or assignments ``R`` (EM routing), in the namespace
+            and dtype of the fitted data.
+        """
+        Z, xp = self._prepare(X, "transform")
+        return self._assign(Z, xp=xp)
+
+    def predict(self, X):
+        """The cluster each point routes to most.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            New points.
+
+        Returns
+        -------
+        labels : array of shape (n_samples,)
+            Index of the cluster with the largest assignment.
+        """
+        Z, xp = self._prepare(X, "predict")
+        return xp.argmax(self._assign(Z, xp=xp), axis=1)
+
+
+def xp_asarray_like(X, like):
+    """Host array-like data into the namespace and device of ``like`` (explicit; a copy)."""
+    xp = array_namespace(like)
+    return xp.asarray(X, dtype=like.dtype, device=device(like))
+
+
+def _check_foreign_array(est, X, xp, *, reset):
+    """scikit-learn's checks and messages for an Array API array that is not NumPy's."""
+    if xp.isdtype(X.dtype, "complex floating"):
+        raise ValueError("Complex data not supported\n{}\n".format(X))
+    if X.ndim != 2:
+        raise ValueError(
+            f"Expected 2D array, got {X.ndim}D array instead. Reshape your data either using "
+            "array.reshape(-1, 1) if your data has a single feature or array.reshape(1, -1) "
+            "if it contains a single sample."
+        )
+    if X.dtype not in (xp.float32, xp.float64):
+        if not (xp.isdtype(X.dtype, "integral") or X.dtype == xp.bool):
+            raise ValueError(f"Unsupported dtype {X.dtype} for X.")
+        X = xp.astype(X, xp.float64)
+    n_samples, n_features = (int(s) for s in X.shape)
+    if n_samples < 1:
+        raise ValueError(
+            f"Found array with 0 sample(s) (shape={tuple(X.shape)}) while a minimum of 1 is "
+            f"required by {type(est).__name__}."
+        )
+    if n_features < 1:
+        raise ValueError(
+            f"Found array with 0 feature(s) (shape={tuple(X.shape)}) while a minimum of 1 is "
+            f"required by {type(est).__name__}."
+        )
+    if bool(xp.any(xp.isnan(X))):
+        raise ValueError(f"Input X contains NaN.\n{type(est).__name__} does not accept missing values encoded as NaN natively.")
+    if not bool(xp.all(xp.isfinite(X))):
+        raise ValueError(f"Input X contains infinity or a value too large for dtype('{X.dtype}').")
+    if reset:
+        est.n_features_in_ = n_features
+        if hasattr(est, "feature_names_in_"):
+            del est.feature_names_in_
+    elif n_features != est.n_features_in_:
+        raise ValueError(
+            f"X has {n_features} features, but {type(est).__name__} is expecting "
+            f"{est.n_features_in_} features as input."
+        )
+    return X
+
+
+def _check_weight_xp(sample_weight, X, xp):
+    n = int(X.shape[0])
+    if sample_weight is None:
+        return xp.ones((n,), dtype=X.dtype, device=device(X))
+    if not is_array(sample_weight):
+        sample_weight = xp.asarray(np.asarray(sample_weight, dtype=np.float64), device=device(X))
+    sample_weight = xp.astype(sample_weight, X.dtype)
+    if sample_weight.ndim != 1:
+        raise ValueError("Sample weights must be 1D array or scalar")
+    if int(sample_weight.shape[0]) != n:
+        raise ValueError(f"sample_weight.shape == {tuple(sample_weight.shape)}, expected {(n,)}!")
+    if not bool(xp.all(xp.isfinite(sample_weight))):
+        raise ValueError("Input sample_weight contains NaN or infinity.")
+    if bool(xp.any(sample_weight < 0)):
+        raise ValueError("Negative values in data passed to `sample_weight`")
+    if not bool(xp.any(sample_weight != 0)):
+        raise ValueError("Sample weights must contain at least one non-zero number.")
+    return sample_weight
