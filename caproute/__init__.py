@@ -6,7 +6,7 @@ backend first selects them.
 
 from ._backend import BackendUnavailableError, capabilities, to_numpy
 from ._config import config_context, get_config, set_config
-from .routing import dynamic_routing, em_routing, squash
+from .routing import dense_dynamic_routing, dynamic_routing, em_routing, squash
 
 __version__ = "0.1.0.dev0"
 
@@ -14,6 +14,7 @@ __all__ = [
     "BackendUnavailableError",
     "capabilities",
     "config_context",
+    "dense_dynamic_routing",
     "dynamic_routing",
     "em_routing",
     "get_config",

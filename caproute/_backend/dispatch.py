@@ -25,9 +25,22 @@ __all__ = ["CAPABILITIES", "Plan", "adopt", "capabilities", "numba_available", "
 
 # op -> {implementation name -> "module:function"}; extend this table when a kernel lands.
 CAPABILITIES: dict[str, dict[str, str]] = {
-    "squash": {"reference": "caproute.routing.squash:_squash"},
-    "dynamic_routing": {"reference": "caproute.routing.dynamic:_dynamic_routing"},
-    "em_routing": {"reference": "caproute.routing.em:_em_routing"},
+    "squash": {
+        "reference": "caproute.routing.squash:_squash",
+        "numba": "caproute.kernels.numba.squash:squash",
+    },
+    "dynamic_routing": {
+        "reference": "caproute.routing.dynamic:_dynamic_routing",
+        "numba": "caproute.kernels.numba.dynamic:dynamic_routing",
+    },
+    "dense_dynamic_routing": {
+        "reference": "caproute.routing.dense:_dense_dynamic_routing",
+        "numba": "caproute.kernels.numba.dynamic:dense_routing",
+    },
+    "em_routing": {
+        "reference": "caproute.routing.em:_em_routing",
+        "numba": "caproute.kernels.numba.em:em_routing",
+    },
 }
 
 

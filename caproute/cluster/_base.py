@@ -28,6 +28,7 @@ from .._backend import (
     is_numpy_namespace,
     numpy_namespace,
     to_device,
+    to_numpy,
 )
 from .._config import BACKENDS, get_config
 from ._init import kmeans_plusplus, random_rows
@@ -78,6 +79,9 @@ class _RoutingClusteringBase(
         n_samples = int(X.shape[0])
         if n_samples < self.n_clusters:
             raise ValueError(f"n_samples={n_samples} should be >= n_clusters={self.n_clusters}.")
+        if is_array(sample_weight) and array_namespace(sample_weight) is not xp:
+            # scikit-learn's rule for mixed inputs: everything follows X (one float per sample)
+            sample_weight = to_numpy(sample_weight)
         if is_numpy_namespace(xp):
             sample_weight = _check_sample_weight(
                 sample_weight, X, dtype=X.dtype, ensure_non_negative=True
@@ -280,8 +284,9 @@ def _check_weight_xp(sample_weight, X, xp):
     n = int(X.shape[0])
     if sample_weight is None:
         return xp.ones((n,), dtype=X.dtype, device=device(X))
-    if not is_array(sample_weight):
-        sample_weight = xp.asarray(np.asarray(sample_weight, dtype=np.float64), device=device(X))
+    if not is_array(sample_weight) or array_namespace(sample_weight) is not xp:
+        host = np.asarray(to_numpy(sample_weight), dtype=np.float64)
+        sample_weight = xp.asarray(host, device=device(X))
     sample_weight = xp.astype(sample_weight, X.dtype)
     if sample_weight.ndim != 1:
         raise ValueError("Sample weights must be 1D array or scalar")

@@ -53,6 +53,19 @@ def _dynamic_routing(u_hat, *, n_iter, bias, leaky, eps, initial_logits=None, xp
     return v, c
 
 
+def _check_initial_logits(b0, like, shape, *, xp):
+    """Validate starting logits of ``shape`` (batch, n_in, n_out), or (n_in, n_out) shared by
+    the batch; returns them broadcast and cast to the dtype of ``like``."""
+    b0 = as_array(b0, name="initial_logits", xp=xp, like=like)
+    check_same_namespace(b0, like, name="initial_logits", ref_name="u_hat")
+    check_float_array(b0, name="initial_logits", xp=xp)
+    if tuple(int(s) for s in b0.shape) == shape[1:]:
+        b0 = xp.broadcast_to(b0, shape)
+    check_shape(b0, shape, name="initial_logits",
+                what="(batch, n_in, n_out) or (n_in, n_out) of `u_hat`")
+    return xp.astype(b0, like.dtype)
+
+
 def dynamic_routing(
     u_hat,
     n_iter=3,
@@ -142,15 +155,9 @@ def dynamic_routing(
         bias = xp.astype(bias, u_hat.dtype)
 
     if initial_logits is not None:
-        initial_logits = as_array(initial_logits, name="initial_logits", xp=xp, like=u_hat)
-        check_same_namespace(initial_logits, u_hat, name="initial_logits", ref_name="u_hat")
-        check_float_array(initial_logits, name="initial_logits", xp=xp)
-        batch, n_in, n_out = (int(s) for s in u_hat.shape[:3])
-        if tuple(initial_logits.shape) == (n_in, n_out):
-            initial_logits = xp.broadcast_to(initial_logits, (batch, n_in, n_out))
-        check_shape(initial_logits, (batch, n_in, n_out), name="initial_logits",
-                    what="(batch, n_in, n_out) or (n_in, n_out) of `u_hat`")
-        initial_logits = xp.astype(initial_logits, u_hat.dtype)
+        initial_logits = _check_initial_logits(
+            initial_logits, u_hat, tuple(int(s) for s in u_hat.shape[:3]), xp=xp
+        )
 
     plan = select_impl("dynamic_routing", xp, backend)
     u_hat, bias, initial_logits = adopt(plan, u_hat, bias, initial_logits)

@@ -1,0 +1,1 @@
+"""CuPy kernels: CuPy arrays in and out, built once per device, no validation inside."""

@@ -1,0 +1,1 @@
+"""Numba kernels: NumPy in, NumPy out, contiguous arrays, no validation inside."""

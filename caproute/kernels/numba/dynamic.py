@@ -1,0 +1,132 @@
+"""Numba kernels for dynamic routing: one sample per parallel iteration, that sample's votes
+read from cache across all routing iterations, no (batch, n_in, n_out, dim) temporary.
+
+Entry points have the reference's signature (NumPy in, NumPy out) and validate nothing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+# Reassociation lets LLVM vectorise the sums; no flag that assumes finite values (nnan, ninf).
+_FAST = {"reassoc", "contract"}
+
+
+@njit(inline="always", fastmath=_FAST)
+def _route_one(u, n_iter, bias, has_bias, leaky, eps, b, c, s, v):
+    """Route one sample in place. u (n_in, n_out, dim); b, c (n_in, n_out) with b holding the
+    starting logits; s, v (n_out, dim) buffers. Leaves c and v of the last iteration.
+
+    One pass over the votes per iteration: for each child, the agreement update with the
+    previous parents, its softmax and its contribution to the new parents' inputs are done
+    while its votes are in L1 (the textbook order reads all votes twice per iteration).
+    """
+    n_in, n_out, dim = u.shape
+    for it in range(n_iter):
+        for j in range(n_out):
+            for d in range(dim):
+                s[j, d] = bias[j, d] if has_bias else 0.0
+        for i in range(n_in):
+            if it > 0:  # agreement with the previous iteration's parents
+                for j in range(n_out):
+                    acc = u[i, j, 0] * v[j, 0]  # typed like the data, so the sum vectorises
+                    for d in range(1, dim):
+                        acc += u[i, j, d] * v[j, d]
+                    b[i, j] += acc
+            # couplings: softmax over parents (max-shifted; the leaky orphan has logit 0)
+            m = b[i, 0]
+            for j in range(1, n_out):
+                if b[i, j] > m:
+                    m = b[i, j]
+            if leaky and m < 0.0:
+                m = 0.0
+            z = np.exp(-m) if leaky else 0.0
+            for j in range(n_out):
+                e = np.exp(b[i, j] - m)
+                c[i, j] = e
+                z += e
+            inv = 1.0 / z
+            for j in range(n_out):
+                cij = c[i, j] * inv
+                c[i, j] = cij
+                for d in range(dim):
+                    s[j, d] += cij * u[i, j, d]
+        # squash, eps inside the square root
+        for j in range(n_out):
+            n2 = s[j, 0] * s[j, 0]
+            for d in range(1, dim):
+                n2 += s[j, d] * s[j, d]
+            scale = n2 / ((1.0 + n2) * np.sqrt(n2 + eps))
+            for d in range(dim):
+                v[j, d] = s[j, d] * scale
+
+
+@njit(parallel=True, fastmath=_FAST)
+def _dynamic_routing_batch(u_hat, n_iter, bias, has_bias, leaky, eps, b0, has_b0, v_out, c_out):
+    batch, n_in, n_out, dim = u_hat.shape
+    for n in prange(batch):
+        # per-sample (so per-thread) buffers: no thread writes another's memory
+        b = np.empty((n_in, n_out), dtype=u_hat.dtype)
+        if has_b0:
+            b[:, :] = b0[n]
+        else:
+            b[:, :] = 0.0
+        s = np.empty((n_out, dim), dtype=u_hat.dtype)
+        _route_one(u_hat[n], n_iter, bias, has_bias, leaky, eps, b, c_out[n], s, v_out[n])
+
+
+@njit(parallel=True, fastmath=_FAST)
+def _dense_routing_batch(u, W, n_iter, bias, has_bias, leaky, eps, b0, has_b0, v_out, c_out):
+    """Votes u_hat[i, j] = W[i, j] @ u[n, i] computed per sample into a per-thread buffer,
+    then routed: the batch's votes tensor is never materialised."""
+    batch, n_in, in_dim = u.shape
+    n_out, out_dim = W.shape[1], W.shape[2]
+    for n in prange(batch):
+        votes = np.empty((n_in, n_out, out_dim), dtype=u.dtype)
+        for i in range(n_in):
+            for j in range(n_out):
+                for d in range(out_dim):
+                    acc = W[i, j, d, 0] * u[n, i, 0]
+                    for k in range(1, in_dim):
+                        acc += W[i, j, d, k] * u[n, i, k]
+                    votes[i, j, d] = acc
+        b = np.empty((n_in, n_out), dtype=u.dtype)
+        if has_b0:
+            b[:, :] = b0[n]
+        else:
+            b[:, :] = 0.0
+        s = np.empty((n_out, out_dim), dtype=u.dtype)
+        _route_one(votes, n_iter, bias, has_bias, leaky, eps, b, c_out[n], s, v_out[n])
+
+
+def _common(dtype, batch, n_in, n_out, dim, bias, initial_logits):
+    has_bias = bias is not None
+    bias = np.ascontiguousarray(bias) if has_bias else np.zeros((1, 1), dtype=dtype)
+    has_b0 = initial_logits is not None
+    b0 = np.ascontiguousarray(initial_logits) if has_b0 else np.zeros((1, 1, 1), dtype=dtype)
+    v = np.empty((batch, n_out, dim), dtype=dtype)
+    c = np.empty((batch, n_in, n_out), dtype=dtype)
+    return bias, has_bias, b0, has_b0, v, c
+
+
+def dynamic_routing(u_hat, *, n_iter, bias, leaky, eps, initial_logits=None, xp=None):
+    """Numba dynamic routing with the reference's signature; returns ``(v, c)``."""
+    u_hat = np.ascontiguousarray(u_hat)
+    batch, n_in, n_out, dim = u_hat.shape
+    bias, has_bias, b0, has_b0, v, c = _common(u_hat.dtype, batch, n_in, n_out, dim, bias, initial_logits)
+    eps = u_hat.dtype.type(eps)
+    _dynamic_routing_batch(u_hat, n_iter, bias, has_bias, leaky, eps, b0, has_b0, v, c)
+    return v, c
+
+
+def dense_routing(u, W, *, n_iter, bias, leaky, eps, initial_logits=None, xp=None):
+    """Numba votes-and-routing: u (batch, n_in, in_dim), W (n_in, n_out, out_dim, in_dim)."""
+    u = np.ascontiguousarray(u)
+    W = np.ascontiguousarray(W)
+    batch, n_in, _ = u.shape
+    n_out, out_dim = W.shape[1], W.shape[2]
+    bias, has_bias, b0, has_b0, v, c = _common(u.dtype, batch, n_in, n_out, out_dim, bias, initial_logits)
+    eps = u.dtype.type(eps)
+    _dense_routing_batch(u, W, n_iter, bias, has_bias, leaky, eps, b0, has_b0, v, c)
+    return v, c

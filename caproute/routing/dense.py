@@ -1,0 +1,110 @@
+"""Votes and dynamic routing in one call: a fully connected capsule layer's routing step."""
+
+from __future__ import annotations
+
+from .._backend import adopt, array_namespace, select_impl
+from .._lib.validation import (
+    as_array,
+    check_bool,
+    check_float_array,
+    check_int,
+    check_same_namespace,
+    check_scalar,
+    check_shape,
+)
+from .dynamic import _check_initial_logits, _dynamic_routing
+from .squash import DEFAULT_EPS
+
+
+def _votes(u, W, *, xp):
+    """u_hat[b, i, j] = W[i, j] @ u[b, i]: (batch, n_in, n_out, out_dim)."""
+    u5 = xp.expand_dims(xp.expand_dims(u, axis=2), axis=-1)  # (batch, n_in, 1, in_dim, 1)
+    return xp.squeeze(xp.matmul(xp.expand_dims(W, axis=0), u5), axis=-1)
+
+
+def _dense_dynamic_routing(u, W, *, n_iter, bias, leaky, eps, initial_logits=None, xp):
+    return _dynamic_routing(
+        _votes(u, W, xp=xp), n_iter=n_iter, bias=bias, leaky=leaky, eps=eps,
+        initial_logits=initial_logits, xp=xp,
+    )
+
+
+def dense_dynamic_routing(
+    u,
+    W,
+    n_iter=3,
+    *,
+    bias=None,
+    leaky=False,
+    eps=DEFAULT_EPS,
+    initial_logits=None,
+    return_coupling=False,
+    backend=None,
+):
+    """Compute the votes ``u_hat[b, i, j] = W[i, j] @ u[b, i]`` and route them dynamically.
+
+    The same result as ``dynamic_routing(votes, ...)`` with the votes written out, but the
+    Numba kernel computes each sample's votes on the fly, so the (batch, n_in, n_out, out_dim)
+    votes tensor never exists: memory stays at the size of the inputs and outputs.
+
+    Parameters
+    ----------
+    u : array of shape (batch, n_in, in_dim)
+        Child capsules (for CapsNet, the squashed primary capsules), float32 or float64.
+    W : array of shape (n_in, n_out, out_dim, in_dim)
+        Transformation matrices, one per (child, parent) pair; cast to the dtype of ``u``.
+    n_iter : int, default=3
+        Number of routing iterations (>= 1).
+    bias, leaky, eps, initial_logits, return_coupling, backend
+        As in :func:`caproute.dynamic_routing`.
+
+    Returns
+    -------
+    v : array of shape (batch, n_out, out_dim)
+        Parent capsules.
+    c : array of shape (batch, n_in, n_out)
+        Couplings of the last iteration (only with ``return_coupling=True``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import caproute as cr
+    >>> rng = np.random.default_rng(0)
+    >>> u = rng.normal(size=(2, 6, 4))
+    >>> W = rng.normal(size=(6, 3, 5, 4))
+    >>> v = cr.dense_dynamic_routing(u, W, n_iter=3)
+    >>> votes = np.einsum("jiok,bjk->bjio", W, u)       # u_hat[b, i, j] = W[i, j] @ u[b, i]
+    >>> np.allclose(v, cr.dynamic_routing(votes, n_iter=3))
+    True
+    """
+    u = as_array(u, name="u")
+    xp = array_namespace(u)
+    check_float_array(u, name="u", ndim=3, layout="(batch, n_in, in_dim)", xp=xp)
+    batch, n_in, in_dim = (int(s) for s in u.shape)
+    W = as_array(W, name="W", xp=xp, like=u)
+    check_same_namespace(W, u, name="W", ref_name="u")
+    check_float_array(W, name="W", ndim=4, layout="(n_in, n_out, out_dim, in_dim)", xp=xp)
+    n_out, out_dim = int(W.shape[1]), int(W.shape[2])
+    check_shape(W, (n_in, n_out, out_dim, in_dim), name="W",
+                what="(n_in, n_out, out_dim, in_dim) with n_in, in_dim of `u`")
+    W = xp.astype(W, u.dtype)
+    n_iter = check_int(n_iter, name="n_iter", min_value=1)
+    leaky = check_bool(leaky, name="leaky")
+    eps = check_scalar(eps, name="eps", low=0, low_inclusive=False)
+    return_coupling = check_bool(return_coupling, name="return_coupling")
+    if bias is not None:
+        bias = as_array(bias, name="bias", xp=xp, like=u)
+        check_same_namespace(bias, u, name="bias", ref_name="u")
+        check_float_array(bias, name="bias", ndim=2, layout="(n_out, dim)", xp=xp)
+        check_shape(bias, (n_out, out_dim), name="bias", what="(n_out, out_dim) of `W`")
+        bias = xp.astype(bias, u.dtype)
+    if initial_logits is not None:
+        initial_logits = _check_initial_logits(initial_logits, u, (batch, n_in, n_out), xp=xp)
+
+    plan = select_impl("dense_dynamic_routing", xp, backend)
+    u, W, bias, initial_logits = adopt(plan, u, W, bias, initial_logits)
+    v, c = plan.func(
+        u, W, n_iter=n_iter, bias=bias, leaky=leaky, eps=eps,
+        initial_logits=initial_logits, xp=plan.xp,
+    )
+    return (v, c) if return_coupling else v

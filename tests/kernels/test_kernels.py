@@ -1,0 +1,186 @@
+"""Every kernel in the capability table against the pure Array API reference.
+
+The reference is the oracle (itself checked against the seed's equations in tests/routing):
+kernels must give the same results within the dtype's tolerance on random inputs of odd sizes,
+batch 1, one iteration, and extreme inputs.
+"""
+
+import importlib.util
+
+import array_api_compat.numpy as np_xp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from caproute._backend import CAPABILITIES, cupy_status, dispatch
+from caproute.routing import official_inverse_temperature
+
+HAVE_NUMBA = importlib.util.find_spec("numba") is not None
+CUPY, CUPY_REASON = cupy_status()
+
+
+def _impl_params(op):
+    params = []
+    for impl in CAPABILITIES[op]:
+        if impl == "reference":
+            continue
+        marks = []
+        if impl == "numba":
+            marks.append(pytest.mark.skipif(not HAVE_NUMBA, reason="numba is not installed"))
+        if impl == "cupy":
+            marks += [pytest.mark.gpu, pytest.mark.skipif(CUPY is None, reason=f"no usable CUDA device: {CUPY_REASON}")]
+        params.append(pytest.param(impl, marks=marks, id=impl))
+    return params
+
+
+def _pair(op, impl):
+    """(kernel, reference, to_device, to_host) for one operation and implementation."""
+    kernel = dispatch._load(CAPABILITIES[op][impl])
+    reference = dispatch._load(CAPABILITIES[op]["reference"])
+    if impl == "cupy":
+        import array_api_compat.cupy as cp_xp
+        import cupy
+
+        return kernel, reference, cp_xp, cupy.asarray, cupy.asnumpy
+    return kernel, reference, np_xp, (lambda a: a), np.asarray
+
+
+def tol(dtype, scale=1.0):
+    return dict(rtol=3e-4, atol=3e-5 * scale) if dtype == np.float32 else dict(rtol=1e-9, atol=1e-11 * scale)
+
+
+DTYPES = st.sampled_from([np.float32, np.float64])
+
+
+@pytest.mark.parametrize("impl", _impl_params("dynamic_routing"))
+@settings(max_examples=30, deadline=None)
+@given(
+    batch=st.integers(1, 4), n_in=st.integers(1, 40), n_out=st.integers(1, 11),
+    dim=st.integers(1, 17), n_iter=st.integers(1, 4), leaky=st.booleans(),
+    with_bias=st.booleans(), with_b0=st.booleans(), scale=st.sampled_from([1e-3, 1.0, 30.0]),
+    dtype=DTYPES, seed=st.integers(0, 2**16),
+)
+def test_dynamic_routing_kernel(impl, batch, n_in, n_out, dim, n_iter, leaky, with_bias, with_b0, scale, dtype, seed):
+    kernel, reference, xp, dev, host = _pair("dynamic_routing", impl)
+    rng = np.random.default_rng(seed)
+    u = (scale * rng.normal(size=(batch, n_in, n_out, dim))).astype(dtype)
+    bias = rng.normal(size=(n_out, dim)).astype(dtype) if with_bias else None
+    b0 = rng.normal(size=(batch, n_in, n_out)).astype(dtype) if with_b0 else None
+    args = dict(n_iter=n_iter, leaky=leaky, eps=1e-8)
+    v_ref, c_ref = reference(u, bias=bias, initial_logits=b0, xp=np_xp, **args)
+    v, c = kernel(dev(u), bias=None if bias is None else dev(bias), initial_logits=None if b0 is None else dev(b0), xp=xp, **args)
+    assert v.dtype == u.dtype and c.dtype == u.dtype
+    np.testing.assert_allclose(host(v), v_ref, **tol(dtype))
+    np.testing.assert_allclose(host(c), c_ref, **tol(dtype))
+
+
+@pytest.mark.parametrize("impl", _impl_params("dense_dynamic_routing"))
+@settings(max_examples=20, deadline=None)
+@given(
+    batch=st.integers(1, 3), n_in=st.integers(1, 30), n_out=st.integers(1, 9),
+    in_dim=st.integers(1, 9), out_dim=st.integers(1, 17), n_iter=st.integers(1, 4),
+    leaky=st.booleans(), with_bias=st.booleans(), dtype=DTYPES, seed=st.integers(0, 2**16),
+)
+def test_dense_dynamic_routing_kernel(impl, batch, n_in, n_out, in_dim, out_dim, n_iter, leaky, with_bias, dtype, seed):
+    kernel, reference, xp, dev, host = _pair("dense_dynamic_routing", impl)
+    rng = np.random.default_rng(seed)
+    u = rng.normal(size=(batch, n_in, in_dim)).astype(dtype)
+    W = rng.normal(size=(n_in, n_out, out_dim, in_dim)).astype(dtype)
+    bias = rng.normal(size=(n_out, out_dim)).astype(dtype) if with_bias else None
+    args = dict(n_iter=n_iter, leaky=leaky, eps=1e-8, initial_logits=None)
+    v_ref, c_ref = reference(u, W, bias=bias, xp=np_xp, **args)
+    v, c = kernel(dev(u), dev(W), bias=None if bias is None else dev(bias), xp=xp, **args)
+    np.testing.assert_allclose(host(v), v_ref, **tol(dtype))
+    np.testing.assert_allclose(host(c), c_ref, **tol(dtype))
+
+
+@pytest.mark.parametrize("impl", _impl_params("em_routing"))
+@settings(max_examples=30, deadline=None)
+@given(
+    batch=st.integers(1, 4), n_in=st.integers(1, 40), n_out=st.integers(1, 9),
+    dim=st.integers(1, 17), n_iter=st.integers(1, 4), schedule=st.sampled_from(["official", "one"]),
+    beta=st.sampled_from(["scalar", "per_element"]), with_r0=st.booleans(),
+    a_kind=st.sampled_from(["uniform", "zeros_and_ones", "all_zero", "all_one"]),
+    min_var=st.sampled_from([0.0, 5e-4]), scale=st.sampled_from([1e-3, 1.0, 30.0]),
+    dtype=DTYPES, seed=st.integers(0, 2**16),
+)
+def test_em_routing_kernel(impl, batch, n_in, n_out, dim, n_iter, schedule, beta, with_r0, a_kind, min_var, scale, dtype, seed):
+    kernel, reference, xp, dev, host = _pair("em_routing", impl)
+    rng = np.random.default_rng(seed)
+    V = (scale * rng.normal(size=(batch, n_in, n_out, dim))).astype(dtype)
+    a = {
+        "uniform": rng.uniform(size=(batch, n_in)),
+        "zeros_and_ones": rng.integers(0, 2, size=(batch, n_in)).astype(float),
+        "all_zero": np.zeros((batch, n_in)),
+        "all_one": np.ones((batch, n_in)),
+    }[a_kind].astype(dtype)
+    beta_u = (rng.normal(size=(n_out, dim)) if beta == "per_element" else np.full((n_out, dim), 0.2)).astype(dtype)
+    beta_a = rng.normal(size=n_out).astype(dtype)
+    lambdas = official_inverse_temperature(n_iter) if schedule == "official" else (1.0,) * n_iter
+    R0 = rng.dirichlet(np.ones(n_out), size=(batch, n_in)).astype(dtype) if with_r0 else None
+    args = dict(inverse_temperature=lambdas, min_var=min_var, eps=1e-8)
+    p_ref, a_ref, R_ref = reference(V, a, beta_u, beta_a, initial_assignments=R0, xp=np_xp, **args)
+    p, act, R = kernel(dev(V), dev(a), dev(beta_u), dev(beta_a), initial_assignments=None if R0 is None else dev(R0), xp=xp, **args)
+    assert p.dtype == V.dtype and act.dtype == V.dtype and R.dtype == V.dtype
+    np.testing.assert_allclose(host(p), p_ref, **tol(dtype, scale))
+    np.testing.assert_allclose(host(act), a_ref, **tol(dtype))
+    np.testing.assert_allclose(host(R), R_ref, **tol(dtype))
+
+
+@pytest.mark.parametrize("impl", _impl_params("em_routing"))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", ["zero_votes", "identical_votes", "huge_votes"])
+def test_em_routing_kernel_extremes(impl, dtype, case):
+    kernel, reference, xp, dev, host = _pair("em_routing", impl)
+    rng = np.random.default_rng(0)
+    V = {
+        "zero_votes": np.zeros((2, 9, 4, 16)),
+        "identical_votes": np.ones((2, 9, 4, 16)),
+        "huge_votes": 1e6 * rng.normal(size=(2, 9, 4, 16)),
+    }[case].astype(dtype)
+    a = rng.uniform(size=(2, 9)).astype(dtype)
+    args = dict(inverse_temperature=(1.0, 1.0, 1.0), min_var=0.0, eps=1e-8)
+    bu, ba = np.zeros((4, 16), dtype), np.zeros(4, dtype)
+    ref = reference(V, a, bu, ba, xp=np_xp, **args)
+    got = kernel(dev(V), dev(a), dev(bu), dev(ba), xp=xp, **args)
+    for g, r in zip(got, ref):
+        assert np.all(np.isfinite(host(g)))
+        np.testing.assert_allclose(host(g), r, **tol(dtype, scale=1e6 if case == "huge_votes" else 1.0))
+
+
+@pytest.mark.parametrize("impl", _impl_params("dynamic_routing"))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", ["zero_votes", "huge_votes", "tiny_votes"])
+def test_dynamic_routing_kernel_extremes(impl, dtype, case):
+    kernel, reference, xp, dev, host = _pair("dynamic_routing", impl)
+    rng = np.random.default_rng(1)
+    u = {"zero_votes": np.zeros((2, 9, 4, 16)), "huge_votes": 1e6 * rng.normal(size=(2, 9, 4, 16)),
+         "tiny_votes": 1e-20 * rng.normal(size=(2, 9, 4, 16))}[case].astype(dtype)
+    args = dict(n_iter=3, leaky=False, eps=1e-8, bias=None, initial_logits=None)
+    ref = reference(u, xp=np_xp, **args)
+    got = kernel(dev(u), xp=xp, **args)
+    for g, r in zip(got, ref):
+        assert np.all(np.isfinite(host(g)))
+        np.testing.assert_allclose(host(g), r, **tol(dtype))
+
+
+@pytest.mark.parametrize("impl", _impl_params("squash"))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, axis", [((7,), 0), ((3, 5), -1), ((3, 5), 0), ((2, 4, 3), 1), ((1, 1, 1), 2)])
+def test_squash_kernel(impl, dtype, shape, axis):
+    kernel, reference, xp, dev, host = _pair("squash", impl)
+    s = (5 * np.random.default_rng(2).normal(size=shape)).astype(dtype)
+    got = kernel(dev(s), axis=axis % len(shape), eps=1e-8, xp=xp)
+    np.testing.assert_allclose(host(got), reference(s, axis=axis % len(shape), eps=1e-8, xp=np_xp), **tol(dtype))
+    assert got.dtype == s.dtype and got.shape == s.shape
+
+
+@pytest.mark.skipif(not HAVE_NUMBA, reason="numba is not installed")
+def test_auto_selects_numba_for_numpy_input_and_matches_reference():
+    import caproute as cr
+
+    u = np.random.default_rng(3).normal(size=(2, 10, 3, 4))
+    assert dispatch.select_impl("dynamic_routing", np_xp, "auto").impl == "numba"
+    np.testing.assert_allclose(cr.dynamic_routing(u), cr.dynamic_routing(u, backend="numpy"), rtol=1e-10)
+    np.testing.assert_allclose(cr.dynamic_routing(u, backend="numba"), cr.dynamic_routing(u, backend="numpy"), rtol=1e-10)
