@@ -99,7 +99,9 @@ def dense_dynamic_routing(
         check_shape(bias, (n_out, out_dim), name="bias", what="(n_out, out_dim) of `W`")
         bias = xp.astype(bias, u.dtype)
     if initial_logits is not None:
-        initial_logits = _check_initial_logits(initial_logits, u, (batch, n_in, n_out), xp=xp)
+        initial_logits = _check_initial_logits(
+            initial_logits, u, (batch, n_in, n_out), xp=xp, ref_name="u"
+        )
 
     plan = select_impl("dense_dynamic_routing", xp, backend)
     u, W, bias, initial_logits = adopt(plan, u, W, bias, initial_logits)

@@ -53,16 +53,16 @@ def _dynamic_routing(u_hat, *, n_iter, bias, leaky, eps, initial_logits=None, xp
     return v, c
 
 
-def _check_initial_logits(b0, like, shape, *, xp):
+def _check_initial_logits(b0, like, shape, *, xp, ref_name="u_hat"):
     """Validate starting logits of ``shape`` (batch, n_in, n_out), or (n_in, n_out) shared by
     the batch; returns them broadcast and cast to the dtype of ``like``."""
     b0 = as_array(b0, name="initial_logits", xp=xp, like=like)
-    check_same_namespace(b0, like, name="initial_logits", ref_name="u_hat")
+    check_same_namespace(b0, like, name="initial_logits", ref_name=ref_name)
     check_float_array(b0, name="initial_logits", xp=xp)
     if tuple(int(s) for s in b0.shape) == shape[1:]:
         b0 = xp.broadcast_to(b0, shape)
     check_shape(b0, shape, name="initial_logits",
-                what="(batch, n_in, n_out) or (n_in, n_out) of `u_hat`")
+                what=f"(batch, n_in, n_out) or (n_in, n_out) of `{ref_name}`")
     return xp.astype(b0, like.dtype)
 
 

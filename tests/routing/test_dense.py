@@ -52,7 +52,7 @@ W = np.zeros((3, 5, 6, 4))
          r"`bias` must have shape \(n_out, out_dim\) of `W` = \(5, 6\); got shape \(6, 5\)\."),
         ((U, W, 0), {}, ValueError, r"`n_iter` must be an integer >= 1; got 0\."),
         ((U, W), {"initial_logits": np.zeros((3, 6))}, ValueError,
-         r"`initial_logits` must have shape \(batch, n_in, n_out\) or \(n_in, n_out\) of `u_hat` = \(2, 3, 5\)"),
+         r"`initial_logits` must have shape \(batch, n_in, n_out\) or \(n_in, n_out\) of `u` = \(2, 3, 5\)"),
     ],
 )
 def test_bad_input(args, kwargs, exc, match):

@@ -76,28 +76,79 @@ def _dynamic_routing_batch(u_hat, n_iter, bias, has_bias, leaky, eps, b0, has_b0
         _route_one(u_hat[n], n_iter, bias, has_bias, leaky, eps, b, c_out[n], s, v_out[n])
 
 
+@njit(inline="always", fastmath=_FAST)
+def _route_one_soa(U, n_iter, bias, has_bias, leaky, eps, b, e, s, v):
+    """Route one sample whose votes are laid out U[j, d, i] (n_out, dim, n_in): every sum
+    runs over the children, contiguous and long, so it vectorises without horizontal
+    reductions. b (n_out, n_in) holds the starting logits; e (n_out, n_in) ends with the
+    couplings; s, v (n_out, dim)."""
+    n_out, dim, n_in = U.shape
+    for it in range(n_iter):
+        if it > 0:
+            for j in range(n_out):
+                for d in range(dim):
+                    vjd = v[j, d]
+                    for i in range(n_in):
+                        b[j, i] += vjd * U[j, d, i]
+        for i in range(n_in):
+            m = b[0, i]
+            for j in range(1, n_out):
+                if b[j, i] > m:
+                    m = b[j, i]
+            if leaky and m < 0.0:
+                m = 0.0
+            z = np.exp(-m) if leaky else 0.0
+            for j in range(n_out):
+                x = np.exp(b[j, i] - m)
+                e[j, i] = x
+                z += x
+            inv = 1.0 / z
+            for j in range(n_out):
+                e[j, i] *= inv
+        for j in range(n_out):
+            for d in range(dim):
+                acc = e[j, 0] * U[j, d, 0]
+                for i in range(1, n_in):
+                    acc += e[j, i] * U[j, d, i]
+                s[j, d] = acc + bias[j, d] if has_bias else acc
+        for j in range(n_out):
+            n2 = s[j, 0] * s[j, 0]
+            for d in range(1, dim):
+                n2 += s[j, d] * s[j, d]
+            scale = n2 / ((1.0 + n2) * np.sqrt(n2 + eps))
+            for d in range(dim):
+                v[j, d] = s[j, d] * scale
+
+
 @njit(parallel=True, fastmath=_FAST)
-def _dense_routing_batch(u, W, n_iter, bias, has_bias, leaky, eps, b0, has_b0, v_out, c_out):
-    """Votes u_hat[i, j] = W[i, j] @ u[n, i] computed per sample into a per-thread buffer,
-    then routed: the batch's votes tensor is never materialised."""
+def _dense_routing_batch(u, Wt, n_iter, bias, has_bias, leaky, eps, b0, has_b0, v_out, c_out):
+    """Votes U[j, d, i] = sum_k Wt[j, d, k, i] u[n, i, k] computed per sample into a
+    per-thread buffer, then routed: the batch's votes tensor is never materialised.
+    Wt is W transposed to (n_out, out_dim, in_dim, n_in) so the products run over children."""
     batch, n_in, in_dim = u.shape
-    n_out, out_dim = W.shape[1], W.shape[2]
+    n_out, out_dim = Wt.shape[0], Wt.shape[1]
     for n in prange(batch):
-        votes = np.empty((n_in, n_out, out_dim), dtype=u.dtype)
+        ut = np.empty((in_dim, n_in), dtype=u.dtype)
+        for i in range(n_in):
+            for k in range(in_dim):
+                ut[k, i] = u[n, i, k]
+        U = np.zeros((n_out, out_dim, n_in), dtype=u.dtype)
+        for j in range(n_out):
+            for d in range(out_dim):
+                for k in range(in_dim):
+                    for i in range(n_in):
+                        U[j, d, i] += Wt[j, d, k, i] * ut[k, i]
+        b = np.zeros((n_out, n_in), dtype=u.dtype)
+        if has_b0:
+            for i in range(n_in):
+                for j in range(n_out):
+                    b[j, i] = b0[n, i, j]
+        e = np.empty((n_out, n_in), dtype=u.dtype)
+        s = np.empty((n_out, out_dim), dtype=u.dtype)
+        _route_one_soa(U, n_iter, bias, has_bias, leaky, eps, b, e, s, v_out[n])
         for i in range(n_in):
             for j in range(n_out):
-                for d in range(out_dim):
-                    acc = W[i, j, d, 0] * u[n, i, 0]
-                    for k in range(1, in_dim):
-                        acc += W[i, j, d, k] * u[n, i, k]
-                    votes[i, j, d] = acc
-        b = np.empty((n_in, n_out), dtype=u.dtype)
-        if has_b0:
-            b[:, :] = b0[n]
-        else:
-            b[:, :] = 0.0
-        s = np.empty((n_out, out_dim), dtype=u.dtype)
-        _route_one(votes, n_iter, bias, has_bias, leaky, eps, b, c_out[n], s, v_out[n])
+                c_out[n, i, j] = e[j, i]
 
 
 def _common(dtype, batch, n_in, n_out, dim, bias, initial_logits):
@@ -123,10 +174,10 @@ def dynamic_routing(u_hat, *, n_iter, bias, leaky, eps, initial_logits=None, xp=
 def dense_routing(u, W, *, n_iter, bias, leaky, eps, initial_logits=None, xp=None):
     """Numba votes-and-routing: u (batch, n_in, in_dim), W (n_in, n_out, out_dim, in_dim)."""
     u = np.ascontiguousarray(u)
-    W = np.ascontiguousarray(W)
     batch, n_in, _ = u.shape
     n_out, out_dim = W.shape[1], W.shape[2]
+    Wt = np.ascontiguousarray(np.transpose(W, (1, 2, 3, 0)))  # the size of W, once per call
     bias, has_bias, b0, has_b0, v, c = _common(u.dtype, batch, n_in, n_out, out_dim, bias, initial_logits)
     eps = u.dtype.type(eps)
-    _dense_routing_batch(u, W, n_iter, bias, has_bias, leaky, eps, b0, has_b0, v, c)
+    _dense_routing_batch(u, Wt, n_iter, bias, has_bias, leaky, eps, b0, has_b0, v, c)
     return v, c
