@@ -216,3 +216,10 @@ def test_initial_logits_match_oracle_and_broadcast(xp):
 def test_bad_initial_logits(b0, exc, match):
     with pytest.raises(exc, match=match):
         cr.dynamic_routing(GOOD, initial_logits=b0)
+
+
+def test_finite_values_whose_sum_overflows_are_accepted():
+    u = np.full((1, 4, 2, 3), 3e38, dtype=np.float32)
+    u[0, ::2] *= -1  # the float32 sum overflows although every value is finite
+    with np.errstate(over="ignore", invalid="ignore"):
+        cr.dynamic_routing(u, 1, backend="numpy")  # must not raise the NaN/inf input error
