@@ -14,7 +14,6 @@ import statistics
 import time
 import warnings
 
-import numpy as np
 from sklearn.cluster import KMeans
 from sklearn.datasets import load_digits, make_blobs
 from sklearn.exceptions import ConvergenceWarning

@@ -17,20 +17,17 @@ from sklearn.base import (
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
 from .._backend import (
     array_namespace,
-    cupy_namespace,
     device,
     is_array,
-    is_cupy_namespace,
     is_numpy_namespace,
-    numpy_namespace,
-    to_device,
     to_numpy,
 )
 from .._config import BACKENDS, get_config
+from .._lib.estimator_input import check_weight_xp, validate_X, validate_X_like_fit
 from ._init import kmeans_plusplus, random_rows
 
 
@@ -58,21 +55,7 @@ class _RoutingClusteringBase(
         return get_config()["backend"] if self.backend is None else self.backend
 
     def _validate_X(self, X, *, reset):
-        """Return ``(X, xp)``: X validated as a 2-D float32/float64 array of its namespace.
-
-        NumPy input and array-likes go through scikit-learn's own checks (same messages);
-        other Array API arrays (array_api_strict, CuPy) stay where they are.
-        """
-        if is_array(X) and not is_numpy_namespace(array_namespace(X)):
-            xp = array_namespace(X)
-            X = _check_foreign_array(self, X, xp, reset=reset)
-        else:
-            X = validate_data(self, X, reset=reset, dtype=[np.float64, np.float32])
-            xp = numpy_namespace()
-        if self._backend() == "cupy" and not is_cupy_namespace(xp):
-            xp = cupy_namespace()  # explicit host -> device move, as backend="cupy" asks
-            X = to_device(X, xp)
-        return X, xp
+        return validate_X(self, X, reset=reset, backend=self._backend())
 
     def _validate_fit_input(self, X, sample_weight):
         X, xp = self._validate_X(X, reset=True)
@@ -87,7 +70,7 @@ class _RoutingClusteringBase(
                 sample_weight, X, dtype=X.dtype, ensure_non_negative=True
             )
         else:
-            sample_weight = _check_weight_xp(sample_weight, X, xp)
+            sample_weight = check_weight_xp(sample_weight, X, xp)
         return X, xp, sample_weight
 
     def _initial_centres(self, Z, sample_weight, rng, *, xp):
@@ -181,22 +164,7 @@ class _RoutingClusteringBase(
     # ------------------------------------------------------------------ prediction
     def _prepare(self, X, method):
         check_is_fitted(self)
-        fitted_xp = array_namespace(self._mean)
-        if is_array(X):
-            given_xp = array_namespace(X)
-            moving = self._backend() == "cupy" and is_cupy_namespace(fitted_xp)
-            if not moving and (given_xp is not fitted_xp or device(X) != device(self._mean)):
-                raise ValueError(
-                    f"Inputs passed to {type(self).__name__}.{method}() must use the same "
-                    f"namespace and the same device as those passed to fit(); got "
-                    f"{given_xp.__name__} on {device(X)!r}, fitted on {fitted_xp.__name__} on "
-                    f"{device(self._mean)!r}. Convert X explicitly (caproute.to_numpy, "
-                    "or backend='cupy')."
-                )
-        X, xp = self._validate_X(X, reset=False)
-        if xp is not fitted_xp:  # an array-like (list, DataFrame) for a model fitted elsewhere
-            X = xp_asarray_like(X, self._mean)
-            xp = fitted_xp
+        X, xp = validate_X_like_fit(self, X, method=method, fitted=self._mean, backend=self._backend())
         return (X - self._mean) / self._scale, xp
 
     def transform(self, X):
@@ -231,71 +199,3 @@ class _RoutingClusteringBase(
         """
         Z, xp = self._prepare(X, "predict")
         return xp.argmax(self._assign(Z, xp=xp), axis=1)
-
-
-def xp_asarray_like(X, like):
-    """Host array-like data into the namespace and device of ``like`` (explicit; a copy)."""
-    xp = array_namespace(like)
-    return xp.asarray(X, dtype=like.dtype, device=device(like))
-
-
-def _check_foreign_array(est, X, xp, *, reset):
-    """scikit-learn's checks and messages for an Array API array that is not NumPy's."""
-    if xp.isdtype(X.dtype, "complex floating"):
-        raise ValueError("Complex data not supported\n{}\n".format(X))
-    if X.ndim != 2:
-        raise ValueError(
-            f"Expected 2D array, got {X.ndim}D array instead. Reshape your data either using "
-            "array.reshape(-1, 1) if your data has a single feature or array.reshape(1, -1) "
-            "if it contains a single sample."
-        )
-    if X.dtype not in (xp.float32, xp.float64):
-        if not (xp.isdtype(X.dtype, "integral") or X.dtype == xp.bool):
-            raise ValueError(f"Unsupported dtype {X.dtype} for X.")
-        X = xp.astype(X, xp.float64)
-    n_samples, n_features = (int(s) for s in X.shape)
-    if n_samples < 1:
-        raise ValueError(
-            f"Found array with 0 sample(s) (shape={tuple(X.shape)}) while a minimum of 1 is "
-            f"required by {type(est).__name__}."
-        )
-    if n_features < 1:
-        raise ValueError(
-            f"Found array with 0 feature(s) (shape={tuple(X.shape)}) while a minimum of 1 is "
-            f"required by {type(est).__name__}."
-        )
-    if bool(xp.any(xp.isnan(X))):
-        raise ValueError(f"Input X contains NaN.\n{type(est).__name__} does not accept missing values encoded as NaN natively.")
-    if not bool(xp.all(xp.isfinite(X))):
-        raise ValueError(f"Input X contains infinity or a value too large for dtype('{X.dtype}').")
-    if reset:
-        est.n_features_in_ = n_features
-        if hasattr(est, "feature_names_in_"):
-            del est.feature_names_in_
-    elif n_features != est.n_features_in_:
-        raise ValueError(
-            f"X has {n_features} features, but {type(est).__name__} is expecting "
-            f"{est.n_features_in_} features as input."
-        )
-    return X
-
-
-def _check_weight_xp(sample_weight, X, xp):
-    n = int(X.shape[0])
-    if sample_weight is None:
-        return xp.ones((n,), dtype=X.dtype, device=device(X))
-    if not is_array(sample_weight) or array_namespace(sample_weight) is not xp:
-        host = np.asarray(to_numpy(sample_weight), dtype=np.float64)
-        sample_weight = xp.asarray(host, device=device(X))
-    sample_weight = xp.astype(sample_weight, X.dtype)
-    if sample_weight.ndim != 1:
-        raise ValueError("Sample weights must be 1D array or scalar")
-    if int(sample_weight.shape[0]) != n:
-        raise ValueError(f"sample_weight.shape == {tuple(sample_weight.shape)}, expected {(n,)}!")
-    if not bool(xp.all(xp.isfinite(sample_weight))):
-        raise ValueError("Input sample_weight contains NaN or infinity.")
-    if bool(xp.any(sample_weight < 0)):
-        raise ValueError("Negative values in data passed to `sample_weight`")
-    if not bool(xp.any(sample_weight != 0)):
-        raise ValueError("Sample weights must contain at least one non-zero number.")
-    return sample_weight
