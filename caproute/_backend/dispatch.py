@@ -37,6 +37,7 @@ CAPABILITIES: dict[str, dict[str, str]] = {
         "reference": "caproute.routing.dense:_dense_dynamic_routing",
         "numba": "caproute.kernels.numba.dynamic:dense_routing",
     },
+    "gmm_estep_stats": {"reference": "caproute.mixture._em:fit_stats"},
     "em_routing": {
         "reference": "caproute.routing.em:_em_routing",
         "numba": "caproute.kernels.numba.em:em_routing",

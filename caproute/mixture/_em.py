@@ -229,3 +229,29 @@ def mstep(stats, covariance_type, reg_covar, *, xp, weights_over="sum"):
             cov = xp.mean(cov, axis=1)
     weights = nk / (xp.sum(nk) if weights_over == "sum" else stats.n)
     return weights, means, cov
+
+
+# ----------------------------------------------------------------------------- chunked passes
+DEFAULT_CHUNK_BYTES = 16 * 2**20
+
+
+def auto_chunk_size(n_samples, n_features, n_components):
+    """Rows per chunk so that one chunk's responsibilities and per-component temporaries stay
+    near 16 MiB whatever N is: the extra memory of a fit does not grow with N x K."""
+    per_row = 8 * max(1, n_components) * (n_features + 2)
+    return int(max(256, min(n_samples, DEFAULT_CHUNK_BYTES // per_row)))
+
+
+def chunks(n_samples, chunk_size):
+    for start in range(0, n_samples, chunk_size):
+        yield start, min(n_samples, start + chunk_size)
+
+
+def fit_stats(X, weights, means, prec_chol, covariance_type, *, shift, chunk_size, xp):
+    """E-step statistics over all of X, one chunk at a time (the reference implementation)."""
+    total = None
+    for start, stop in chunks(int(X.shape[0]), chunk_size):
+        part = estep_stats(X[start:stop, ...], weights, means, prec_chol, covariance_type,
+                           shift=shift, xp=xp)
+        total = part if total is None else add_stats(total, part)
+    return total

@@ -1,0 +1,553 @@
+"""GaussianMixture: scikit-learn's estimator and numbers, EM over chunked sufficient statistics."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from time import time
+
+import numpy as np
+from sklearn.base import BaseEstimator, DensityMixin
+from sklearn.cluster import KMeans, kmeans_plusplus
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from .._backend import array_namespace, device, is_numpy_namespace, select_impl, to_numpy
+from .._config import BACKENDS, get_config
+from .._lib.estimator_input import validate_X, validate_X_like_fit
+from . import _em
+from ._params import check_means, check_precisions, check_weights
+
+
+class GaussianMixture(DensityMixin, BaseEstimator):
+    """Gaussian mixture fitted by EM, with scikit-learn's interface and numbers.
+
+    The same constructor parameters, defaults, fitted attributes, methods, warnings and
+    messages as :class:`sklearn.mixture.GaussianMixture`, for every covariance type and
+    initialisation; results agree with it (see ``tests/mixture``). The EM loop runs over
+    sufficient statistics computed chunk by chunk, so a fit never holds the (n_samples,
+    n_components) responsibilities: its extra memory does not grow with N x K.
+
+    Parameters
+    ----------
+    n_components : int, default=1
+        Number of mixture components.
+    covariance_type : {"full", "tied", "diag", "spherical"}, default="full"
+        Covariance of each component: its own full matrix, one shared matrix, its own
+        diagonal, or its own single variance.
+    tol : float, default=1e-3
+        Convergence threshold on the change of the lower bound (mean log-likelihood).
+    reg_covar : float, default=1e-6
+        Added to the diagonal of the covariances.
+    max_iter : int, default=100
+        Number of EM iterations (0: initialise only).
+    n_init : int, default=1
+        Number of initialisations; the best lower bound wins.
+    init_params : {"kmeans", "k-means++", "random", "random_from_data"}, default="kmeans"
+        How the initial responsibilities are chosen.
+    weights_init : array-like of shape (n_components,), default=None
+    means_init : array-like of shape (n_components, n_features), default=None
+    precisions_init : array-like, default=None
+        Initial weights, means and precisions (shapes per covariance type as in scikit-learn).
+    random_state : int, RandomState instance or None, default=None
+    warm_start : bool, default=False
+        Start the next fit from this fit's solution (with a single initialisation).
+    verbose : int, default=0
+    verbose_interval : int, default=10
+    chunk_size : int or None, default=None
+        Points per chunk of the E-step; None picks a size that keeps a chunk's temporaries
+        near 16 MiB.
+    backend : {"auto", "numpy", "numba", "cupy"} or None, default=None
+        Where the E-step runs (see :func:`caproute.set_config`).
+
+    Attributes
+    ----------
+    weights_ : array of shape (n_components,)
+    means_ : array of shape (n_components, n_features)
+    covariances_ : array
+    precisions_ : array
+    precisions_cholesky_ : array
+        Upper factors ``U`` with ``precision = U U^T``.
+    converged_ : bool
+    n_iter_ : int
+    lower_bound_ : float
+        Lower bound of the best initialisation (mean log-likelihood of its last E-step).
+    lower_bounds_ : list of float
+        Lower bound after every iteration of the best initialisation.
+    n_features_in_ : int
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from caproute.mixture import GaussianMixture
+    >>> X = np.array([[1, 2], [1, 4], [1, 0], [10, 2], [10, 4], [10, 0]])
+    >>> gm = GaussianMixture(n_components=2, random_state=0).fit(X)
+    >>> np.round(gm.means_, 2)
+    array([[10.,  2.],
+           [ 1.,  2.]])
+    >>> gm.predict([[0, 0], [12, 3]])
+    array([1, 0])
+    """
+
+    _parameter_constraints: dict = {
+        "n_components": [Interval(numbers.Integral, 1, None, closed="left")],
+        "tol": [Interval(numbers.Real, 0.0, None, closed="left")],
+        "reg_covar": [Interval(numbers.Real, 0.0, None, closed="left")],
+        "max_iter": [Interval(numbers.Integral, 0, None, closed="left")],
+        "n_init": [Interval(numbers.Integral, 1, None, closed="left")],
+        "init_params": [StrOptions({"kmeans", "random", "random_from_data", "k-means++"})],
+        "random_state": ["random_state"],
+        "warm_start": ["boolean"],
+        "verbose": ["verbose"],
+        "verbose_interval": [Interval(numbers.Integral, 1, None, closed="left")],
+        "covariance_type": [StrOptions({"full", "tied", "diag", "spherical"})],
+        "weights_init": ["array-like", None],
+        "means_init": ["array-like", None],
+        "precisions_init": ["array-like", None],
+        "chunk_size": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "backend": [StrOptions(set(BACKENDS)), None],
+    }
+
+    def __init__(
+        self,
+        n_components=1,
+        *,
+        covariance_type="full",
+        tol=1e-3,
+        reg_covar=1e-6,
+        max_iter=100,
+        n_init=1,
+        init_params="kmeans",
+        weights_init=None,
+        means_init=None,
+        precisions_init=None,
+        random_state=None,
+        warm_start=False,
+        verbose=0,
+        verbose_interval=10,
+        chunk_size=None,
+        backend=None,
+    ):
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.weights_init = weights_init
+        self.means_init = means_init
+        self.precisions_init = precisions_init
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.verbose_interval = verbose_interval
+        self.chunk_size = chunk_size
+        self.backend = backend
+
+    # ------------------------------------------------------------------ helpers
+    def _backend(self):
+        return get_config()["backend"] if self.backend is None else self.backend
+
+    def _chunk(self, X):
+        if self.chunk_size is not None:
+            return int(self.chunk_size)
+        return _em.auto_chunk_size(int(X.shape[0]), int(X.shape[1]), self.n_components)
+
+    def _stats(self, X, params, *, xp):
+        weights, means, _, prec_chol = params
+        plan = select_impl("gmm_estep_stats", xp, self._backend())
+        shift = means if self.covariance_type == "full" else None
+        return plan.func(
+            X, weights, means, prec_chol, self.covariance_type,
+            shift=shift, chunk_size=self._chunk(X), xp=plan.xp,
+        )
+
+    def _params_from_stats(self, stats, *, xp, weights_over="sum"):
+        weights, means, cov = _em.mstep(
+            stats, self.covariance_type, self.reg_covar, xp=xp, weights_over=weights_over
+        )
+        return weights, means, cov, _em.precision_cholesky(cov, self.covariance_type, xp=xp)
+
+    # ------------------------------------------------------------------ initialisation
+    def _init_stats(self, X, rng, *, xp):
+        """Statistics of scikit-learn's initial responsibilities, drawn from the same random
+        stream in the same order, built chunk by chunk (no N x K matrix)."""
+        n, K = int(X.shape[0]), self.n_components
+        dtype, dev = X.dtype, device(X)
+        chunk = self._chunk(X)
+        if self.init_params in ("kmeans", "k-means++", "random_from_data"):
+            if self.init_params == "kmeans":
+                labels = KMeans(n_clusters=K, n_init=1, random_state=rng).fit(to_numpy(X)).labels_
+            elif self.init_params == "k-means++":
+                _, idx = kmeans_plusplus(to_numpy(X), K, random_state=rng)
+                labels = np.full(n, -1)
+                labels[idx] = np.arange(K)
+            else:
+                idx = rng.choice(n, size=K, replace=False)
+                labels = np.full(n, -1)
+                labels[idx] = np.arange(K)
+
+            def resp_chunks():
+                for start, stop in _em.chunks(n, chunk):
+                    one_hot = (labels[start:stop, None] == np.arange(K)[None, :]).astype(dtype)
+                    yield start, stop, xp.asarray(one_hot, device=dev)
+        else:
+            state = rng.get_state()
+
+            def resp_chunks():
+                rng.set_state(state)  # replaying the draws gives the same responsibilities
+                for start, stop in _em.chunks(n, chunk):
+                    r = xp.asarray(rng.uniform(size=(stop - start, K)), dtype=dtype, device=dev)
+                    yield start, stop, r / xp.sum(r, axis=1, keepdims=True)
+
+        # pass 1: masses and means; pass 2 (full only): scatter around those exact means,
+        # which is scikit-learn's centred formula
+        total = None
+        for start, stop, r in resp_chunks():
+            part = _em.stats_from_resp(X[start:stop, ...], r, "diag", shift=None, xp=xp)
+            total = part if total is None else _em.add_stats(total, part)
+        if self.covariance_type == "full":
+            eps = xp.finfo(dtype).eps
+            shift = total.sx / xp.expand_dims(total.nk + 10 * eps, axis=1)
+            total = None
+            for start, stop, r in resp_chunks():
+                part = _em.stats_from_resp(X[start:stop, ...], r, "full", shift=shift, xp=xp)
+                total = part if total is None else _em.add_stats(total, part)
+        elif self.covariance_type == "tied":
+            total = total._replace(sxx=xp.matmul(xp.matrix_transpose(X), X))
+        return total
+
+    def _initialize(self, X, rng, inits, *, xp):
+        weights_init, means_init, precisions_init = inits
+        weights = means = cov = None
+        if weights_init is None or means_init is None or precisions_init is None:
+            stats = self._init_stats(X, rng, xp=xp)
+            weights, means, cov = _em.mstep(
+                stats, self.covariance_type, self.reg_covar, xp=xp, weights_over="n_samples"
+            )
+        weights = weights if weights_init is None else weights_init
+        means = means if means_init is None else means_init
+        if precisions_init is None:
+            prec_chol = _em.precision_cholesky(cov, self.covariance_type, xp=xp)
+        else:
+            prec_chol = _em.precision_cholesky_from_precisions(
+                precisions_init, self.covariance_type, xp=xp
+            )
+            cov = _em.covariances_from_precisions(precisions_init, self.covariance_type, xp=xp)
+        return weights, means, cov, prec_chol
+
+    def _check_inits(self, X, *, xp):
+        """Validated copies of the user's initial parameters, in X's namespace and dtype."""
+        n_features = int(X.shape[1])
+        out = []
+        for value, check in (
+            (self.weights_init, lambda v: check_weights(v, self.n_components)),
+            (self.means_init, lambda v: check_means(v, self.n_components, n_features)),
+            (self.precisions_init, lambda v: check_precisions(
+                v, self.covariance_type, self.n_components, n_features)),
+        ):
+            if value is None:
+                out.append(None)
+            else:
+                arr = check(to_numpy(value) if not isinstance(value, (list, tuple)) else value)
+                out.append(xp.asarray(arr, dtype=X.dtype, device=device(X)))
+        return tuple(out)
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X, y=None):
+        """Estimate the parameters with EM (``n_init`` times, keeping the best).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Points: NumPy or array-like, or an array of another Array API library.
+        y : Ignored
+            Not used, present for API consistency.
+
+        Returns
+        -------
+        self : object
+            The fitted mixture.
+        """
+        self.fit_predict(X, y)
+        return self
+
+    def fit_predict(self, X, y=None):
+        """Fit, then return the most probable component of every point.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Points.
+        y : Ignored
+            Not used, present for API consistency.
+
+        Returns
+        -------
+        labels : array of shape (n_samples,)
+            Component labels (the same as ``fit(X).predict(X)``).
+        """
+        self._validate_params()
+        X, xp = validate_X(self, X, reset=True, backend=self._backend(), ensure_min_samples=2)
+        n = int(X.shape[0])
+        if n < self.n_components:
+            raise ValueError(
+                "Expected n_samples >= n_components but got n_components = "
+                f"{self.n_components}, n_samples = {n}"
+            )
+        if not is_numpy_namespace(xp) and self.init_params in ("kmeans", "k-means++"):
+            raise NotImplementedError(
+                f"init_params={self.init_params!r} runs scikit-learn's KMeans, which needs NumPy "
+                f"input; got {xp.__name__} arrays. Use init_params='random' or "
+                "'random_from_data', or pass means_init."
+            )
+        inits = self._check_inits(X, xp=xp)
+        do_init = not (self.warm_start and hasattr(self, "converged_"))
+        n_init = self.n_init if do_init else 1
+        max_lower_bound = -math.inf
+        best_lower_bounds = []
+        self.converged_ = False
+        rng = check_random_state(self.random_state)
+
+        for init in range(n_init):
+            self._verbose_init_beg(init)
+            if do_init:
+                params = self._initialize(X, rng, inits, xp=xp)
+            else:
+                params = (self.weights_, self.means_, self.covariances_, self.precisions_cholesky_)
+            lower_bound = -math.inf if do_init else self.lower_bound_
+            current = []
+            if self.max_iter == 0:
+                best_params, best_n_iter = params, 0
+                continue
+            converged = False
+            for n_iter in range(1, self.max_iter + 1):
+                prev = lower_bound
+                stats = self._stats(X, params, xp=xp)
+                params = self._params_from_stats(stats, xp=xp)
+                lower_bound = float(stats.loglik) / n
+                current.append(lower_bound)
+                change = lower_bound - prev
+                self._verbose_iter_end(n_iter, change)
+                if abs(change) < self.tol:
+                    converged = True
+                    break
+            self._verbose_init_end(lower_bound, converged)
+            if lower_bound > max_lower_bound or max_lower_bound == -math.inf:
+                max_lower_bound = lower_bound
+                best_params, best_n_iter = params, n_iter
+                best_lower_bounds = current
+                self.converged_ = converged
+
+        if not self.converged_ and self.max_iter > 0:
+            warnings.warn(
+                "Best performing initialization did not converge. Try different init "
+                "parameters, or increase max_iter, tol, or check for degenerate data.",
+                ConvergenceWarning,
+            )
+        self._set_parameters(best_params, xp=xp)
+        self.n_iter_ = best_n_iter
+        self.lower_bound_ = max_lower_bound
+        self.lower_bounds_ = best_lower_bounds
+        return self._labels(X, xp=xp)
+
+    def _set_parameters(self, params, *, xp):
+        self.weights_, self.means_, self.covariances_, self.precisions_cholesky_ = params
+        self.precisions_ = _em.precisions_from_cholesky(
+            self.precisions_cholesky_, self.covariance_type, xp=xp
+        )
+
+    # ------------------------------------------------------------------ prediction
+    def _per_chunk(self, X, fn, *, xp):
+        parts = [fn(X[a:b, ...]) for a, b in _em.chunks(int(X.shape[0]), self._chunk(X))]
+        return xp.concat(parts, axis=0)
+
+    def _log_prob_resp(self, X, *, xp):
+        return _em.estimate_log_prob_resp(
+            X, self.weights_, self.means_, self.precisions_cholesky_, self.covariance_type, xp=xp
+        )
+
+    def _labels(self, X, *, xp):
+        return self._per_chunk(X, lambda c: xp.argmax(self._log_prob_resp(c, xp=xp)[1], axis=1), xp=xp)
+
+    def _validate_for(self, X, method):
+        check_is_fitted(self)
+        return validate_X_like_fit(self, X, method=method, fitted=self.means_, backend=self._backend())
+
+    def predict(self, X):
+        """The most probable component of every point.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Points.
+
+        Returns
+        -------
+        labels : array of shape (n_samples,)
+            Component labels.
+        """
+        X, xp = self._validate_for(X, "predict")
+        return self._labels(X, xp=xp)
+
+    def predict_proba(self, X):
+        """Posterior probability of every component for every point.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Points.
+
+        Returns
+        -------
+        resp : array of shape (n_samples, n_components)
+            Responsibilities.
+        """
+        X, xp = self._validate_for(X, "predict_proba")
+        return self._per_chunk(X, lambda c: xp.exp(self._log_prob_resp(c, xp=xp)[1]), xp=xp)
+
+    def score_samples(self, X):
+        """Log-likelihood of every point under the mixture.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Points.
+
+        Returns
+        -------
+        log_prob : array of shape (n_samples,)
+            Log-densities.
+        """
+        X, xp = self._validate_for(X, "score_samples")
+        return self._per_chunk(X, lambda c: self._log_prob_resp(c, xp=xp)[0], xp=xp)
+
+    def score(self, X, y=None):
+        """Mean log-likelihood of X under the mixture.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Points.
+        y : Ignored
+            Not used, present for API consistency.
+
+        Returns
+        -------
+        log_likelihood : float
+            Mean of :meth:`score_samples`.
+        """
+        scores = self.score_samples(X)
+        return float(array_namespace(scores).mean(scores))
+
+    def _n_parameters(self):
+        n_features = int(self.means_.shape[1])
+        K = self.n_components
+        cov_params = {
+            "full": K * n_features * (n_features + 1) / 2.0,
+            "diag": K * n_features,
+            "tied": n_features * (n_features + 1) / 2.0,
+            "spherical": K,
+        }[self.covariance_type]
+        return int(cov_params + n_features * K + K - 1)
+
+    def bic(self, X):
+        """Bayesian information criterion on X (lower is better).
+
+        Parameters
+        ----------
+        X : array of shape (n_samples, n_features)
+            Points.
+
+        Returns
+        -------
+        bic : float
+            ``-2 * score(X) * n_samples + n_parameters * log(n_samples)``.
+        """
+        return -2 * self.score(X) * X.shape[0] + self._n_parameters() * math.log(X.shape[0])
+
+    def aic(self, X):
+        """Akaike information criterion on X (lower is better).
+
+        Parameters
+        ----------
+        X : array of shape (n_samples, n_features)
+            Points.
+
+        Returns
+        -------
+        aic : float
+            ``-2 * score(X) * n_samples + 2 * n_parameters``.
+        """
+        return -2 * self.score(X) * X.shape[0] + 2 * self._n_parameters()
+
+    def sample(self, n_samples=1):
+        """Draw points from the fitted mixture (scikit-learn's random stream).
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+            Number of points.
+
+        Returns
+        -------
+        X : array of shape (n_samples, n_features)
+            The points, float64.
+        y : array of shape (n_samples,)
+            Their components.
+        """
+        check_is_fitted(self)
+        xp = array_namespace(self.means_)
+        if n_samples < 1:
+            raise ValueError(
+                "Invalid value for 'n_samples': %d . The sampling requires at least one "
+                "sample." % (self.n_components)
+            )
+        n_features = int(self.means_.shape[1])
+        rng = check_random_state(self.random_state)
+        weights, means = to_numpy(self.weights_), to_numpy(self.means_)
+        covariances = to_numpy(self.covariances_)
+        counts = rng.multinomial(n_samples, weights)
+        if self.covariance_type == "full":
+            X = np.vstack([rng.multivariate_normal(m, c, int(s))
+                           for m, c, s in zip(means, covariances, counts)])
+        elif self.covariance_type == "tied":
+            X = np.vstack([rng.multivariate_normal(m, covariances, int(s))
+                           for m, s in zip(means, counts)])
+        else:
+            X = np.vstack([m + rng.standard_normal(size=(s, n_features)) * np.sqrt(c)
+                           for m, c, s in zip(means, covariances, counts)])
+        y = np.concatenate([np.full(int(s), j, dtype=np.int64) for j, s in enumerate(counts)])
+        dev = device(self.means_)
+        return xp.asarray(X, dtype=xp.float64, device=dev), xp.asarray(y, device=dev)
+
+    # ------------------------------------------------------------------ verbose output
+    def _verbose_init_beg(self, n_init):
+        if self.verbose >= 1:
+            print("Initialization %d" % n_init)
+        if self.verbose >= 2:
+            self._init_prev_time = time()
+            self._iter_prev_time = self._init_prev_time
+
+    def _verbose_iter_end(self, n_iter, diff_ll):
+        if n_iter % self.verbose_interval == 0:
+            if self.verbose == 1:
+                print("  Iteration %d" % n_iter)
+            elif self.verbose >= 2:
+                cur = time()
+                print("  Iteration %d\t time lapse %.5fs\t ll change %.5f"
+                      % (n_iter, cur - self._iter_prev_time, diff_ll))
+                self._iter_prev_time = cur
+
+    def _verbose_init_end(self, lb, converged):
+        msg = "converged" if converged else "did not converge"
+        if self.verbose == 1:
+            print(f"Initialization {msg}.")
+        elif self.verbose >= 2:
+            t = time() - self._init_prev_time
+            print(f"Initialization {msg}. time lapse {t:.5f}s\t lower bound {lb:.5f}.")
