@@ -11,6 +11,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.cluster import KMeans, kmeans_plusplus
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.mixture import GaussianMixture as _SKGaussianMixture
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
@@ -93,21 +94,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     array([1, 0])
     """
 
+    # scikit-learn's own constraint objects for the parameters we share with it, so that
+    # every message (including the order it prints option sets in) is identical
     _parameter_constraints: dict = {
-        "n_components": [Interval(numbers.Integral, 1, None, closed="left")],
-        "tol": [Interval(numbers.Real, 0.0, None, closed="left")],
-        "reg_covar": [Interval(numbers.Real, 0.0, None, closed="left")],
-        "max_iter": [Interval(numbers.Integral, 0, None, closed="left")],
-        "n_init": [Interval(numbers.Integral, 1, None, closed="left")],
-        "init_params": [StrOptions({"kmeans", "random", "random_from_data", "k-means++"})],
-        "random_state": ["random_state"],
-        "warm_start": ["boolean"],
-        "verbose": ["verbose"],
-        "verbose_interval": [Interval(numbers.Integral, 1, None, closed="left")],
-        "covariance_type": [StrOptions({"full", "tied", "diag", "spherical"})],
-        "weights_init": ["array-like", None],
-        "means_init": ["array-like", None],
-        "precisions_init": ["array-like", None],
+        **_SKGaussianMixture._parameter_constraints,
         "chunk_size": [Interval(numbers.Integral, 1, None, closed="left"), None],
         "backend": [StrOptions(set(BACKENDS)), None],
     }
@@ -194,8 +184,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
             def resp_chunks():
                 for start, stop in _em.chunks(n, chunk):
-                    one_hot = (labels[start:stop, None] == np.arange(K)[None, :]).astype(dtype)
-                    yield start, stop, xp.asarray(one_hot, device=dev)
+                    one_hot = labels[start:stop, None] == np.arange(K)[None, :]
+                    yield start, stop, xp.asarray(one_hot.astype(np.float64), dtype=dtype, device=dev)
         else:
             state = rng.get_state()
 
