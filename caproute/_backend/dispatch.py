@@ -37,7 +37,10 @@ CAPABILITIES: dict[str, dict[str, str]] = {
         "reference": "caproute.routing.dense:_dense_dynamic_routing",
         "numba": "caproute.kernels.numba.dynamic:dense_routing",
     },
-    "gmm_estep_stats": {"reference": "caproute.mixture._em:fit_stats"},
+    "gmm_estep_stats": {
+        "reference": "caproute.mixture._em:fit_stats",
+        "numba": "caproute.kernels.numba.gmm:fit_stats",
+    },
     "em_routing": {
         "reference": "caproute.routing.em:_em_routing",
         "numba": "caproute.kernels.numba.em:em_routing",

@@ -207,3 +207,37 @@ def test_auto_selects_numba_for_numpy_input_and_matches_reference():
     assert dispatch.select_impl("dynamic_routing", np_xp, "auto").impl == "numba"
     np.testing.assert_allclose(cr.dynamic_routing(u), cr.dynamic_routing(u, backend="numpy"), rtol=1e-10)
     np.testing.assert_allclose(cr.dynamic_routing(u, backend="numba"), cr.dynamic_routing(u, backend="numpy"), rtol=1e-10)
+
+
+@pytest.mark.parametrize("impl", _impl_params("gmm_estep_stats"))
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 127, 128, 300])
+def test_gmm_estep_stats_kernel(impl, covariance_type, dtype, n):
+    from caproute.mixture import _em
+
+    kernel, reference, xp, dev, host = _pair("gmm_estep_stats", impl)
+    rng = np.random.default_rng(n)
+    K, D = 4, 5
+    X = (rng.normal(size=(n, D)) * 3).astype(dtype)
+    means = rng.normal(size=(K, D)).astype(dtype)
+    weights = rng.dirichlet(np.ones(K)).astype(dtype)
+    A = rng.normal(size=(K, D, D))
+    cov = {
+        "full": A @ np.swapaxes(A, 1, 2) + D * np.eye(D),
+        "tied": A[0] @ A[0].T + D * np.eye(D),
+        "diag": rng.uniform(0.5, 2.0, size=(K, D)),
+        "spherical": rng.uniform(0.5, 2.0, size=K),
+    }[covariance_type].astype(dtype)
+    prec_chol = _em.precision_cholesky(cov, covariance_type, xp=np_xp)
+    shift = (means + 0.1).astype(dtype) if covariance_type == "full" else None
+    args = dict(shift=shift, chunk_size=50)
+    ref = reference(X, weights, means, prec_chol, covariance_type, xp=np_xp, **args)
+    ref64 = reference(*_f64(X, weights, means, prec_chol), covariance_type, xp=np_xp,
+                      shift=_f64(shift)[0], chunk_size=50)
+    got = kernel(dev(X), dev(weights), dev(means), dev(prec_chol), covariance_type, xp=xp, **args)
+    assert got.n == n
+    for field in ("nk", "sx", "sxx", "loglik"):
+        g = host(getattr(got, field))
+        assert g.dtype == np.dtype(dtype), field
+        assert_matches_reference(g, getattr(ref, field), np.asarray(getattr(ref64, field)), dtype, scale=100.0)

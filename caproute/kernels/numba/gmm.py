@@ -1,0 +1,242 @@
+"""Numba kernels for the Gaussian-mixture E-step fused with its sufficient statistics.
+
+The points are processed in blocks of ``_BLOCK`` transposed to (D, B), so every product and
+sum runs over the points of the block: contiguous, long enough to vectorise. Groups of blocks
+run in parallel, each with its own accumulators (no thread writes another's), summed at the end
+in a fixed order, so results do not depend on scheduling. The (n_samples, n_components)
+responsibilities are never stored: only a block's (K, B) at a time.
+
+Entry point: :func:`fit_stats`, with the reference's signature (``caproute.mixture._em``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from ...mixture._em import Stats
+
+_FAST = {"reassoc", "contract"}  # vectorisable sums; nothing that assumes finite values
+_BLOCK = 128
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+@njit(inline="always", fastmath=_FAST)
+def _load_block(X, start, stop, xb):
+    """xb[:, :nb] = X[start:stop].T"""
+    D = X.shape[1]
+    for b in range(stop - start):
+        for i in range(D):
+            xb[i, b] = X[start + b, i]
+
+
+@njit(inline="always", fastmath=_FAST)
+def _responsibilities(logp, nb, loglik_acc):
+    """In place: logp (K, B) -> responsibilities; returns loglik_acc + sum of log-norms."""
+    K = logp.shape[0]
+    for b in range(nb):
+        m = logp[0, b]
+        for k in range(1, K):
+            if logp[k, b] > m:
+                m = logp[k, b]
+        if not np.isfinite(m):
+            m = 0.0
+        z = 0.0
+        for k in range(K):
+            z += np.exp(logp[k, b] - m)
+        lse = m + np.log(z)
+        loglik_acc += lse
+        for k in range(K):
+            logp[k, b] = np.exp(logp[k, b] - lse)
+    return loglik_acc
+
+
+@njit(inline="always", fastmath=_FAST)
+def _add_nk_sx(r, xb, nb, nk, sx):
+    K, D = sx.shape
+    for k in range(K):
+        acc = 0.0
+        for b in range(nb):
+            acc += r[k, b]
+        nk[k] += acc
+        for i in range(D):
+            acc = 0.0
+            for b in range(nb):
+                acc += r[k, b] * xb[i, b]
+            sx[k, i] += acc
+
+
+@njit(inline="always", fastmath=_FAST)
+def _maha_triangular(U, mu, xb, nb, db, y, out):
+    """out[:nb] = |(x - mu) U|^2 for an upper-triangular U (D, D); db, y (D, B) buffers."""
+    D = U.shape[0]
+    for i in range(D):
+        for b in range(nb):
+            db[i, b] = xb[i, b] - mu[i]
+    for j in range(D):
+        for b in range(nb):
+            y[j, b] = 0.0
+    for i in range(D):
+        for j in range(i, D):
+            uij = U[i, j]
+            for b in range(nb):
+                y[j, b] += db[i, b] * uij
+    for b in range(nb):
+        out[b] = 0.0
+    for j in range(D):
+        for b in range(nb):
+            out[b] += y[j, b] * y[j, b]
+
+
+@njit(parallel=True, fastmath=_FAST)
+def _full(X, log_w, means, U, log_det, shift, n_groups, nk, sx, sxx, loglik):
+    N, D = X.shape
+    K = means.shape[0]
+    n_blocks = (N + _BLOCK - 1) // _BLOCK
+    for g in prange(n_groups):
+        xb = np.empty((D, _BLOCK))
+        db = np.empty((D, _BLOCK))
+        y = np.empty((D, _BLOCK))
+        logp = np.empty((K, _BLOCK))
+        maha = np.empty(_BLOCK)
+        rc = np.empty((D, _BLOCK))
+        acc_ll = 0.0
+        for blk in range(g, n_blocks, n_groups):
+            start = blk * _BLOCK
+            nb = min(N, start + _BLOCK) - start
+            _load_block(X, start, start + nb, xb)
+            for k in range(K):
+                _maha_triangular(U[k], means[k], xb, nb, db, y, maha)
+                for b in range(nb):
+                    logp[k, b] = -0.5 * (D * _LOG_2PI + maha[b]) + log_det[k] + log_w[k]
+            acc_ll = _responsibilities(logp, nb, acc_ll)
+            _add_nk_sx(logp, xb, nb, nk[g], sx[g])
+            for k in range(K):
+                # sum_b r (x - c)(x - c)^T, upper triangle (mirrored by the caller)
+                for i in range(D):
+                    for b in range(nb):
+                        db[i, b] = xb[i, b] - shift[k, i]
+                        rc[i, b] = logp[k, b] * db[i, b]
+                for i in range(D):
+                    for j in range(i, D):
+                        acc = 0.0
+                        for b in range(nb):
+                            acc += rc[i, b] * db[j, b]
+                        sxx[g, k, i, j] += acc
+        loglik[g] = acc_ll
+
+
+@njit(parallel=True, fastmath=_FAST)
+def _tied(X, log_w, means, U, log_det, n_groups, nk, sx, sxx, loglik):
+    N, D = X.shape
+    K = means.shape[0]
+    n_blocks = (N + _BLOCK - 1) // _BLOCK
+    for g in prange(n_groups):
+        xb = np.empty((D, _BLOCK))
+        db = np.empty((D, _BLOCK))
+        y = np.empty((D, _BLOCK))
+        logp = np.empty((K, _BLOCK))
+        maha = np.empty(_BLOCK)
+        acc_ll = 0.0
+        for blk in range(g, n_blocks, n_groups):
+            start = blk * _BLOCK
+            nb = min(N, start + _BLOCK) - start
+            _load_block(X, start, start + nb, xb)
+            for k in range(K):
+                _maha_triangular(U, means[k], xb, nb, db, y, maha)
+                for b in range(nb):
+                    logp[k, b] = -0.5 * (D * _LOG_2PI + maha[b]) + log_det[0] + log_w[k]
+            acc_ll = _responsibilities(logp, nb, acc_ll)
+            _add_nk_sx(logp, xb, nb, nk[g], sx[g])
+            for i in range(D):  # X^T X, upper triangle
+                for j in range(i, D):
+                    acc = 0.0
+                    for b in range(nb):
+                        acc += xb[i, b] * xb[j, b]
+                    sxx[g, i, j] += acc
+        loglik[g] = acc_ll
+
+
+@njit(parallel=True, fastmath=_FAST)
+def _diag(X, log_w, means, prec, log_det, n_groups, nk, sx, sxx, loglik):
+    """prec (K, D): diagonal precisions (spherical passes them broadcast over D)."""
+    N, D = X.shape
+    K = means.shape[0]
+    n_blocks = (N + _BLOCK - 1) // _BLOCK
+    for g in prange(n_groups):
+        xb = np.empty((D, _BLOCK))
+        logp = np.empty((K, _BLOCK))
+        acc_ll = 0.0
+        for blk in range(g, n_blocks, n_groups):
+            start = blk * _BLOCK
+            nb = min(N, start + _BLOCK) - start
+            _load_block(X, start, start + nb, xb)
+            for k in range(K):
+                for b in range(nb):
+                    logp[k, b] = 0.0
+                for i in range(D):
+                    m, p = means[k, i], prec[k, i]
+                    for b in range(nb):
+                        dv = xb[i, b] - m
+                        logp[k, b] += dv * dv * p
+                for b in range(nb):
+                    logp[k, b] = -0.5 * (D * _LOG_2PI + logp[k, b]) + log_det[k] + log_w[k]
+            acc_ll = _responsibilities(logp, nb, acc_ll)
+            _add_nk_sx(logp, xb, nb, nk[g], sx[g])
+            for k in range(K):
+                for i in range(D):
+                    acc = 0.0
+                    for b in range(nb):
+                        acc += logp[k, b] * xb[i, b] * xb[i, b]
+                    sxx[g, k, i] += acc
+        loglik[g] = acc_ll
+
+
+def fit_stats(X, weights, means, prec_chol, covariance_type, *, shift, chunk_size=None, xp=None):
+    """Numba E-step statistics over all of X (the reference's signature; ``chunk_size`` is
+    ignored: the kernel works in blocks of 128 points)."""
+    Xf = np.ascontiguousarray(X)
+    dtype = Xf.dtype
+    # blocks are converted to float64 as they are loaded (accumulators and buffers are float64);
+    # the statistics come back in X's dtype, and X itself is never copied
+    N, D = Xf.shape
+    K = means.shape[0]
+    n_groups = int(max(1, min(4 * numba.get_num_threads(), (N + _BLOCK - 1) // _BLOCK)))
+    f64 = lambda a: np.ascontiguousarray(a, dtype=np.float64)  # noqa: E731
+    log_w = np.log(f64(weights))
+    mu = f64(means)
+    pc = f64(prec_chol)
+    nk = np.zeros((n_groups, K))
+    sx = np.zeros((n_groups, K, D))
+    loglik = np.zeros(n_groups)
+    if covariance_type == "full":
+        log_det = np.log(np.diagonal(pc, axis1=1, axis2=2)).sum(axis=1)
+        sxx = np.zeros((n_groups, K, D, D))
+        _full(Xf, log_w, mu, pc, log_det, f64(shift), n_groups, nk, sx, sxx, loglik)
+        sxx = _mirror(sxx.sum(axis=0))
+    elif covariance_type == "tied":
+        log_det = np.array([np.log(np.diagonal(pc)).sum()])
+        sxx = np.zeros((n_groups, D, D))
+        _tied(Xf, log_w, mu, pc, log_det, n_groups, nk, sx, sxx, loglik)
+        sxx = _mirror(sxx.sum(axis=0))
+    else:
+        prec = pc * pc if covariance_type == "diag" else np.repeat((pc * pc)[:, None], D, axis=1)
+        log_det = np.log(pc).sum(axis=1) if covariance_type == "diag" else D * np.log(pc)
+        sxx = np.zeros((n_groups, K, D))
+        _diag(Xf, log_w, mu, f64(prec), f64(log_det), n_groups, nk, sx, sxx, loglik)
+        sxx = sxx.sum(axis=0)
+    cast = lambda a: np.asarray(a, dtype=dtype)  # noqa: E731
+    return Stats(cast(nk.sum(axis=0)), cast(sx.sum(axis=0)), cast(sxx),
+                 cast(loglik.sum()), int(N), shift)
+
+
+def _mirror(upper):
+    """Fill the lower triangle of (..., D, D) matrices from their upper triangle."""
+    D = upper.shape[-1]
+    lower = np.tril_indices(D, -1)
+    out = upper.copy()
+    out[..., lower[0], lower[1]] = np.swapaxes(upper, -1, -2)[..., lower[0], lower[1]]
+    return out
