@@ -10,7 +10,7 @@ import importlib.util
 import array_api_compat.numpy as np_xp
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from caproute._backend import CAPABILITIES, cupy_status, dispatch
@@ -127,6 +127,10 @@ def test_dense_dynamic_routing_kernel(impl, batch, n_in, n_out, in_dim, out_dim,
     dtype=DTYPES, seed=st.integers(0, 2**16),
 )
 def test_em_routing_kernel(impl, batch, n_in, n_out, dim, n_iter, schedule, beta, with_r0, a_kind, min_var, scale, dtype, seed):
+    # A variance collapsed onto the eps floor (min_var=0, one active child) makes log-densities
+    # differ by ~scale^2 / eps between parents: float32 rounding then moves the assignments in
+    # any implementation. Such draws are kept to moderate scales in float32.
+    assume(not (dtype == np.float32 and min_var == 0.0 and scale > 1.0))
     kernel, reference, xp, dev, host = _pair("em_routing", impl)
     rng = np.random.default_rng(seed)
     V = (scale * rng.normal(size=(batch, n_in, n_out, dim))).astype(dtype)
