@@ -1,0 +1,176 @@
+"""GaussianMixture: seconds per EM iteration and peak memory, scikit-learn against caproute.
+
+Every implementation fits the same data from the same initial parameters (weights, means and
+precisions given) for the same number of iterations (tol=0), in one run, with the same thread
+count. Seconds per iteration = (fit with max_iter=1+m - fit with max_iter=1) / m (scikit-learn
+1.9 cannot fit with max_iter=0 when all initial parameters are given), median over
+--repeat. The final means are compared with scikit-learn's. Peak extra memory is the growth of
+the resident set during one fit (VmHWM minus VmRSS before it) in a fresh subprocess, after a
+warm-up fit on small data. Not a test: run it by hand.
+
+    python benchmarks/bench_gmm.py --threads 2                  # the speed table
+    python benchmarks/bench_gmm.py --memory-case                # N = 1e7, D = 8, K = 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+
+CASES = [
+    (1_000_000, 8, 8, "full"),
+    (100_000, 16, 16, "full"),
+    (1_000_000, 8, 8, "diag"),
+    (100_000, 16, 16, "diag"),
+    (1_000_000, 8, 8, "spherical"),
+    (100_000, 16, 16, "spherical"),
+    (1_000_000, 8, 8, "tied"),
+    (100_000, 16, 16, "tied"),
+]
+
+
+def make_data(N, D, K, seed=0):
+    rng = np.random.RandomState(seed)
+    centres = rng.randn(K, D) * 4
+    X = centres[rng.randint(K, size=N)] + rng.randn(N, D)
+    return X, centres
+
+
+def initial_params(X, centres, covariance_type):
+    K, D = centres.shape
+    precisions = {
+        "full": np.stack([np.eye(D)] * K), "tied": np.eye(D),
+        "diag": np.ones((K, D)), "spherical": np.ones(K),
+    }[covariance_type]
+    return dict(weights_init=np.full(K, 1.0 / K), means_init=centres, precisions_init=precisions)
+
+
+def estimator(name, K, covariance_type, max_iter, inits):
+    params = dict(n_components=K, covariance_type=covariance_type, max_iter=max_iter, tol=0.0, **inits)
+    if name == "scikit-learn":
+        from sklearn.mixture import GaussianMixture
+
+        return GaussianMixture(**params)
+    from caproute.mixture import GaussianMixture
+
+    return GaussianMixture(backend=name.split()[-1], **params)
+
+
+def set_threads(n):
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=n)
+    import numba
+
+    numba.set_num_threads(n)
+
+
+def _status(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(field)
+
+
+def child(name, N, D, K, covariance_type, max_iter, threads):
+    set_threads(threads)
+    warnings.simplefilter("ignore")
+    Xw, cw = make_data(2000, D, K, seed=1)
+    estimator(name, K, covariance_type, 1, initial_params(Xw, cw, covariance_type)).fit(Xw)  # warm-up
+    X, centres = make_data(N, D, K)
+    inits = initial_params(X, centres, covariance_type)
+    est = estimator(name, K, covariance_type, max_iter, inits)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = _status("VmRSS")
+    est.fit(X)
+    return {"peak_extra_bytes": _status("VmHWM") - before, "input_bytes": X.nbytes}
+
+
+def peak_extra(name, N, D, K, covariance_type, max_iter, threads):
+    cmd = [sys.executable, __file__, "--child", name, str(N), str(D), str(K), covariance_type,
+           str(max_iter), str(threads)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def seconds_per_iteration(name, X, K, covariance_type, inits, iters, repeat):
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        estimator(name, K, covariance_type, 1, inits).fit(X)
+        t1 = time.perf_counter()
+        est = estimator(name, K, covariance_type, 1 + iters, inits).fit(X)
+        t2 = time.perf_counter()
+        times.append(((t2 - t1) - (t1 - t0)) / iters)
+    return statistics.median(times), est
+
+
+def speed_table(args):
+    names = ["scikit-learn", "caproute numpy", "caproute numba"]
+    print("| N, D, K | covariance | implementation | s / EM iteration | x faster than scikit-learn "
+          "| max rel. diff of means_ | peak extra memory (MiB) |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for N, D, K, ct in CASES:
+        X, centres = make_data(N, D, K)
+        inits = initial_params(X, centres, ct)
+        for name in names[1:]:  # compile the kernels before timing
+            estimator(name, K, ct, 1, initial_params(X[:2000], centres, ct)).fit(X[:2000])
+        results = {}
+        for name in names:
+            sec, est = seconds_per_iteration(name, X, K, ct, inits, args.iters, args.repeat)
+            mem = peak_extra(name, N, D, K, ct, args.iters, args.threads)["peak_extra_bytes"] if args.memory else None
+            results[name] = (sec, est, mem)
+        ref_sec, ref_est, _ = results["scikit-learn"]
+        for name, (sec, est, mem) in results.items():
+            diff = np.max(np.abs(est.means_ - ref_est.means_) / (np.abs(ref_est.means_) + 1e-300))
+            mem_s = "-" if mem is None else f"{mem / 2**20:.0f}"
+            print(f"| {N:.0e}, {D}, {K} | {ct} | {name} | {sec:.4f} | {ref_sec / sec:.1f} | {diff:.1e} | {mem_s} |")
+
+
+def memory_case(args):
+    N, D, K, ct = 10_000_000, 8, 16, "full"
+    print(f"N={N:.0e}, D={D}, K={K}, {ct}, float64, {args.iters} EM iterations, from given initial parameters")
+    print("| implementation | peak extra memory (MiB) | / input size |")
+    print("| --- | --- | --- |")
+    for name in ["caproute numba", "caproute numpy", "scikit-learn"]:
+        res = peak_extra(name, N, D, K, ct, args.iters, args.threads)
+        print(f"| {name} | {res['peak_extra_bytes'] / 2**20:.0f} | {res['peak_extra_bytes'] / res['input_bytes']:.3f} |")
+    print(f"input: {N * D * 8 / 2**20:.0f} MiB")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--memory", action="store_true", help="also measure peak memory per case")
+    parser.add_argument("--memory-case", action="store_true", help="the N = 1e7 memory case only")
+    parser.add_argument("--child", nargs=7, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        name, N, D, K, ct, iters, threads = args.child
+        print(json.dumps(child(name, int(N), int(D), int(K), ct, int(iters), int(threads))))
+        return
+    set_threads(args.threads)
+    warnings.simplefilter("ignore")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, threads={args.threads}, float64, "
+          f"{args.iters} EM iterations, median of {args.repeat}\n")
+    if args.memory_case:
+        memory_case(args)
+    else:
+        speed_table(args)
+
+
+if __name__ == "__main__":
+    main()
