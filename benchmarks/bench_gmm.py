@@ -26,6 +26,9 @@ import warnings
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _memory import peak_growth  # noqa: E402
+
 CASES = [
     (1_000_000, 8, 8, "full"),
     (100_000, 16, 16, "full"),
@@ -74,12 +77,6 @@ def set_threads(n):
     numba.set_num_threads(n)
 
 
-def _status(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(field)
 
 
 def child(name, N, D, K, covariance_type, max_iter, threads):
@@ -90,11 +87,7 @@ def child(name, N, D, K, covariance_type, max_iter, threads):
     X, centres = make_data(N, D, K)
     inits = initial_params(X, centres, covariance_type)
     est = estimator(name, K, covariance_type, max_iter, inits)
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    before = _status("VmRSS")
-    est.fit(X)
-    return {"peak_extra_bytes": _status("VmHWM") - before, "input_bytes": X.nbytes}
+    return {"peak_extra_bytes": peak_growth(lambda: est.fit(X)), "input_bytes": X.nbytes}
 
 
 def peak_extra(name, N, D, K, covariance_type, max_iter, threads):
@@ -143,9 +136,9 @@ def memory_case(args):
     print(f"N={N:.0e}, D={D}, K={K}, {ct}, float64, {args.iters} EM iterations, from given initial parameters")
     print("| implementation | peak extra memory (MiB) | / input size |")
     print("| --- | --- | --- |")
-    for name in ["caproute numba", "caproute numpy", "scikit-learn"]:
+    for name in args.impls:
         res = peak_extra(name, N, D, K, ct, args.iters, args.threads)
-        print(f"| {name} | {res['peak_extra_bytes'] / 2**20:.0f} | {res['peak_extra_bytes'] / res['input_bytes']:.3f} |")
+        print(f"| {name} | {res['peak_extra_bytes'] / 2**20:.1f} | {res['peak_extra_bytes'] / res['input_bytes']:.4f} |")
     print(f"input: {N * D * 8 / 2**20:.0f} MiB")
 
 
@@ -156,6 +149,8 @@ def main(argv=None):
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--memory", action="store_true", help="also measure peak memory per case")
     parser.add_argument("--memory-case", action="store_true", help="the N = 1e7 memory case only")
+    parser.add_argument("--impls", nargs="*", default=["caproute numba", "caproute numpy", "scikit-learn"],
+                        help="implementations for --memory-case")
     parser.add_argument("--child", nargs=7, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:

@@ -29,6 +29,9 @@ import time
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _memory import peak_growth  # noqa: E402
+
 LAYERS = {
     "DigitCaps": dict(batch=128, n_in=1152, n_out=10, in_dim=8, dim=16),
     "ConvCaps": dict(batch=32 * 36, n_in=3 * 3 * 32, n_out=32, dim=16),
@@ -192,12 +195,6 @@ def set_threads(n):
 
 
 # --------------------------------------------------------------------------- memory (child)
-def _status(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(field)
 
 
 def child_memory(layer, name, device, threads):
@@ -208,11 +205,7 @@ def child_memory(layer, name, device, threads):
     state = prepare(make_inputs(layer))
     if device == "gpu":
         return {"peak_extra_bytes": None}
-    with open("/proc/self/clear_refs", "w") as f:  # reset the high-water mark
-        f.write("5")
-    before = _status("VmRSS")
-    run(state)
-    return {"peak_extra_bytes": _status("VmHWM") - before}
+    return {"peak_extra_bytes": peak_growth(lambda: run(state))}
 
 
 def peak_extra(layer, name, device, threads):

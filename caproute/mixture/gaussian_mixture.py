@@ -264,7 +264,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self : object
             The fitted mixture.
         """
-        self.fit_predict(X, y)
+        self._fit(X)
         return self
 
     def fit_predict(self, X, y=None):
@@ -282,6 +282,13 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         labels : array of shape (n_samples,)
             Component labels (the same as ``fit(X).predict(X)``).
         """
+        X, xp = self._fit(X)
+        # a last E-step, as scikit-learn does, so that the labels match fit(X).predict(X)
+        return self._labels(X, xp=xp)
+
+    def _fit(self, X):
+        """The EM fit; returns the validated X and its namespace. (``fit`` skips the final
+        labels pass that ``fit_predict`` needs: they would be an N-sized array for nothing.)"""
         self._validate_params()
         X, xp = validate_X(self, X, reset=True, backend=self._backend(), ensure_min_samples=2)
         n = int(X.shape[0])
@@ -344,7 +351,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.n_iter_ = best_n_iter
         self.lower_bound_ = max_lower_bound
         self.lower_bounds_ = best_lower_bounds
-        return self._labels(X, xp=xp)
+        return X, xp
 
     def _set_parameters(self, params, *, xp):
         self.weights_, self.means_, self.covariances_, self.precisions_cholesky_ = params
@@ -354,8 +361,15 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ prediction
     def _per_chunk(self, X, fn, *, xp):
-        parts = [fn(X[a:b, ...]) for a, b in _em.chunks(int(X.shape[0]), self._chunk(X))]
-        return xp.concat(parts, axis=0)
+        """fn over chunks of X, written into one preallocated result (concatenating the
+        pieces would hold the result twice)."""
+        out = None
+        for a, b in _em.chunks(int(X.shape[0]), self._chunk(X)):
+            part = fn(X[a:b, ...])
+            if out is None:
+                out = xp.empty((int(X.shape[0]), *part.shape[1:]), dtype=part.dtype, device=device(X))
+            out[a:b, ...] = part
+        return out
 
     def _log_prob_resp(self, X, *, xp):
         return _em.estimate_log_prob_resp(
