@@ -5,14 +5,11 @@ from __future__ import annotations
 from .._backend import adopt, array_namespace, select_impl
 from .._lib.validation import (
     as_array,
-    check_bool,
     check_float_array,
-    check_int,
     check_same_namespace,
-    check_scalar,
     check_shape,
 )
-from .dynamic import _check_initial_logits, _dynamic_routing
+from .dynamic import _check_bias, _check_initial_logits, _check_options, _dynamic_routing
 from .squash import DEFAULT_EPS
 
 
@@ -88,16 +85,8 @@ def dense_dynamic_routing(
     check_shape(W, (n_in, n_out, out_dim, in_dim), name="W",
                 what="(n_in, n_out, out_dim, in_dim) with n_in, in_dim of `u`")
     W = xp.astype(W, u.dtype)
-    n_iter = check_int(n_iter, name="n_iter", min_value=1)
-    leaky = check_bool(leaky, name="leaky")
-    eps = check_scalar(eps, name="eps", low=0, low_inclusive=False)
-    return_coupling = check_bool(return_coupling, name="return_coupling")
-    if bias is not None:
-        bias = as_array(bias, name="bias", xp=xp, like=u)
-        check_same_namespace(bias, u, name="bias", ref_name="u")
-        check_float_array(bias, name="bias", ndim=2, layout="(n_out, dim)", xp=xp)
-        check_shape(bias, (n_out, out_dim), name="bias", what="(n_out, out_dim) of `W`")
-        bias = xp.astype(bias, u.dtype)
+    n_iter, leaky, eps, return_coupling = _check_options(n_iter, leaky, eps, return_coupling)
+    bias = _check_bias(bias, u, (n_out, out_dim), xp=xp, ref_name="u", what="(n_out, out_dim) of `W`")
     if initial_logits is not None:
         initial_logits = _check_initial_logits(
             initial_logits, u, (batch, n_in, n_out), xp=xp, ref_name="u"

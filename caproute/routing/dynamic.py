@@ -53,6 +53,26 @@ def _dynamic_routing(u_hat, *, n_iter, bias, leaky, eps, initial_logits=None, xp
     return v, c
 
 
+def _check_options(n_iter, leaky, eps, return_coupling):
+    return (
+        check_int(n_iter, name="n_iter", min_value=1),
+        check_bool(leaky, name="leaky"),
+        check_scalar(eps, name="eps", low=0, low_inclusive=False),
+        check_bool(return_coupling, name="return_coupling"),
+    )
+
+
+def _check_bias(bias, like, shape, *, xp, ref_name, what):
+    """None, or the (n_out, dim) bias checked and cast to the dtype of ``like``."""
+    if bias is None:
+        return None
+    bias = as_array(bias, name="bias", xp=xp, like=like)
+    check_same_namespace(bias, like, name="bias", ref_name=ref_name)
+    check_float_array(bias, name="bias", ndim=2, layout="(n_out, dim)", xp=xp)
+    check_shape(bias, shape, name="bias", what=what)
+    return xp.astype(bias, like.dtype)
+
+
 def _check_initial_logits(b0, like, shape, *, xp, ref_name="u_hat"):
     """Validate starting logits of ``shape`` (batch, n_in, n_out), or (n_in, n_out) shared by
     the batch; returns them broadcast and cast to the dtype of ``like``."""
@@ -143,16 +163,9 @@ def dynamic_routing(
     u_hat = as_array(u_hat, name="u_hat")
     xp = array_namespace(u_hat)
     check_float_array(u_hat, name="u_hat", ndim=4, layout=U_HAT_LAYOUT, xp=xp)
-    n_iter = check_int(n_iter, name="n_iter", min_value=1)
-    leaky = check_bool(leaky, name="leaky")
-    eps = check_scalar(eps, name="eps", low=0, low_inclusive=False)
-    return_coupling = check_bool(return_coupling, name="return_coupling")
-    if bias is not None:
-        bias = as_array(bias, name="bias", xp=xp, like=u_hat)
-        check_same_namespace(bias, u_hat, name="bias", ref_name="u_hat")
-        check_float_array(bias, name="bias", ndim=2, layout="(n_out, dim)", xp=xp)
-        check_shape(bias, u_hat.shape[2:], name="bias", what="(n_out, dim) of `u_hat`")
-        bias = xp.astype(bias, u_hat.dtype)
+    n_iter, leaky, eps, return_coupling = _check_options(n_iter, leaky, eps, return_coupling)
+    bias = _check_bias(bias, u_hat, tuple(int(s) for s in u_hat.shape[2:]), xp=xp,
+                       ref_name="u_hat", what="(n_out, dim) of `u_hat`")
 
     if initial_logits is not None:
         initial_logits = _check_initial_logits(
