@@ -46,11 +46,13 @@ def _responsibilities(logp, nb, loglik_acc):
             m = 0.0
         z = 0.0
         for k in range(K):
-            z += np.exp(logp[k, b] - m)
-        lse = m + np.log(z)
-        loglik_acc += lse
+            e = np.exp(logp[k, b] - m)  # one exp per entry: exp is most of this loop's cost
+            logp[k, b] = e
+            z += e
+        loglik_acc += m + np.log(z)
+        inv = 1.0 / z
         for k in range(K):
-            logp[k, b] = np.exp(logp[k, b] - lse)
+            logp[k, b] *= inv
     return loglik_acc
 
 
@@ -92,13 +94,13 @@ def _maha_triangular(U, mu, xb, nb, db, y, out):
 
 
 @njit(parallel=True, fastmath=_FAST)
-def _full(X, log_w, means, U, log_det, shift, n_groups, nk, sx, sxx, loglik):
+def _full(X, log_w, means, U, log_det, shift, shift_is_means, n_groups, nk, sx, sxx, loglik):
     N, D = X.shape
     K = means.shape[0]
     n_blocks = (N + _BLOCK - 1) // _BLOCK
     for g in prange(n_groups):
         xb = np.empty((D, _BLOCK))
-        db = np.empty((D, _BLOCK))
+        dk = np.empty((K, D, _BLOCK))  # x - mu_k for every k: reused as x - shift_k below
         y = np.empty((D, _BLOCK))
         logp = np.empty((K, _BLOCK))
         maha = np.empty(_BLOCK)
@@ -109,16 +111,20 @@ def _full(X, log_w, means, U, log_det, shift, n_groups, nk, sx, sxx, loglik):
             nb = min(N, start + _BLOCK) - start
             _load_block(X, start, start + nb, xb)
             for k in range(K):
-                _maha_triangular(U[k], means[k], xb, nb, db, y, maha)
+                _maha_triangular(U[k], means[k], xb, nb, dk[k], y, maha)
                 for b in range(nb):
                     logp[k, b] = -0.5 * (D * _LOG_2PI + maha[b]) + log_det[k] + log_w[k]
             acc_ll = _responsibilities(logp, nb, acc_ll)
             _add_nk_sx(logp, xb, nb, nk[g], sx[g])
             for k in range(K):
                 # sum_b r (x - c)(x - c)^T, upper triangle (mirrored by the caller)
+                db = dk[k]
+                if not shift_is_means:
+                    for i in range(D):
+                        for b in range(nb):
+                            db[i, b] = xb[i, b] - shift[k, i]
                 for i in range(D):
                     for b in range(nb):
-                        db[i, b] = xb[i, b] - shift[k, i]
                         rc[i, b] = logp[k, b] * db[i, b]
                 for i in range(D):
                     for j in range(i, D):
@@ -215,7 +221,9 @@ def fit_stats(X, weights, means, prec_chol, covariance_type, *, shift, chunk_siz
     if covariance_type == "full":
         log_det = np.log(np.diagonal(pc, axis1=1, axis2=2)).sum(axis=1)
         sxx = np.zeros((n_groups, K, D, D))
-        _full(Xf, log_w, mu, pc, log_det, f64(shift), n_groups, nk, sx, sxx, loglik)
+        shift64 = f64(shift)
+        _full(Xf, log_w, mu, pc, log_det, shift64, bool(np.array_equal(shift64, mu)),
+              n_groups, nk, sx, sxx, loglik)
         sxx = _mirror(sxx.sum(axis=0))
     elif covariance_type == "tied":
         log_det = np.array([np.log(np.diagonal(pc)).sum()])
