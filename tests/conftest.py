@@ -8,6 +8,13 @@ os.environ.setdefault("SCIPY_ARRAY_API", "1")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# The same examples on every run and machine (CI included): a failure is reproducible, not luck.
+# HYPOTHESIS_PROFILE=explore draws fresh random examples instead.
+settings.register_profile("default", derandomize=True, deadline=None)
+settings.register_profile("explore", derandomize=False, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 from caproute._backend import cupy_status  # noqa: E402
 
