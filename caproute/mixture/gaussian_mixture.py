@@ -519,13 +519,13 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         counts = rng.multinomial(n_samples, weights)
         if self.covariance_type == "full":
             X = np.vstack([rng.multivariate_normal(m, c, int(s))
-                           for m, c, s in zip(means, covariances, counts)])
+                           for m, c, s in zip(means, covariances, counts, strict=True)])
         elif self.covariance_type == "tied":
             X = np.vstack([rng.multivariate_normal(m, covariances, int(s))
-                           for m, s in zip(means, counts)])
+                           for m, s in zip(means, counts, strict=True)])
         else:
             X = np.vstack([m + rng.standard_normal(size=(s, n_features)) * np.sqrt(c)
-                           for m, c, s in zip(means, covariances, counts)])
+                           for m, c, s in zip(means, covariances, counts, strict=True)])
         y = np.concatenate([np.full(int(s), j, dtype=np.int64) for j, s in enumerate(counts)])
         dev = device(self.means_)
         return xp.asarray(X, dtype=xp.float64, device=dev), xp.asarray(y, device=dev)

@@ -181,7 +181,7 @@ def test_em_routing_kernel_extremes(impl, dtype, case):
     bu, ba = np.zeros((4, 16), dtype), np.zeros(4, dtype)
     ref = reference(V, a, bu, ba, xp=np_xp, **args)
     got = kernel(dev(V), dev(a), dev(bu), dev(ba), xp=xp, **args)
-    for g, r in zip(got, ref):
+    for g, r in zip(got, ref, strict=True):
         assert np.all(np.isfinite(host(g)))
         np.testing.assert_allclose(host(g), r, **tol(dtype, scale=1e6 if case == "huge_votes" else 1.0))
 
@@ -197,7 +197,7 @@ def test_dynamic_routing_kernel_extremes(impl, dtype, case):
     args = dict(n_iter=3, leaky=False, eps=1e-8, bias=None, initial_logits=None)
     ref = reference(u, xp=np_xp, **args)
     got = kernel(dev(u), xp=xp, **args)
-    for g, r in zip(got, ref):
+    for g, r in zip(got, ref, strict=True):
         assert np.all(np.isfinite(host(g)))
         np.testing.assert_allclose(host(g), r, **tol(dtype))
 
