@@ -75,3 +75,17 @@ def test_docstring_examples_run(module_name):
         runner.run(test)
     result = runner.summarize(verbose=False)
     assert result.failed == 0, f"{result.failed} doctest(s) failed in {module_name}"
+
+
+def test_readme_example_runs():
+    """The README's Python example is what newcomers copy: it must run as written."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    assert blocks, "README.md has no python example"
+    namespace = {}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)  # noqa: S102
+    assert namespace["v"].shape == (32, 10, 16)
+    assert namespace["gm"].means_.shape == (3, 2)
