@@ -163,3 +163,19 @@ def check_axis(axis, ndim, *, name="axis"):
 
 def is_sequence(value):
     return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+
+
+def check_outputs_finite(outputs, *, given, name, xp):
+    """Raise a clear error where finite input overflowed inside the computation.
+
+    Validation accepts every finite input, but |s|^2 or (V - mu)^2 can still overflow when the
+    input is near the dtype's largest values (about 1e19 for float32). The outputs are small,
+    so checking them costs little; the input's largest magnitude is computed only on failure.
+    """
+    if all(bool(xp.all(xp.isfinite(o))) for o in outputs):
+        return
+    largest = float(xp.max(xp.abs(given)))
+    raise ValueError(
+        f"`{name}` is too large for {dtype_name(given.dtype)}: routing overflowed (largest "
+        f"magnitude {largest:.3g}). Scale `{name}` down or pass float64."
+    )

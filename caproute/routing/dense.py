@@ -6,6 +6,7 @@ from .._backend import adopt, array_namespace, select_impl
 from .._lib.validation import (
     as_array,
     check_float_array,
+    check_outputs_finite,
     check_same_namespace,
     check_shape,
 )
@@ -98,4 +99,5 @@ def dense_dynamic_routing(
         u, W, n_iter=n_iter, bias=bias, leaky=leaky, eps=eps,
         initial_logits=initial_logits, xp=plan.xp,
     )
+    check_outputs_finite((v, c), given=u, name="u", xp=plan.xp)
     return (v, c) if return_coupling else v

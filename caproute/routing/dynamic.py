@@ -9,6 +9,7 @@ from .._lib.validation import (
     check_bool,
     check_float_array,
     check_int,
+    check_outputs_finite,
     check_same_namespace,
     check_scalar,
     check_shape,
@@ -178,4 +179,5 @@ def dynamic_routing(
         u_hat, n_iter=n_iter, bias=bias, leaky=leaky, eps=eps,
         initial_logits=initial_logits, xp=plan.xp,
     )
+    check_outputs_finite((v, c), given=u_hat, name="u_hat", xp=plan.xp)
     return (v, c) if return_coupling else v

@@ -13,6 +13,7 @@ from .._lib.validation import (
     check_bool,
     check_float_array,
     check_int,
+    check_outputs_finite,
     check_same_namespace,
     check_scalar,
     check_shape,
@@ -298,4 +299,5 @@ def em_routing(
         inverse_temperature=schedule, min_var=min_var, eps=eps,
         initial_assignments=initial_assignments, xp=plan.xp,
     )
+    check_outputs_finite((pose, act, R), given=votes, name="votes", xp=plan.xp)
     return (pose, act, R) if return_assignments else (pose, act)

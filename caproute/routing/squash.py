@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from .._backend import adopt, array_namespace, select_impl
 from .._lib import math as _math
-from .._lib.validation import as_array, check_axis, check_float_array, check_scalar
+from .._lib.validation import (
+    as_array,
+    check_axis,
+    check_float_array,
+    check_outputs_finite,
+    check_scalar,
+)
 
 DEFAULT_EPS = 1e-8
 
@@ -53,4 +59,6 @@ def squash(s, axis=-1, *, eps=DEFAULT_EPS, backend=None):
     eps = check_scalar(eps, name="eps", low=0, low_inclusive=False)
     plan = select_impl("squash", xp, backend)
     (s,) = adopt(plan, s)
-    return plan.func(s, axis=axis, eps=eps, xp=plan.xp)
+    v = plan.func(s, axis=axis, eps=eps, xp=plan.xp)
+    check_outputs_finite((v,), given=s, name="s", xp=plan.xp)
+    return v
