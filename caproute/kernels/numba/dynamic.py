@@ -14,6 +14,39 @@ _FAST = {"reassoc", "contract"}
 
 
 @njit(inline="always", fastmath=_FAST)
+def _softmax_into(logits, out, leaky):
+    """out = softmax(logits) over parents (max-shifted; the leaky orphan has logit 0).
+    Either argument may be a strided view (a child's row or column)."""
+    m = logits[0]
+    for j in range(1, logits.shape[0]):
+        if logits[j] > m:
+            m = logits[j]
+    if leaky and m < 0.0:
+        m = 0.0
+    z = np.exp(-m) if leaky else 0.0
+    for j in range(logits.shape[0]):
+        e = np.exp(logits[j] - m)
+        out[j] = e
+        z += e
+    inv = 1.0 / z
+    for j in range(logits.shape[0]):
+        out[j] *= inv
+
+
+@njit(inline="always", fastmath=_FAST)
+def _squash_parents(s, eps, v):
+    """v_j = squash(s_j) for every parent, eps inside the square root."""
+    n_out, dim = s.shape
+    for j in range(n_out):
+        n2 = s[j, 0] * s[j, 0]
+        for d in range(1, dim):
+            n2 += s[j, d] * s[j, d]
+        scale = n2 / ((1.0 + n2) * np.sqrt(n2 + eps))
+        for d in range(dim):
+            v[j, d] = s[j, d] * scale
+
+
+@njit(inline="always", fastmath=_FAST)
 def _route_one(u, n_iter, bias, has_bias, leaky, eps, b, c, s, v):
     """Route one sample in place. u (n_in, n_out, dim); b, c (n_in, n_out) with b holding the
     starting logits; s, v (n_out, dim) buffers. Leaves c and v of the last iteration.
@@ -34,32 +67,12 @@ def _route_one(u, n_iter, bias, has_bias, leaky, eps, b, c, s, v):
                     for d in range(1, dim):
                         acc += u[i, j, d] * v[j, d]
                     b[i, j] += acc
-            # couplings: softmax over parents (max-shifted; the leaky orphan has logit 0)
-            m = b[i, 0]
-            for j in range(1, n_out):
-                if b[i, j] > m:
-                    m = b[i, j]
-            if leaky and m < 0.0:
-                m = 0.0
-            z = np.exp(-m) if leaky else 0.0
+            _softmax_into(b[i], c[i], leaky)
             for j in range(n_out):
-                e = np.exp(b[i, j] - m)
-                c[i, j] = e
-                z += e
-            inv = 1.0 / z
-            for j in range(n_out):
-                cij = c[i, j] * inv
-                c[i, j] = cij
+                cij = c[i, j]
                 for d in range(dim):
                     s[j, d] += cij * u[i, j, d]
-        # squash, eps inside the square root
-        for j in range(n_out):
-            n2 = s[j, 0] * s[j, 0]
-            for d in range(1, dim):
-                n2 += s[j, d] * s[j, d]
-            scale = n2 / ((1.0 + n2) * np.sqrt(n2 + eps))
-            for d in range(dim):
-                v[j, d] = s[j, d] * scale
+        _squash_parents(s, eps, v)
 
 
 @njit(parallel=True, fastmath=_FAST)
@@ -91,33 +104,14 @@ def _route_one_soa(U, n_iter, bias, has_bias, leaky, eps, b, e, s, v):
                     for i in range(n_in):
                         b[j, i] += vjd * U[j, d, i]
         for i in range(n_in):
-            m = b[0, i]
-            for j in range(1, n_out):
-                if b[j, i] > m:
-                    m = b[j, i]
-            if leaky and m < 0.0:
-                m = 0.0
-            z = np.exp(-m) if leaky else 0.0
-            for j in range(n_out):
-                x = np.exp(b[j, i] - m)
-                e[j, i] = x
-                z += x
-            inv = 1.0 / z
-            for j in range(n_out):
-                e[j, i] *= inv
+            _softmax_into(b[:, i], e[:, i], leaky)
         for j in range(n_out):
             for d in range(dim):
                 acc = e[j, 0] * U[j, d, 0]
                 for i in range(1, n_in):
                     acc += e[j, i] * U[j, d, i]
                 s[j, d] = acc + bias[j, d] if has_bias else acc
-        for j in range(n_out):
-            n2 = s[j, 0] * s[j, 0]
-            for d in range(1, dim):
-                n2 += s[j, d] * s[j, d]
-            scale = n2 / ((1.0 + n2) * np.sqrt(n2 + eps))
-            for d in range(dim):
-                v[j, d] = s[j, d] * scale
+        _squash_parents(s, eps, v)
 
 
 @njit(parallel=True, fastmath=_FAST)
