@@ -1,6 +1,6 @@
 """The only package that branches on the array library (NumPy, CuPy, array_api_strict, ...)."""
 
-from .dispatch import CAPABILITIES, Plan, adopt, capabilities, numba_available, select_impl
+from .dispatch import CAPABILITIES, Plan, adopt, capabilities, numba_available, resolve_backend, select_impl
 from .namespace import (
     BackendUnavailableError,
     array_namespace,
@@ -30,6 +30,7 @@ __all__ = [
     "is_numpy_namespace",
     "numba_available",
     "numpy_namespace",
+    "resolve_backend",
     "select_impl",
     "to_device",
     "to_numpy",

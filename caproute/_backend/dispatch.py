@@ -21,7 +21,10 @@ from .namespace import (
     is_numpy_namespace,
 )
 
-__all__ = ["CAPABILITIES", "Plan", "adopt", "capabilities", "numba_available", "select_impl"]
+__all__ = [
+    "CAPABILITIES", "Plan", "adopt", "capabilities", "numba_available", "resolve_backend",
+    "select_impl",
+]
 
 # op -> {implementation name -> "module:function"}; extend this table when a kernel lands.
 CAPABILITIES: dict[str, dict[str, str]] = {
@@ -88,27 +91,21 @@ def _load(path):
     return getattr(importlib.import_module(module), name)
 
 
-def select_impl(op, xp, backend=None):
-    """Choose the implementation of ``op`` for input of namespace ``xp``.
+def resolve_backend(xp, backend=None):
+    """Where work on input of namespace ``xp`` runs: ``(backend, namespace, move_to_device)``.
 
     ``backend=None`` takes the configured one. Explicit requests that cannot be honoured raise
-    (ImportError for a missing library, BackendUnavailableError for no device or no kernel,
-    ValueError for input on the wrong side of the host/device line); nothing falls back silently.
+    (ImportError for a missing library, BackendUnavailableError for no device, ValueError for
+    input on the wrong side of the host/device line); nothing falls back silently.
     """
     backend = validate_backend(get_config()["backend"] if backend is None else backend)
-    impls = CAPABILITIES[op]
-
     if backend == "cupy":
-        cp_xp = cupy_namespace()
-        impl = "cupy" if "cupy" in impls else "reference"
-        return Plan(impl, cp_xp, _load(impls[impl]), move_to_device=not is_cupy_namespace(xp))
-
+        return backend, cupy_namespace(), not is_cupy_namespace(xp)
     if is_cupy_namespace(xp) and backend in ("numpy", "numba"):
         raise ValueError(
             f"backend={backend!r} runs on the host but the input is a CuPy array on the GPU; "
             "use backend='cupy' or 'auto', or move the input with caproute.to_numpy first."
         )
-
     if backend == "numba":
         if not is_numpy_namespace(xp):
             raise ValueError(
@@ -120,6 +117,21 @@ def select_impl(op, xp, backend=None):
                 "backend='numba' needs Numba, which is not installed: "
                 "pip install 'caproute[numba]' (or pip install numba)."
             )
+    return backend, xp, False
+
+
+def select_impl(op, xp, backend=None):
+    """Choose the implementation of ``op`` for input of namespace ``xp`` (rules of
+    :func:`resolve_backend`; an explicit ``backend='numba'`` for an op without a Numba kernel
+    raises BackendUnavailableError)."""
+    backend, run_xp, move = resolve_backend(xp, backend)
+    impls = CAPABILITIES[op]
+
+    if backend == "cupy":
+        impl = "cupy" if "cupy" in impls else "reference"
+        return Plan(impl, run_xp, _load(impls[impl]), move_to_device=move)
+
+    if backend == "numba":
         if "numba" not in impls:
             raise BackendUnavailableError(
                 f"backend='numba': there is no Numba kernel for {op!r}; "

@@ -72,13 +72,8 @@ def _m_step(votes, R, a_in, beta_u, beta_a, *, lam, min_var, eps, xp):
     return mu, var, logit
 
 
-def _e_step(votes, mu, var, logit, *, xp):
-    """Eqs. 28-29 in log space: ``R_ij = a_j p_j(V_ij) / sum_k a_k p_k(V_ik)``.
-
-    votes (batch, n_in, n_out, D) -- broadcasting views are fine; mu, var (batch, n_out, D);
-    logit (batch, n_out). Returns ``(R, log_norm)`` with ``log_norm`` (batch, n_in) the log of
-    the normaliser ``sum_k a_k p_k(V_ik)``.
-    """
+def _log_weighted_density(votes, mu, var, logit, *, xp):
+    """``log(a_j p_j(V_ij))`` for every child and parent: (batch, n_in, n_out)."""
     pose_dim = votes.shape[-1]
     diff = votes - xp.expand_dims(mu, axis=1)
     log_p = (
@@ -86,7 +81,17 @@ def _e_step(votes, mu, var, logit, *, xp):
         - xp.expand_dims(0.5 * xp.sum(xp.log(var), axis=-1), axis=1)
         - pose_dim * _HALF_LOG_2PI
     )
-    log_ap = log_p + xp.expand_dims(_math.log_sigmoid(logit, xp=xp), axis=1)
+    return log_p + xp.expand_dims(_math.log_sigmoid(logit, xp=xp), axis=1)
+
+
+def _e_step(votes, mu, var, logit, *, xp):
+    """Eqs. 28-29 in log space: ``R_ij = a_j p_j(V_ij) / sum_k a_k p_k(V_ik)``.
+
+    votes (batch, n_in, n_out, D) -- broadcasting views are fine; mu, var (batch, n_out, D);
+    logit (batch, n_out). Returns ``(R, log_norm)`` with ``log_norm`` (batch, n_in) the log of
+    the normaliser ``sum_k a_k p_k(V_ik)``.
+    """
+    log_ap = _log_weighted_density(votes, mu, var, logit, xp=xp)
     log_norm = _math.logsumexp(log_ap, axis=-1, keepdims=True, xp=xp)
     return xp.exp(log_ap - log_norm), xp.squeeze(log_norm, axis=-1)
 

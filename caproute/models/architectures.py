@@ -1,0 +1,123 @@
+"""The two classic capsule networks as ready constructors (weights not included)."""
+
+from __future__ import annotations
+
+from .layers import (
+    ClassMatrixCaps,
+    Conv2D,
+    ConvMatrixCaps,
+    DenseCaps,
+    PrimaryCaps,
+    PrimaryMatrixCaps,
+)
+from .model import Model
+
+
+def _layout_shape(input_shape, data_format):
+    h, w, c = input_shape
+    return (c, h, w) if data_format == "NCHW" else (h, w, c)
+
+
+def capsnet(*, input_shape=(28, 28, 1), conv_channels=256, conv_kernel=9, primary_types=32,
+            primary_dim=8, primary_kernel=9, primary_stride=2, n_classes=10, class_dim=16,
+            n_iter=3, order="type-major", weight_layout="caproute", use_bias=False,
+            leaky=False, squash_eps=1e-8, data_format="NHWC", classes=None, name="capsnet"):
+    """Sabour et al.'s CapsNet (2017): Conv -> PrimaryCaps -> DenseCaps with dynamic routing.
+
+    The defaults are the paper's MNIST network: conv1 256 channels 9x9 ReLU, 32 primary types
+    of 8-D capsules (9x9, stride 2: 1152 capsules), 10 class capsules of 16-D, 3 routing
+    iterations; prediction = the longest class capsule. Smaller variants by argument. The
+    reconstruction decoder is not part of it (classification does not need it).
+
+    Parameters
+    ----------
+    input_shape : tuple of int, default=(28, 28, 1)
+        (H, W, C), whatever ``data_format``.
+    conv_channels, conv_kernel : int
+        The first convolution.
+    primary_types, primary_dim, primary_kernel, primary_stride : int
+        The primary capsules.
+    n_classes, class_dim, n_iter : int
+        The class capsules and their routing.
+    order, weight_layout, use_bias, leaky, squash_eps
+        See :class:`PrimaryCaps` and :class:`DenseCaps`.
+    data_format : {"NHWC", "NCHW"}, default="NHWC"
+    classes : sequence of str, optional
+    name : str, default="capsnet"
+
+    Returns
+    -------
+    model : Model
+        Without weights: load them (:meth:`Model.set_weights`) or :meth:`Model.initialize`.
+
+    Examples
+    --------
+    >>> from caproute import models
+    >>> net = models.capsnet()
+    >>> f"{net.n_parameters():,}"
+    '6,804,224'
+    """
+    layers = [
+        Conv2D(conv_channels, conv_kernel, activation="relu", data_format=data_format, name="conv1"),
+        PrimaryCaps(primary_types, primary_dim, kernel_size=primary_kernel, stride=primary_stride,
+                    order=order, squash_eps=squash_eps, data_format=data_format,
+                    name="primary_caps"),
+        DenseCaps(n_classes, class_dim, n_iter=n_iter, weight_layout=weight_layout,
+                  use_bias=use_bias, leaky=leaky, squash_eps=squash_eps, name="class_caps"),
+    ]
+    return Model(layers, _layout_shape(input_shape, data_format), classes=classes, name=name)
+
+
+def matrix_capsnet(A=32, B=32, C=32, D=32, *, input_shape=(28, 28, 1), n_classes=10,
+                   conv_kernel=5, conv_stride=2, n_iter=3, competition="position",
+                   coordinate_addition=True, inverse_temperature=None, min_var=5e-4, eps=1e-8,
+                   beta_per_pose=False, data_format="NHWC", classes=None,
+                   name="matrix_capsnet"):
+    """Hinton, Sabour and Frosst's matrix-capsule network with EM routing (2018).
+
+    ReLU conv ``conv_kernel`` x ``conv_kernel``, stride ``conv_stride``, A channels ->
+    PrimaryMatrixCaps (1x1, B types) -> ConvMatrixCaps (3x3, stride 2, C types) ->
+    ConvMatrixCaps (3x3, stride 1, D types) -> ClassMatrixCaps (shared transforms, coordinate
+    addition). A=B=C=D=32 is the paper's smallNORB network (the paper counts about 310k
+    parameters; with activation convolutions, biases and betas this count is 319k); smaller A/B/C/D give the smaller variants.
+
+    Parameters
+    ----------
+    A, B, C, D : int, default=32
+        Channels of the convolution and capsule types of the three capsule layers.
+    input_shape : tuple of int, default=(28, 28, 1)
+        (H, W, C), whatever ``data_format``.
+    n_classes : int, default=10
+    conv_kernel, conv_stride : int, default=5, 2
+    n_iter, competition, coordinate_addition, inverse_temperature, min_var, eps, beta_per_pose
+        Routing options of the capsule layers (see :class:`ConvMatrixCaps`).
+    data_format : {"NHWC", "NCHW"}, default="NHWC"
+    classes : sequence of str, optional
+    name : str, default="matrix_capsnet"
+
+    Returns
+    -------
+    model : Model
+        Without weights.
+
+    Examples
+    --------
+    >>> from caproute import models
+    >>> net = models.matrix_capsnet(input_shape=(32, 32, 1))  # the paper's smallNORB size
+    >>> f"{net.n_parameters():,}"
+    '318,964'
+    """
+    routing = dict(n_iter=n_iter, inverse_temperature=inverse_temperature, min_var=min_var,
+                   eps=eps, beta_per_pose=beta_per_pose)
+    layers = [
+        Conv2D(A, conv_kernel, stride=conv_stride, activation="relu", data_format=data_format,
+               name="conv1"),
+        PrimaryMatrixCaps(B, data_format=data_format, name="primary_caps"),
+        ConvMatrixCaps(C, kernel_size=3, stride=2, competition=competition, name="conv_caps1",
+                       **routing),
+        ConvMatrixCaps(D, kernel_size=3, stride=1, competition=competition, name="conv_caps2",
+                       **routing),
+        ClassMatrixCaps(n_classes, coordinate_addition=coordinate_addition, name="class_caps",
+                        **routing),
+    ]
+    return Model(layers, _layout_shape(input_shape, data_format), classes=classes, name=name)

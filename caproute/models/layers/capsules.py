@@ -1,0 +1,192 @@
+"""Vector capsules: PrimaryCaps (a convolution cut into squashed capsules) and DenseCaps
+(votes from a weight tensor, then dynamic routing)."""
+
+from __future__ import annotations
+
+from ..._lib import math as _math
+from ...routing.dense import dense_dynamic_routing
+from .base import Layer, check_choice, check_positive_int, conv_output_size
+from .conv import DATA_FORMATS, conv2d, spatial_shape, to_nhwc
+
+ORDERS = ("type-major", "position-major")
+
+#: Where each documented implementation keeps the DenseCaps transform, and how votes use it.
+WEIGHT_LAYOUTS = {
+    "caproute": "(n_in, n_out, out_dim, in_dim); u_hat[i, j] = W[i, j] @ u[i]",
+    "keras": "(n_out, n_in, out_dim, in_dim); u_hat[i, j] = W[j, i] @ u[i]",
+    "torch": "(n_out, n_in, in_dim, out_dim); u_hat[i, j] = u[i] @ W[j, i]",
+    "tf": "(n_in, in_dim, n_out * out_dim); u_hat[i] = u[i] @ W[i], split into n_out parents",
+}
+
+
+def _check_eps(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError(f"`{name}` must be a float >= 0; got {value!r}.")
+    return float(value)
+
+
+class PrimaryCaps(Layer):
+    """Convolution whose channels are cut into capsules, flattened and squashed.
+
+    Parameters: ``weight`` (kernel_size, kernel_size, in_channels, n_types * dim) and ``bias``
+    (n_types * dim,). Channel ``t * dim + d`` is component ``d`` of capsule type ``t`` (the
+    convention of the official TF code and of the Keras implementations).
+
+    Parameters
+    ----------
+    n_types : int
+        Capsule types (32 in the paper).
+    dim : int
+        Capsule dimension (8 in the paper).
+    kernel_size : int, default=9
+    stride : int, default=2
+    order : {"type-major", "position-major"}, default="type-major"
+        Flattening of the (H, W, n_types) grid into ``n_caps``: type-major puts all positions
+        of type 0 first (official TF code, PyTorch ports); position-major puts all types of
+        position 0 first (Keras implementations reshaping the NHWC map).
+    squash_eps : float, default=1e-8
+        ``eps`` inside the square root of squash.
+    data_format : {"NHWC", "NCHW"}, default="NHWC"
+        Layout of the input map.
+    name : str, default="primary_caps"
+
+    Output: array of shape (batch, n_caps, dim) with ``n_caps = H' * W' * n_types``.
+    """
+
+    output_layout = "(batch, n_caps, dim)"
+
+    def __init__(self, n_types, dim, *, kernel_size=9, stride=2, order="type-major",
+                 squash_eps=1e-8, data_format="NHWC", name="primary_caps"):
+        super().__init__(name=name)
+        self.n_types = check_positive_int(n_types, "n_types")
+        self.dim = check_positive_int(dim, "dim")
+        self.kernel_size = check_positive_int(kernel_size, "kernel_size")
+        self.stride = check_positive_int(stride, "stride")
+        self.order = check_choice(order, "order", ORDERS)
+        self.squash_eps = _check_eps(squash_eps, "squash_eps")
+        self.data_format = check_choice(data_format, "data_format", DATA_FORMATS)
+
+    def get_config(self):
+        return {"n_types": self.n_types, "dim": self.dim, "kernel_size": self.kernel_size,
+                "stride": self.stride, "order": self.order, "squash_eps": self.squash_eps,
+                "data_format": self.data_format, "name": self.name}
+
+    def _grid(self, input_shape):
+        h, w, c = spatial_shape(input_shape, self.data_format)
+        if h < self.kernel_size or w < self.kernel_size:
+            raise ValueError(f"layer {self.name!r}: a {self.kernel_size}x{self.kernel_size} "
+                             f"kernel does not fit a {h}x{w} map.")
+        return (conv_output_size(h, self.kernel_size, self.stride, 0),
+                conv_output_size(w, self.kernel_size, self.stride, 0), c)
+
+    check_input_shape = _grid
+
+    def parameter_shapes(self, input_shape):
+        _, _, c = self._grid(input_shape)
+        k = self.kernel_size
+        return {"weight": (k, k, c, self.n_types * self.dim), "bias": (self.n_types * self.dim,)}
+
+    def output_shape(self, input_shape):
+        ho, wo, _ = self._grid(input_shape)
+        return (ho * wo * self.n_types, self.dim)
+
+    def forward(self, x, params, *, xp, backend):
+        x = to_nhwc(x, self.data_format, xp=xp)
+        out = conv2d(x, params["weight"], params["bias"], stride=self.stride, padding=0, xp=xp)
+        b, ho, wo, _ = (int(s) for s in out.shape)
+        caps = xp.reshape(out, (b, ho * wo, self.n_types, self.dim))
+        if self.order == "type-major":
+            caps = xp.permute_dims(caps, (0, 2, 1, 3))
+        caps = xp.reshape(caps, (b, ho * wo * self.n_types, self.dim))
+        return _math.squash(caps, axis=-1, eps=self.squash_eps, xp=xp)
+
+
+class DenseCaps(Layer):
+    """Fully connected capsules with dynamic routing (DigitCaps in Sabour et al.).
+
+    Votes ``u_hat[b, i, j] = W[i, j] @ u[b, i]`` for every child ``i`` and parent ``j``, then
+    :func:`caproute.dynamic_routing` (softmax over parents, logits reset for every sample).
+
+    Parameters: ``weight`` in the chosen ``weight_layout`` and, with ``use_bias``, ``bias`` of
+    shape (n_out, out_dim), added to every parent's weighted sum in every iteration.
+
+    Parameters
+    ----------
+    n_out : int
+        Parent capsules (classes).
+    out_dim : int
+        Parent dimension (16 in the paper).
+    n_iter : int, default=3
+    weight_layout : {"caproute", "keras", "torch", "tf"}, default="caproute"
+        How ``weight`` is laid out (see ``WEIGHT_LAYOUTS``):
+        "caproute" (n_in, n_out, out_dim, in_dim); "keras" (n_out, n_in, out_dim, in_dim);
+        "torch" (n_out, n_in, in_dim, out_dim), as gram-ai's ``route_weights``;
+        "tf" (n_in, in_dim, n_out * out_dim), as the official TF code.
+    use_bias : bool, default=False
+    leaky : bool, default=False
+        Leaky routing (an extra orphan parent with logit 0, dropped after the softmax).
+    squash_eps : float, default=1e-8
+    name : str, default="class_caps"
+
+    Output: array of shape (batch, n_out, out_dim); class scores are the lengths.
+    """
+
+    output_layout = "(batch, n_out, out_dim)"
+
+    def __init__(self, n_out, out_dim, *, n_iter=3, weight_layout="caproute", use_bias=False,
+                 leaky=False, squash_eps=1e-8, name="class_caps"):
+        super().__init__(name=name)
+        self.n_out = check_positive_int(n_out, "n_out")
+        self.out_dim = check_positive_int(out_dim, "out_dim")
+        self.n_iter = check_positive_int(n_iter, "n_iter")
+        self.weight_layout = check_choice(weight_layout, "weight_layout", WEIGHT_LAYOUTS)
+        self.use_bias = bool(use_bias)
+        self.leaky = bool(leaky)
+        self.squash_eps = _check_eps(squash_eps, "squash_eps")
+
+    def get_config(self):
+        return {"n_out": self.n_out, "out_dim": self.out_dim, "n_iter": self.n_iter,
+                "weight_layout": self.weight_layout, "use_bias": self.use_bias,
+                "leaky": self.leaky, "squash_eps": self.squash_eps, "name": self.name}
+
+    def check_input_shape(self, input_shape):
+        if len(input_shape) != 2:
+            raise ValueError(f"layer {self.name!r} takes capsules (n_in, in_dim) per sample; "
+                             f"got per-sample shape {tuple(input_shape)}.")
+
+    def parameter_shapes(self, input_shape):
+        self.check_input_shape(input_shape)
+        n_in, d = input_shape
+        n, o = self.n_out, self.out_dim
+        weight = {"caproute": (n_in, n, o, d), "keras": (n, n_in, o, d),
+                  "torch": (n, n_in, d, o), "tf": (n_in, d, n * o)}[self.weight_layout]
+        shapes = {"weight": weight}
+        if self.use_bias:
+            shapes["bias"] = (n, o)
+        return shapes
+
+    def output_shape(self, input_shape):
+        return (self.n_out, self.out_dim)
+
+    def native_weight(self, W, *, xp):
+        """The weight in caproute's (n_in, n_out, out_dim, in_dim) layout."""
+        if self.weight_layout == "keras":
+            return xp.permute_dims(W, (1, 0, 2, 3))
+        if self.weight_layout == "torch":
+            return xp.permute_dims(W, (1, 0, 3, 2))
+        if self.weight_layout == "tf":
+            n_in, d, _ = (int(s) for s in W.shape)
+            W = xp.reshape(W, (n_in, d, self.n_out, self.out_dim))
+            return xp.permute_dims(W, (0, 2, 3, 1))
+        return W
+
+    def forward(self, u, params, *, xp, backend):
+        W = self.native_weight(params["weight"], xp=xp)
+        return dense_dynamic_routing(
+            u, W, n_iter=self.n_iter, bias=params.get("bias"), leaky=self.leaky,
+            eps=self.squash_eps, backend=backend,
+        )
+
+    @staticmethod
+    def class_scores(v, *, xp):
+        return xp.sqrt(xp.sum(v * v, axis=-1))

@@ -1,0 +1,346 @@
+"""Matrix capsules with EM routing (Hinton, Sabour and Frosst 2018).
+
+Maps of matrix capsules travel between layers as a pair ``(pose, activation)``:
+pose of shape (batch, H, W, n_types, 16) -- a flattened 4x4 matrix, row-major -- and
+activation of shape (batch, H, W, n_types).
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..._lib import math as _math
+from ...routing.em import (
+    DEFAULT_EPS,
+    DEFAULT_MIN_VAR,
+    _log_weighted_density,
+    _m_step,
+    _schedule,
+    em_routing,
+)
+from .activations import apply_activation
+from .base import Layer, check_choice, check_positive_int, conv_output_size
+from .conv import DATA_FORMATS, conv2d, spatial_shape, to_nhwc
+from .patches import fold, patches
+
+COMPETITION = ("position", "all")
+POSE = 16
+
+
+def _check_map(input_shape, name):
+    if (len(input_shape) != 2 or len(input_shape[0]) != 4 or input_shape[0][3] != POSE
+            or tuple(input_shape[1]) != tuple(input_shape[0][:3])):
+        raise ValueError(
+            f"layer {name!r} takes a map of matrix capsules, per sample (pose (H, W, n_types, 16), "
+            f"activation (H, W, n_types)); got {input_shape!r}."
+        )
+    return tuple(input_shape[0][:3])
+
+
+class _EMOptions:
+    """Routing options shared by the two EM layers."""
+
+    def _set_routing(self, n_iter, inverse_temperature, min_var, eps, beta_per_pose):
+        self.n_iter = check_positive_int(n_iter, "n_iter")
+        _schedule(inverse_temperature, self.n_iter)  # validates
+        if inverse_temperature is not None and not isinstance(inverse_temperature, (int, float)):
+            inverse_temperature = [float(v) for v in inverse_temperature]
+        self.inverse_temperature = inverse_temperature
+        self.min_var = float(min_var)
+        self.eps = float(eps)
+        self.beta_per_pose = bool(beta_per_pose)
+
+    def _routing_config(self):
+        return {"n_iter": self.n_iter, "inverse_temperature": self.inverse_temperature,
+                "min_var": self.min_var, "eps": self.eps, "beta_per_pose": self.beta_per_pose}
+
+    def _beta_shapes(self, n_out):
+        return {"beta_u": (n_out, POSE) if self.beta_per_pose else (n_out,), "beta_a": (n_out,)}
+
+    def _route(self, votes, a_in, params, backend):
+        return em_routing(
+            votes, a_in, params["beta_u"], params["beta_a"], n_iter=self.n_iter,
+            inverse_temperature=self.inverse_temperature, min_var=self.min_var, eps=self.eps,
+            backend=backend,
+        )
+
+    def initializer_scale(self, name, shape):
+        return 0.0 if name.startswith("beta") else 1.0 / math.sqrt(shape[-1])
+
+    @staticmethod
+    def class_scores(out, *, xp):
+        return out[1]
+
+
+class PrimaryMatrixCaps(Layer):
+    """Convolution to matrix capsules: 16 pose channels and one sigmoid activation per type.
+
+    Parameters: ``pose_weight`` (kernel_size, kernel_size, in_channels, n_types * 16),
+    ``pose_bias`` (n_types * 16,), ``act_weight`` (kernel_size, kernel_size, in_channels,
+    n_types), ``act_bias`` (n_types,). Pose channel ``t * 16 + p`` is entry ``p`` (row-major)
+    of type ``t``'s 4x4 pose.
+
+    Parameters
+    ----------
+    n_types : int
+        Capsule types (B in the paper).
+    kernel_size : int, default=1
+    stride : int, default=1
+    data_format : {"NHWC", "NCHW"}, default="NHWC"
+    name : str, default="primary_caps"
+
+    Output: ``(pose, activation)`` of shapes (batch, H, W, n_types, 16), (batch, H, W, n_types).
+    """
+
+    output_layout = "(batch, H, W, n_types, 16), (batch, H, W, n_types)"
+
+    def __init__(self, n_types, *, kernel_size=1, stride=1, data_format="NHWC",
+                 name="primary_caps"):
+        super().__init__(name=name)
+        self.n_types = check_positive_int(n_types, "n_types")
+        self.kernel_size = check_positive_int(kernel_size, "kernel_size")
+        self.stride = check_positive_int(stride, "stride")
+        self.data_format = check_choice(data_format, "data_format", DATA_FORMATS)
+
+    def get_config(self):
+        return {"n_types": self.n_types, "kernel_size": self.kernel_size, "stride": self.stride,
+                "data_format": self.data_format, "name": self.name}
+
+    def _grid(self, input_shape):
+        h, w, c = spatial_shape(input_shape, self.data_format)
+        if h < self.kernel_size or w < self.kernel_size:
+            raise ValueError(f"layer {self.name!r}: a {self.kernel_size}x{self.kernel_size} "
+                             f"kernel does not fit a {h}x{w} map.")
+        return (conv_output_size(h, self.kernel_size, self.stride, 0),
+                conv_output_size(w, self.kernel_size, self.stride, 0), c)
+
+    check_input_shape = _grid
+
+    def parameter_shapes(self, input_shape):
+        _, _, c = self._grid(input_shape)
+        k, t = self.kernel_size, self.n_types
+        return {"pose_weight": (k, k, c, t * POSE), "pose_bias": (t * POSE,),
+                "act_weight": (k, k, c, t), "act_bias": (t,)}
+
+    def output_shape(self, input_shape):
+        ho, wo, _ = self._grid(input_shape)
+        return ((ho, wo, self.n_types, POSE), (ho, wo, self.n_types))
+
+    def forward(self, x, params, *, xp, backend):
+        x = to_nhwc(x, self.data_format, xp=xp)
+        pose = conv2d(x, params["pose_weight"], params["pose_bias"], stride=self.stride,
+                      padding=0, xp=xp)
+        b, ho, wo, _ = (int(s) for s in pose.shape)
+        pose = xp.reshape(pose, (b, ho, wo, self.n_types, POSE))
+        act = conv2d(x, params["act_weight"], params["act_bias"], stride=self.stride,
+                     padding=0, xp=xp)
+        return pose, apply_activation(act, "sigmoid", xp=xp)
+
+
+def _matrix_votes(M, W, *, xp):
+    """V = M @ W with M (..., n_in, 16) flattened 4x4 poses and W (n_in, n_out, 4, 4):
+    returns (..., n_in, n_out, 16)."""
+    lead = tuple(int(s) for s in M.shape[:-1])
+    M4 = xp.reshape(M, lead + (1, 4, 4))
+    V = xp.matmul(M4, W)
+    return xp.reshape(V, lead + (int(W.shape[1]), POSE))
+
+
+class ConvMatrixCaps(_EMOptions, Layer):
+    """Convolutional matrix capsules: every k x k receptive field of child capsules votes
+    through learned 4x4 transforms (``V = M W``) for the parent types at its output position,
+    and EM routing (:func:`caproute.em_routing`) turns the votes into parent poses and
+    activations.
+
+    Parameters: ``weight`` (kernel_size, kernel_size, in_types, out_types, 4, 4), ``beta_u``
+    (out_types,) or (out_types, 16) with ``beta_per_pose``, ``beta_a`` (out_types,).
+
+    Parameters
+    ----------
+    out_types : int
+    kernel_size : int, default=3
+    stride : int, default=1
+    n_iter : int, default=3
+    competition : {"position", "all"}, default="position"
+        Which parents compete for a child. "position": those at one output position (each
+        receptive field is routed on its own, as most public implementations do); "all":
+        every parent the child feeds, at every output position whose field holds it (a child's
+        assignments sum to 1 over all of them).
+    inverse_temperature : float, list of float or None, default=None
+        As in :func:`caproute.em_routing` (None: the official schedule).
+    min_var : float, default=5e-4
+    eps : float, default=1e-8
+    beta_per_pose : bool, default=False
+    name : str, default="conv_caps"
+    """
+
+    output_layout = "(batch, H, W, n_types, 16), (batch, H, W, n_types)"
+
+    def __init__(self, out_types, *, kernel_size=3, stride=1, n_iter=3, competition="position",
+                 inverse_temperature=None, min_var=DEFAULT_MIN_VAR, eps=DEFAULT_EPS,
+                 beta_per_pose=False, name="conv_caps"):
+        super().__init__(name=name)
+        self.out_types = check_positive_int(out_types, "out_types")
+        self.kernel_size = check_positive_int(kernel_size, "kernel_size")
+        self.stride = check_positive_int(stride, "stride")
+        self.competition = check_choice(competition, "competition", COMPETITION)
+        self._set_routing(n_iter, inverse_temperature, min_var, eps, beta_per_pose)
+
+    def get_config(self):
+        return {"out_types": self.out_types, "kernel_size": self.kernel_size,
+                "stride": self.stride, "competition": self.competition,
+                **self._routing_config(), "name": self.name}
+
+    def check_input_shape(self, input_shape):
+        h, w, _ = _check_map(input_shape, self.name)
+        if h < self.kernel_size or w < self.kernel_size:
+            raise ValueError(f"layer {self.name!r}: a {self.kernel_size}x{self.kernel_size} "
+                             f"kernel does not fit a {h}x{w} map.")
+
+    def parameter_shapes(self, input_shape):
+        _, _, t_in = _check_map(input_shape, self.name)
+        k = self.kernel_size
+        return {"weight": (k, k, t_in, self.out_types, 4, 4), **self._beta_shapes(self.out_types)}
+
+    def output_shape(self, input_shape):
+        h, w, _ = _check_map(input_shape, self.name)
+        ho = conv_output_size(h, self.kernel_size, self.stride, 0)
+        wo = conv_output_size(w, self.kernel_size, self.stride, 0)
+        return ((ho, wo, self.out_types, POSE), (ho, wo, self.out_types))
+
+    def forward(self, x, params, *, xp, backend):
+        pose, act = x
+        b, h, w, t_in = (int(s) for s in act.shape)
+        k, t_out = self.kernel_size, self.out_types
+        n_in = k * k * t_in
+        pose_p = patches(pose, (k, k), self.stride, xp=xp)  # (b, ho, wo, k, k, t_in, 16)
+        act_p = patches(act, (k, k), self.stride, xp=xp)  # (b, ho, wo, k, k, t_in)
+        ho, wo = int(pose_p.shape[1]), int(pose_p.shape[2])
+        W = xp.reshape(params["weight"], (n_in, t_out, 4, 4))
+        votes = _matrix_votes(xp.reshape(pose_p, (b * ho * wo, n_in, POSE)), W, xp=xp)
+        a_in = xp.reshape(act_p, (b * ho * wo, n_in))
+        if self.competition == "position":
+            mu, a_out = self._route(votes, a_in, params, backend)
+        else:
+            mu, a_out = _em_routing_all(
+                votes, a_in, params["beta_u"], params["beta_a"], grid=(b, h, w, ho, wo),
+                kernel=k, stride=self.stride, schedule=_schedule(self.inverse_temperature, self.n_iter),
+                min_var=self.min_var, eps=self.eps, xp=xp,
+            )
+        return (xp.reshape(mu, (b, ho, wo, t_out, POSE)), xp.reshape(a_out, (b, ho, wo, t_out)))
+
+
+def _em_routing_all(votes, a_in, beta_u, beta_a, *, grid, kernel, stride, schedule, min_var,
+                    eps, xp):
+    """EM routing where a child's assignments are normalised over every parent it feeds, at
+    every output position (``competition="all"``).
+
+    votes (b*ho*wo, k*k*t_in, t_out, 16), a_in (b*ho*wo, k*k*t_in). The M-step is the usual
+    per-parent one; the E-step's normaliser is summed per child over all the receptive fields
+    that hold it, by folding the fields back onto the child map (the transpose of im2col).
+    """
+    b, h, w, ho, wo = grid
+    n, n_in, t_out, _ = (int(s) for s in votes.shape)
+    t_in = n_in // (kernel * kernel)
+    field = (b, ho, wo, kernel, kernel, t_in)
+    if beta_u.ndim == 1:  # per type -> per type and pose element
+        beta_u = xp.expand_dims(beta_u, axis=-1) + xp.zeros_like(votes[0, 0, ...])
+
+    def to_children(per_field, reduce):
+        return fold(xp.reshape(per_field, field), (h, w), stride, xp=xp, reduce=reduce)
+
+    def to_fields(per_child):
+        return xp.reshape(patches(per_child, (kernel, kernel), stride, xp=xp), (n, n_in, 1))
+
+    # start uniform over every parent a child feeds: 1 / (t_out * number of fields holding it)
+    ones = xp.ones((n, n_in), dtype=votes.dtype, device=_device(votes))
+    count = to_fields(to_children(ones, "sum"))
+    R = xp.zeros((n, n_in, t_out), dtype=votes.dtype, device=_device(votes)) + 1.0 / (t_out * count)
+    for it, lam in enumerate(schedule):
+        mu, var, logit = _m_step(votes, R, a_in, beta_u, beta_a, lam=lam, min_var=min_var,
+                                 eps=eps, xp=xp)
+        if it + 1 == len(schedule):
+            break
+        log_ap = _log_weighted_density(votes, mu, var, logit, xp=xp)  # (n, n_in, t_out)
+        peak = to_children(xp.max(log_ap, axis=-1), "max")
+        peak = xp.where(xp.isfinite(peak), peak, xp.zeros_like(peak))  # uncovered children
+        shifted = xp.exp(log_ap - to_fields(peak))
+        total = to_children(xp.sum(shifted, axis=-1), "sum")
+        total = xp.where(total > 0, total, xp.ones_like(total))
+        R = shifted / to_fields(total)
+    return mu, xp.exp(_math.log_sigmoid(logit, xp=xp))
+
+
+def _device(x):
+    from ..._backend import device
+
+    return device(x)
+
+
+class ClassMatrixCaps(_EMOptions, Layer):
+    """Class capsules: every child capsule of the last map votes for every class through a
+    4x4 transform shared over positions, with coordinate addition, then EM routing.
+
+    Coordinate addition: the child at grid position (y, x) of an H x W map adds
+    ``(y + 0.5) / H`` and ``(x + 0.5) / W`` -- its receptive field's centre, scaled to [0, 1] --
+    to the first two entries of the last column of its 4x4 vote (flattened entries 3 and 7).
+
+    Parameters: ``weight`` (in_types, n_classes, 4, 4), ``beta_u`` (n_classes,) or
+    (n_classes, 16), ``beta_a`` (n_classes,).
+
+    Parameters
+    ----------
+    n_classes : int
+    n_iter : int, default=3
+    coordinate_addition : bool, default=True
+    inverse_temperature, min_var, eps, beta_per_pose
+        As in :class:`ConvMatrixCaps`.
+    name : str, default="class_caps"
+
+    Output: ``(pose, activation)`` of shapes (batch, n_classes, 16), (batch, n_classes); the
+    class scores are the activations.
+    """
+
+    output_layout = "(batch, n_classes, 16), (batch, n_classes)"
+
+    def __init__(self, n_classes, *, n_iter=3, coordinate_addition=True,
+                 inverse_temperature=None, min_var=DEFAULT_MIN_VAR, eps=DEFAULT_EPS,
+                 beta_per_pose=False, name="class_caps"):
+        super().__init__(name=name)
+        self.n_classes = check_positive_int(n_classes, "n_classes")
+        self.coordinate_addition = bool(coordinate_addition)
+        self._set_routing(n_iter, inverse_temperature, min_var, eps, beta_per_pose)
+
+    def get_config(self):
+        return {"n_classes": self.n_classes, "coordinate_addition": self.coordinate_addition,
+                **self._routing_config(), "name": self.name}
+
+    def check_input_shape(self, input_shape):
+        _check_map(input_shape, self.name)
+
+    def parameter_shapes(self, input_shape):
+        _, _, t_in = _check_map(input_shape, self.name)
+        return {"weight": (t_in, self.n_classes, 4, 4), **self._beta_shapes(self.n_classes)}
+
+    def output_shape(self, input_shape):
+        return ((self.n_classes, POSE), (self.n_classes,))
+
+    def forward(self, x, params, *, xp, backend):
+        pose, act = x
+        b, h, w, t_in = (int(s) for s in act.shape)
+        votes = _matrix_votes(pose, params["weight"], xp=xp)  # (b, h, w, t_in, n_cls, 16)
+        if self.coordinate_addition:
+            votes = votes + coordinate_offsets(h, w, dtype=votes.dtype, device=_device(votes), xp=xp)
+        votes = xp.reshape(votes, (b, h * w * t_in, self.n_classes, POSE))
+        return self._route(votes, xp.reshape(act, (b, h * w * t_in)), params, backend)
+
+
+def coordinate_offsets(h, w, *, dtype, device, xp):
+    """(h, w, 1, 1, 16) offsets: (y + 0.5) / h at entry 3 and (x + 0.5) / w at entry 7."""
+    ys = (xp.arange(h, dtype=dtype, device=device) + 0.5) / h
+    xs = (xp.arange(w, dtype=dtype, device=device) + 0.5) / w
+    onehot = xp.arange(POSE, device=device)
+    e3 = xp.astype(onehot == 3, dtype)
+    e7 = xp.astype(onehot == 7, dtype)
+    out = (xp.reshape(ys, (h, 1, 1)) * e3) + (xp.reshape(xs, (1, w, 1)) * e7)  # (h, w, 16)
+    return xp.reshape(out, (h, w, 1, 1, POSE))

@@ -1,0 +1,400 @@
+"""A chain of layers with named weights: description, summary, batched inference."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+import numpy as np
+
+from .._backend import array_namespace, device, is_array, resolve_backend, to_device
+from .._lib.validation import check_int, shape_str
+from .errors import WeightsMismatchError
+from .layers import LAYERS, Layer
+
+FORMAT = "caproute-model"
+FORMAT_VERSION = 1
+FLOAT_DTYPES = ("float32", "float64")
+
+
+class Model:
+    """A capsule network for inference: layers applied in order, weights held by name.
+
+    Weights are NumPy arrays keyed ``"<layer>.<parameter>"`` (see :meth:`parameter_shapes`);
+    inference converts them once per namespace, device and dtype and caches the result.
+
+    Parameters
+    ----------
+    layers : list of Layer
+        Applied in order; names must be unique.
+    input_shape : tuple of int
+        Per-sample input shape in the first layer's ``data_format``: (H, W, C) or (C, H, W).
+    classes : sequence of str, optional
+        Class names, in output order.
+    name : str, default="model"
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from caproute import models
+    >>> net = models.capsnet(conv_channels=16, primary_types=4, class_dim=8).initialize(random_state=0)
+    >>> print(net.summary())  # doctest: +NORMALIZE_WHITESPACE
+    Model 'capsnet'  input (28, 28, 1)  NHWC
+    layer         type         output shape                parameters
+    conv1         Conv2D       (20, 20, 16)                     1,312
+    primary_caps  PrimaryCaps  (144, 8)                        41,504
+    class_caps    DenseCaps    (10, 16)                       184,320
+    total                                                     227,136
+    >>> images = np.zeros((3, 28, 28), dtype=np.uint8)
+    >>> net.predict_proba(images).shape
+    (3, 10)
+    """
+
+    def __init__(self, layers, input_shape, *, classes=None, name="model"):
+        layers = list(layers)
+        if not layers or not all(isinstance(layer, Layer) for layer in layers):
+            raise TypeError("`layers` must be a non-empty list of caproute.models layers.")
+        names = [layer.name for layer in layers]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"layer names must be unique; repeated: {dupes}.")
+        self.layers = layers
+        self.input_shape = tuple(check_int(s, name="input_shape", min_value=1) for s in input_shape)
+        self.name = str(name)
+        self.classes = None if classes is None else [str(c) for c in classes]
+        self._shapes = []  # (input shape, output shape) per layer
+        shape = self.input_shape
+        for layer in layers:
+            layer.check_input_shape(shape)
+            out = layer.output_shape(shape)
+            self._shapes.append((shape, out))
+            shape = out
+        if self.classes is not None and len(self.classes) != self.n_classes:
+            raise ValueError(f"`classes` has {len(self.classes)} names for {self.n_classes} outputs.")
+        self._weights = None
+        self._cache = {}
+
+    # -- description ---------------------------------------------------------------------------
+    @property
+    def data_format(self):
+        return getattr(self.layers[0], "data_format", "NHWC")
+
+    @property
+    def output_shape(self):
+        return self._shapes[-1][1]
+
+    @property
+    def n_classes(self):
+        out = self.output_shape
+        return out[0][0] if isinstance(out[0], tuple) else out[0]
+
+    def parameter_shapes(self):
+        """``{"<layer>.<parameter>": shape}`` for every parameter, in layer order."""
+        shapes = {}
+        for layer, (in_shape, _) in zip(self.layers, self._shapes):
+            for pname, shape in layer.parameter_shapes(in_shape).items():
+                shapes[f"{layer.name}.{pname}"] = tuple(shape)
+        return shapes
+
+    def n_parameters(self):
+        return sum(math.prod(s) for s in self.parameter_shapes().values())
+
+    def summary(self):
+        """A table of layers: name, type, per-sample output shape, parameter count."""
+        shapes = self.parameter_shapes()
+        rows = []
+        for layer, (_, out) in zip(self.layers, self._shapes):
+            shown = out[0] if isinstance(out[0], tuple) else out
+            count = sum(math.prod(s) for k, s in shapes.items() if k.split(".")[0] == layer.name)
+            rows.append((layer.name, type(layer).__name__, str(tuple(shown)), f"{count:,}"))
+        w0 = max(len("layer"), *(len(r[0]) for r in rows))
+        w1 = max(len("type"), *(len(r[1]) for r in rows))
+        lines = [f"Model {self.name!r}  input {self.input_shape}  {self.data_format}",
+                 f"{'layer':<{w0}}  {'type':<{w1}}  {'output shape':<22}  {'parameters':>14}"]
+        lines += [f"{a:<{w0}}  {b:<{w1}}  {c:<22}  {d:>14}" for a, b, c, d in rows]
+        lines.append(f"{'total':<{w0}}  {'':<{w1}}  {'':<22}  {self.n_parameters():>14,}")
+        return "\n".join(lines)
+
+    def __repr__(self):
+        return f"<caproute Model {self.name!r}: {len(self.layers)} layers, {self.n_parameters():,} parameters>"
+
+    def get_config(self):
+        """The architecture as JSON-able data; :meth:`from_config` rebuilds the model."""
+        return {
+            "format": FORMAT, "version": FORMAT_VERSION, "name": self.name,
+            "input_shape": list(self.input_shape), "classes": self.classes,
+            "layers": [{"class": type(layer).__name__, "config": layer.get_config()}
+                       for layer in self.layers],
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        """Rebuild a model (without weights) from :meth:`get_config`'s output."""
+        if not isinstance(config, dict) or config.get("format") != FORMAT:
+            raise ValueError(f"not a caproute model description: expected a dict with "
+                             f"format={FORMAT!r}; got {str(config)[:200]!r}.")
+        if config.get("version") != FORMAT_VERSION:
+            raise ValueError(f"caproute model description version {config.get('version')!r} is "
+                             f"not supported (this caproute reads version {FORMAT_VERSION}).")
+        layers = []
+        for i, spec in enumerate(config.get("layers") or []):
+            kind = spec.get("class") if isinstance(spec, dict) else None
+            if kind not in LAYERS:
+                raise ValueError(f"layer {i} of the description has unknown class {kind!r}; "
+                                 f"known: {sorted(LAYERS)}.")
+            try:
+                layers.append(_build_layer(LAYERS[kind], spec.get("config") or {}))
+            except TypeError as exc:
+                raise ValueError(f"layer {i} ({kind}) of the description is invalid: {exc}") from None
+        return cls(layers, tuple(config["input_shape"]), classes=config.get("classes"),
+                   name=config.get("name", "model"))
+
+    # -- weights -------------------------------------------------------------------------------
+    @property
+    def weights_loaded(self):
+        return self._weights is not None
+
+    def get_weights(self):
+        """A copy of the weights as ``{"<layer>.<parameter>": ndarray}``."""
+        self._require_weights()
+        return {k: v.copy() for k, v in self._weights.items()}
+
+    def set_weights(self, arrays):
+        """Load weights given as ``{"<layer>.<parameter>": array}`` (NumPy or any Array API
+        array; kept on the host as given, float32 or float64).
+
+        Every problem -- a missing or unexpected name, a wrong shape, a non-float dtype, a
+        non-finite value -- is collected and reported in one :class:`WeightsMismatchError`.
+        Returns the model.
+        """
+        expected = self.parameter_shapes()
+        problems = []
+        clean = {}
+        for key in expected:
+            if key not in arrays:
+                problems.append(f"missing tensor {key!r} of shape {shape_str(expected[key])}")
+        for key, value in arrays.items():
+            if key not in expected:
+                problems.append(f"unexpected tensor {key!r}")
+                continue
+            arr = np.asarray(to_host(value))
+            if arr.dtype.name not in FLOAT_DTYPES:
+                problems.append(f"tensor {key!r} has dtype {arr.dtype.name}; expected float32 or float64")
+            elif tuple(arr.shape) != expected[key]:
+                problems.append(f"tensor {key!r} has shape {shape_str(arr.shape)}; "
+                                f"expected {shape_str(expected[key])}")
+            elif not np.all(np.isfinite(arr)):
+                problems.append(f"tensor {key!r} holds NaN or inf")
+            else:
+                clean[key] = np.ascontiguousarray(arr)
+        if problems:
+            raise WeightsMismatchError(self.name, problems)
+        self._weights = {k: clean[k] for k in expected}
+        self._cache = {}
+        return self
+
+    def initialize(self, random_state=None, dtype="float32"):
+        """Random weights (normal, fan-in scaled; biases 0), for tests and experiments.
+
+        Returns the model.
+        """
+        rng = np.random.default_rng(random_state)
+        arrays = {}
+        for layer, (in_shape, _) in zip(self.layers, self._shapes):
+            for pname, shape in layer.parameter_shapes(in_shape).items():
+                scale = layer.initializer_scale(pname, shape)
+                arrays[f"{layer.name}.{pname}"] = (scale * rng.standard_normal(shape)).astype(dtype)
+        return self.set_weights(arrays)
+
+    def _require_weights(self):
+        if self._weights is None:
+            raise RuntimeError(f"model {self.name!r} has no weights: load them with set_weights, "
+                               "caproute.models.load or an importer, or call initialize().")
+
+    def _params_for(self, xp, dev, dtype):
+        key = (xp.__name__, str(dev), str(dtype))
+        if key not in self._cache:
+            self._cache = {key: {}}  # keep one converted copy: the last one asked for
+            for name, arr in self._weights.items():
+                self._cache[key][name] = xp.asarray(to_device(arr, xp), dtype=dtype, device=dev)
+        params = self._cache[key]
+        return [{k.split(".", 1)[1]: v for k, v in params.items() if k.split(".", 1)[0] == layer.name}
+                for layer in self.layers]
+
+    # -- inference -----------------------------------------------------------------------------
+    def forward(self, x, *, backend=None):
+        """Run every layer on a batch already in the model's layout and a float dtype.
+
+        Parameters
+        ----------
+        x : array of shape (batch, *input_shape)
+            float32 or float64; the weights are used in this dtype and namespace.
+        backend : {"auto", "numpy", "numba", "cupy"} or None
+            Where to run; None takes the configured backend.
+
+        Returns
+        -------
+        output : array or tuple of arrays
+            The last layer's output (for DenseCaps the parent capsules (batch, n_out, out_dim);
+            for ClassMatrixCaps the pair (pose, activation)).
+        """
+        self._require_weights()
+        x = _as_input_array(x)
+        xp = array_namespace(x)
+        backend, xp, move = resolve_backend(xp, backend)
+        if move:
+            x = to_device(x, xp)
+        self._check_batch(x, xp)
+        params = self._params_for(xp, device(x), x.dtype)
+        for layer, p in zip(self.layers, params):
+            x = layer.forward(x, p, xp=xp, backend=backend)
+        return x
+
+    def _check_batch(self, x, xp):
+        if x.dtype not in (xp.float32, xp.float64):
+            raise TypeError(f"`x` must be float32 or float64; got dtype {x.dtype}.")
+        if tuple(int(s) for s in x.shape[1:]) != self.input_shape or x.ndim != len(self.input_shape) + 1:
+            raise ValueError(
+                f"`x` must have shape (batch, {', '.join(map(str, self.input_shape))}) "
+                f"({self.data_format}); got shape {shape_str(x.shape)}."
+            )
+
+    def predict_scores(self, images, *, batch_size=100, backend=None, data_format=None,
+                       dtype="float32", progress=False):
+        """Class scores: capsule lengths (dynamic routing) or activations (EM routing).
+
+        Parameters
+        ----------
+        images : array of shape (n, H, W), (n, H, W, C) or (n, C, H, W)
+            Integer images are scaled by 1/255 (uint8 pixels to [0, 1]); float images are used
+            as given. A 3-D array is taken as single-channel.
+        batch_size : int, default=100
+            Images per forward pass (bounds memory).
+        backend : {"auto", "numpy", "numba", "cupy"} or None
+            Where to run; ``"cupy"`` moves the images to the GPU. None takes the configured one.
+        data_format : {"NHWC", "NCHW"} or None
+            Layout of 4-D ``images``; None means the model's own.
+        dtype : {"float32", "float64"}, default="float32"
+            Precision of the computation.
+        progress : bool, default=False
+            Print a progress bar with images per second on stderr.
+
+        Returns
+        -------
+        scores : array of shape (n, n_classes)
+            In the namespace the computation ran in (CuPy for backend="cupy").
+        """
+        self._require_weights()
+        batch_size = check_int(batch_size, name="batch_size", min_value=1)
+        if dtype not in FLOAT_DTYPES:
+            raise ValueError(f"`dtype` must be 'float32' or 'float64'; got {dtype!r}.")
+        images = _as_input_array(images, name="images")
+        xp = array_namespace(images)
+        backend, xp, move = resolve_backend(xp, backend)
+        if move:
+            images = to_device(images, xp)
+        images = self._prepare(images, xp, data_format, getattr(xp, dtype))
+        n = int(images.shape[0])
+        out = []
+        bar = _Progress(n) if progress else None
+        for start in range(0, n, batch_size):
+            result = self.forward(images[start:min(n, start + batch_size), ...], backend=backend)
+            out.append(self.layers[-1].class_scores(result, xp=xp))
+            if bar:
+                bar.update(min(n, start + batch_size))
+        if bar:
+            bar.close()
+        return xp.concat(out, axis=0) if out else xp.zeros((0, self.n_classes), dtype=images.dtype)
+
+    def predict_proba(self, images, **kwargs):
+        """Class scores normalised to sum to 1 per image (same arguments as
+        :meth:`predict_scores`): array of shape (n, n_classes)."""
+        scores = self.predict_scores(images, **kwargs)
+        xp = array_namespace(scores)
+        total = xp.sum(scores, axis=1, keepdims=True)
+        # all-zero scores (possible only in degenerate models) give the uniform distribution
+        return xp.where(total > 0, scores / xp.where(total > 0, total, 1.0), 1.0 / self.n_classes)
+
+    def predict(self, images, **kwargs):
+        """The class with the highest score (same arguments as :meth:`predict_scores`):
+        array of shape (n,), int64."""
+        scores = self.predict_scores(images, **kwargs)
+        return array_namespace(scores).argmax(scores, axis=1)
+
+    def _prepare(self, images, xp, data_format, dtype):
+        fmt = self.data_format if data_format is None else data_format
+        if fmt not in ("NHWC", "NCHW"):
+            raise ValueError(f"`data_format` must be 'NHWC', 'NCHW' or None; got {data_format!r}.")
+        kind = images.dtype
+        if xp.isdtype(kind, "bool") or not xp.isdtype(kind, ("integral", "real floating")):
+            raise TypeError(f"`images` must hold integers (0-255) or floats; got dtype {kind}.")
+        if images.ndim == 3:
+            images = xp.expand_dims(images, axis=-1 if fmt == "NHWC" else 1)
+        if images.ndim != 4:
+            raise ValueError(f"`images` must be 3-D (n, H, W) or 4-D ({'n, H, W, C' if fmt == 'NHWC' else 'n, C, H, W'}); "
+                             f"got shape {shape_str(images.shape)}.")
+        if fmt != self.data_format:
+            images = xp.permute_dims(images, (0, 2, 3, 1) if fmt == "NCHW" else (0, 3, 1, 2))
+        if tuple(int(s) for s in images.shape[1:]) != self.input_shape:
+            raise ValueError(
+                f"`images` must be {self.input_shape} per image in the model's layout "
+                f"({self.data_format}); got {tuple(int(s) for s in images.shape[1:])}"
+                + ("" if data_format is None else f" after reading them as {fmt}") + "."
+            )
+        if xp.isdtype(kind, "integral"):
+            return xp.astype(images, dtype) / 255.0
+        images = xp.astype(images, dtype)
+        if not bool(xp.all(xp.isfinite(images))):
+            raise ValueError("`images` holds NaN or inf.")
+        return images
+
+
+def _build_layer(cls, config):
+    config = dict(config)
+    args = []
+    # the positional arguments of each layer, in order
+    for key in ("activation", "filters", "kernel_size", "n_types", "dim", "n_out", "out_dim",
+                "out_types", "n_classes"):
+        if key in config and _is_positional(cls, key):
+            args.append(config.pop(key))
+    return cls(*args, **config)
+
+
+def _is_positional(cls, key):
+    import inspect
+
+    param = inspect.signature(cls.__init__).parameters.get(key)
+    return param is not None and param.kind is param.POSITIONAL_OR_KEYWORD
+
+
+def _as_input_array(x, name="x"):
+    if is_array(x):
+        return x
+    try:
+        return np.asarray(x)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"`{name}` must be an array; could not convert {type(x).__name__}: {exc}") from None
+
+
+def to_host(x):
+    from .._backend import to_numpy
+
+    return to_numpy(x) if is_array(x) else x
+
+
+class _Progress:
+    """A one-line progress bar with images per second, on stderr."""
+
+    def __init__(self, total, width=30):
+        self.total, self.width, self.t0 = total, width, time.perf_counter()
+
+    def update(self, done):
+        frac = done / max(1, self.total)
+        rate = done / max(1e-9, time.perf_counter() - self.t0)
+        bar = "#" * int(self.width * frac)
+        sys.stderr.write(f"\r[{bar:<{self.width}}] {done}/{self.total} images, {rate:,.0f} images/s")
+        sys.stderr.flush()
+
+    def close(self):
+        sys.stderr.write("\n")
