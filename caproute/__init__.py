@@ -8,7 +8,7 @@ from ._backend import BackendUnavailableError, capabilities, to_numpy
 from ._config import config_context, get_config, set_config
 from .routing import dense_dynamic_routing, dynamic_routing, em_routing, squash
 
-__version__ = "0.1.0.dev0"
+from ._version import __version__
 
 __all__ = [
     "BackendUnavailableError",

@@ -3,15 +3,15 @@ import pytest
 from caproute import cli
 
 
-def test_demo_finds_the_hidden_parents(capsys):
-    rc = cli.main(["demo", "--batch", "32", "--n-in", "16", "--backend", "numpy"])
+def test_toy_finds_the_hidden_parents(capsys):
+    rc = cli.main(["toy", "--batch", "32", "--n-in", "16", "--backend", "numpy"])
     out = capsys.readouterr().out
     assert rc == 0
     assert "dynamic routing" in out and "EM routing" in out and "100.0%" in out
 
 
-def test_demo_float64_auto(capsys):
-    assert cli.main(["demo", "--batch", "8", "--dtype", "float64"]) == 0
+def test_toy_float64_auto(capsys):
+    assert cli.main(["toy", "--batch", "8", "--dtype", "float64"]) == 0
 
 
 def test_info_prints_capability_table(capsys):

@@ -74,6 +74,7 @@ class Model:
             raise ValueError(f"`classes` has {len(self.classes)} names for {self.n_classes} outputs.")
         self._weights = None
         self._cache = {}
+        self.metadata = {}
 
     # -- description ---------------------------------------------------------------------------
     @property

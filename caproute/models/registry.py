@@ -1,0 +1,84 @@
+"""The models shipped with caproute: where each file is, its checksum and how it was trained."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+
+from .errors import WeightsFileError
+from .serialization import load
+
+_PACKAGE = __package__ + ".pretrained"
+_REGISTRY = "registry.json"
+
+
+def _registry():
+    with resources.files(_PACKAGE).joinpath(_REGISTRY).open("r", encoding="utf-8") as f:
+        return json.load(f)
+
+
+def available_pretrained():
+    """Names of the shipped models.
+
+    Examples
+    --------
+    >>> from caproute import models
+    >>> "capsnet-fashion-mnist" in models.available_pretrained()
+    True
+    """
+    return sorted(_registry())
+
+
+def pretrained_info(name):
+    """The registry entry of a shipped model: file, sha256, training command, epochs, test
+    accuracy on the full Fashion-MNIST test set and on the bundled subset (as caproute computes
+    them), and notes.
+
+    Examples
+    --------
+    >>> from caproute import models
+    >>> info = models.pretrained_info("capsnet-fashion-mnist")
+    >>> sorted(info)[:4]
+    ['architecture', 'epochs', 'file', 'notes']
+    """
+    registry = _registry()
+    if name not in registry:
+        raise ValueError(f"no shipped model named {name!r}; available: {sorted(registry)}.")
+    return dict(registry[name])
+
+
+def load_pretrained(name):
+    """Load a shipped model after checking its file's sha256 against the registry.
+
+    Parameters
+    ----------
+    name : str
+        One of :func:`available_pretrained`.
+
+    Returns
+    -------
+    model : Model
+
+    Examples
+    --------
+    >>> from caproute import models
+    >>> from caproute.datasets import load_fashion_mnist_subset
+    >>> net = models.load_pretrained("capsnet-fashion-mnist")
+    >>> images, labels = load_fashion_mnist_subset()
+    >>> pred = net.predict(images[:100])
+    >>> float((pred == labels[:100]).mean()) > 0.8
+    True
+    """
+    info = pretrained_info(name)
+    resource = resources.files(_PACKAGE).joinpath(info["file"])
+    with resources.as_file(resource) as path:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != info["sha256"]:
+            raise WeightsFileError(
+                f"shipped model {name!r}: {info['file']} has sha256 {digest}, but the registry "
+                f"records {info['sha256']}; the installation is damaged (reinstall caproute)."
+            )
+        model = load(path)
+    model.metadata = {**model.metadata, "pretrained": name}
+    return model
