@@ -73,12 +73,13 @@ def _demo(args):
 
     if args.full or args.data is not None:
         images, labels = datasets.load_fashion_mnist("test", path=args.data)
-        source = f"Fashion-MNIST test set ({len(labels)} images)"
+        source = "Fashion-MNIST test set"
     else:
         images, labels = datasets.load_fashion_mnist_subset()
-        source = f"bundled Fashion-MNIST test subset ({len(labels)} images)"
+        source = "bundled Fashion-MNIST test subset"
     if args.limit is not None:
         images, labels = images[: args.limit], labels[: args.limit]
+    source += f" ({len(labels)} images)"
     names = args.model or models.available_pretrained()
     print(f"caproute demo: {source}, backend={args.backend!r}\n")
     rows = []

@@ -27,3 +27,36 @@ def test_bad_arguments(capsys):
     assert info.value.code == 2
     assert cli.main(["demo", "--batch", "0"]) == 2
     assert "--batch must be >= 1" in capsys.readouterr().err
+
+
+def test_demo_classifies_the_bundled_images(capsys):
+    from caproute import models
+
+    rc = cli.main(["demo", "--model", "capsnet-fashion-mnist", "--limit", "60", "--show", "2",
+                   "--backend", "numpy"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "bundled Fashion-MNIST test subset (60 images)" in out
+    assert "capsnet-fashion-mnist image 0: predicted" in out
+    recorded = models.pretrained_info("capsnet-fashion-mnist")["test_accuracy"]
+    assert f"{recorded:.2%}" in out and "images/s" in out
+
+
+def test_demo_progress_bar(capsys):
+    assert cli.main(["demo", "--model", "capsnet-fashion-mnist", "--limit", "30", "--batch", "10",
+                     "--progress"]) == 0
+    assert "30/30 images" in capsys.readouterr().err
+
+
+def test_demo_bad_model_and_data(capsys, tmp_path):
+    assert cli.main(["demo", "--model", "nope"]) == 2
+    assert "no shipped model named 'nope'" in capsys.readouterr().err
+    assert cli.main(["demo", "--data", str(tmp_path)]) == 2
+    assert "not found in" in capsys.readouterr().err
+
+
+def test_convert_torch_needs_a_state_dict(tmp_path, capsys):
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install torch==2.13.0)")
+    torch.save([1, 2, 3], tmp_path / "list.pt")
+    assert cli.main(["convert-torch", str(tmp_path / "list.pt"), str(tmp_path / "o.safetensors")]) == 2
+    assert "does not hold a state dict" in capsys.readouterr().err

@@ -39,11 +39,12 @@ def close(actual, expected, dtype):
 
 
 @pytest.mark.parametrize("stride,padding", [(1, 0), (2, 1), (3, 2)])
-def test_conv2d_matches_loops(xp, dtype, stride, padding):
+@pytest.mark.parametrize("c_in", [3, 20])  # im2col and per-tap products
+def test_conv2d_matches_loops(xp, dtype, stride, padding, c_in):
     rng = np.random.default_rng(stride)
-    x = rng.normal(size=(2, 9, 8, 3))
-    w, b = rng.normal(size=(3, 3, 3, 5)), rng.normal(size=5)
-    out = run(Conv2D(5, 3, stride=stride, padding=padding, name="c"), (9, 8, 3),
+    x = rng.normal(size=(2, 9, 8, c_in))
+    w, b = rng.normal(size=(3, 3, c_in, 5)), rng.normal(size=5)
+    out = run(Conv2D(5, 3, stride=stride, padding=padding, name="c"), (9, 8, c_in),
               {"weight": w, "bias": b}, x, xp, dtype)
     close(out, ref.conv2d_loops(x, w, b, stride, padding), dtype)
 

@@ -24,23 +24,33 @@ HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 def em_routing(votes, a_in, beta_u, beta_a, lambdas):
-    """votes (N, n_in, n_out, 16), a_in (N, n_in) -> pose (N, n_out, 16), act (N, n_out)."""
+    """votes (N, n_in, n_out, 16), a_in (N, n_in) -> pose (N, n_out, 16), act (N, n_out).
+
+    caproute.em_routing's equations, arranged for training speed: the per-parent sums are
+    batched matrix products against the votes and their squares, so the variance is the
+    uncentred E[V^2] - mu^2 here (caproute's inference uses the centred two-pass form; in
+    float32 the two differ by ~1e-6, and the shipped accuracy is what caproute computes).
+    """
     n, n_in, n_out, d = votes.shape
-    R = votes.new_full((n, n_in, n_out), 1.0 / n_out)
+    V = votes.permute(0, 2, 1, 3)  # (N, n_out, n_in, d)
+    V2 = V * V
+    R = votes.new_full((n, n_out, n_in), 1.0 / n_out)
     beta_u = beta_u.reshape(n_out, -1)
     for it, lam in enumerate(lambdas):
-        Ra = R * a_in[..., None]
-        sum_R = Ra.sum(1)
+        Ra = R * a_in[:, None, :]
+        sum_R = Ra.sum(-1)
         denom = sum_R.clamp(min=EPS)[..., None]
-        mu = (Ra[..., None] * votes).sum(1) / denom
-        diff = votes - mu[:, None]
-        var = ((Ra[..., None] * diff * diff).sum(1) / denom + MIN_VAR).clamp(min=EPS)
+        mu = (Ra[:, :, None, :] @ V).squeeze(2) / denom
+        ex2 = (Ra[:, :, None, :] @ V2).squeeze(2) / denom
+        var = ((ex2 - mu * mu * (sum_R[..., None] / denom)).clamp(min=0) + MIN_VAR).clamp(min=EPS)
         cost = (beta_u + 0.5 * torch.log(var)) * sum_R[..., None]
         logit = lam * (beta_a - cost.sum(-1))
         if it + 1 < len(lambdas):
-            log_p = (-(diff * diff / (2 * var[:, None])).sum(-1)
-                     - 0.5 * torch.log(var).sum(-1)[:, None] - d * HALF_LOG_2PI)
-            R = torch.softmax(log_p + nn.functional.logsigmoid(logit)[:, None], dim=-1)
+            inv = 0.5 / var
+            quad = ((V2 @ inv[..., None]).squeeze(-1) - 2 * (V @ (mu * inv)[..., None]).squeeze(-1)
+                    + (mu * mu * inv).sum(-1, keepdim=True))
+            log_p = -quad - 0.5 * torch.log(var).sum(-1, keepdim=True) - d * HALF_LOG_2PI
+            R = torch.softmax(log_p + nn.functional.logsigmoid(logit)[..., None], dim=1)
     return mu, torch.sigmoid(logit)
 
 

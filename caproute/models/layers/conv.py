@@ -9,14 +9,29 @@ from .patches import pad_hw, patches
 DATA_FORMATS = ("NHWC", "NCHW")
 
 
+# Below this many input channels one product over all kernel taps (im2col) is faster; from it
+# on, a product per tap accumulated into the output avoids the kh*kw-times larger im2col copy.
+_TAPWISE_MIN_CHANNELS = 16
+
+
 def conv2d(x, weight, bias, *, stride, padding, xp):
     """NHWC convolution: x (batch, H, W, c_in), weight (kh, kw, c_in, c_out), bias (c_out,) or
     None -> (batch, Ho, Wo, c_out). Cross-correlation, as in every deep-learning library."""
     kh, kw, c_in, c_out = (int(s) for s in weight.shape)
-    cols = patches(pad_hw(x, padding, xp=xp), (kh, kw), stride, xp=xp)
-    b, ho, wo = (int(s) for s in cols.shape[:3])
-    cols = xp.reshape(cols, (b * ho * wo, kh * kw * c_in))
-    out = xp.matmul(cols, xp.reshape(weight, (kh * kw * c_in, c_out)))
+    x = pad_hw(x, padding, xp=xp)
+    b, h, w = (int(s) for s in x.shape[:3])
+    ho, wo = (h - kh) // stride + 1, (w - kw) // stride + 1
+    if c_in < _TAPWISE_MIN_CHANNELS:
+        cols = patches(x, (kh, kw), stride, xp=xp)
+        cols = xp.reshape(cols, (b * ho * wo, kh * kw * c_in))
+        out = xp.matmul(cols, xp.reshape(weight, (kh * kw * c_in, c_out)))
+    else:
+        out = None
+        for di in range(kh):
+            for dj in range(kw):
+                tap = x[:, di:di + stride * (ho - 1) + 1:stride, dj:dj + stride * (wo - 1) + 1:stride, :]
+                term = xp.matmul(xp.reshape(tap, (b * ho * wo, c_in)), weight[di, dj, ...])
+                out = term if out is None else out + term
     if bias is not None:
         out = out + bias
     return xp.reshape(out, (b, ho, wo, c_out))

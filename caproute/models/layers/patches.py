@@ -29,14 +29,13 @@ def patches(x, kernel, stride, *, xp):
     kh, kw = kernel
     b, h, w = (int(s) for s in x.shape[:3])
     ho, wo = (h - kh) // stride + 1, (w - kw) // stride + 1
-    rows = []
-    for di in range(kh):
-        cols = [
-            x[:, di : di + stride * (ho - 1) + 1 : stride, dj : dj + stride * (wo - 1) + 1 : stride, ...]
-            for dj in range(kw)
-        ]
-        rows.append(xp.stack(cols, axis=3))  # (b, ho, wo, kw, ...)
-    return xp.stack(rows, axis=3)  # (b, ho, wo, kh, kw, ...)
+    taps = [
+        x[:, di:di + stride * (ho - 1) + 1:stride, dj:dj + stride * (wo - 1) + 1:stride, ...]
+        for di in range(kh)
+        for dj in range(kw)
+    ]
+    out = xp.stack(taps, axis=3)  # (b, ho, wo, kh * kw, ...): one copy
+    return xp.reshape(out, (b, ho, wo, kh, kw) + tuple(int(s) for s in x.shape[3:]))
 
 
 def fold(cols, in_hw, stride, *, xp, reduce="sum"):
