@@ -44,8 +44,8 @@ class Model:
     layer         type         output shape                parameters
     conv1         Conv2D       (20, 20, 16)                     1,312
     primary_caps  PrimaryCaps  (144, 8)                        41,504
-    class_caps    DenseCaps    (10, 16)                       184,320
-    total                                                     227,136
+    class_caps    DenseCaps    (10, 8)                         92,160
+    total                                                     134,976
     >>> images = np.zeros((3, 28, 28), dtype=np.uint8)
     >>> net.predict_proba(images).shape
     (3, 10)
@@ -72,7 +72,7 @@ class Model:
             shape = out
         if self.classes is not None and len(self.classes) != self.n_classes:
             raise ValueError(f"`classes` has {len(self.classes)} names for {self.n_classes} outputs.")
-        self._weights = None
+        self._weights = None if self.parameter_shapes() else {}
         self._cache = {}
         self.metadata = {}
 

@@ -10,7 +10,8 @@ DATA_FORMATS = ("NHWC", "NCHW")
 
 
 # Below this many input channels one product over all kernel taps (im2col) is faster; from it
-# on, a product per tap accumulated into the output avoids the kh*kw-times larger im2col copy.
+# on, one product per kernel row, accumulated into the output, avoids the kh*kw-times larger
+# im2col copy (only kw taps are gathered at a time).
 _TAPWISE_MIN_CHANNELS = 16
 
 
@@ -28,10 +29,10 @@ def conv2d(x, weight, bias, *, stride, padding, xp):
     else:
         out = None
         for di in range(kh):
-            for dj in range(kw):
-                tap = x[:, di:di + stride * (ho - 1) + 1:stride, dj:dj + stride * (wo - 1) + 1:stride, :]
-                term = xp.matmul(xp.reshape(tap, (b * ho * wo, c_in)), weight[di, dj, ...])
-                out = term if out is None else out + term
+            row = patches(x[:, di:di + stride * (ho - 1) + 1, ...], (1, kw), stride, xp=xp)
+            term = xp.matmul(xp.reshape(row, (b * ho * wo, kw * c_in)),
+                             xp.reshape(weight[di, ...], (kw * c_in, c_out)))
+            out = term if out is None else out + term
     if bias is not None:
         out = out + bias
     return xp.reshape(out, (b, ho, wo, c_out))
