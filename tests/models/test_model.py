@@ -156,3 +156,22 @@ def test_bad_config():
 def test_empty_batch(small_capsnet):
     out = small_capsnet.predict_scores(np.zeros((0, 28, 28), np.uint8))
     assert out.shape == (0, 10)
+
+
+@pytest.mark.gpu
+def test_cupy_backend_matches_host():
+    from caproute._backend import cupy_status
+
+    if cupy_status()[0] is None:
+        pytest.skip(f"no usable CUDA device: {cupy_status()[1]}")
+    import cupy
+
+    for net in (models.capsnet(conv_channels=16, primary_types=4).initialize(random_state=0),
+                models.matrix_capsnet(8, 4, 4, 4, competition="all").initialize(random_state=0)):
+        img = np.random.default_rng(0).integers(0, 256, (5, 28, 28)).astype(np.uint8)
+        host = net.predict_scores(img, backend="numpy", dtype="float64")
+        dev = net.predict_scores(img, backend="cupy", dtype="float64")
+        assert isinstance(dev, cupy.ndarray)
+        np.testing.assert_allclose(cupy.asnumpy(dev), host, rtol=1e-9)
+        on_device = net.predict_scores(cupy.asarray(img), dtype="float64")  # auto: stays on GPU
+        np.testing.assert_allclose(cupy.asnumpy(on_device), host, rtol=1e-9)

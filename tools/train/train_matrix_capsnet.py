@@ -6,7 +6,13 @@ ordered (di, dj, type), votes V = M W, EM routing as caproute.em_routing (varian
 5e-4, eps 1e-8, cost (beta_u + log sigma) * sum R, log-space E-step), parents compete per
 position, coordinate addition at (y + 0.5) / H, (x + 0.5) / W in vote entries 3 and 7.
 
-    python tools/train/train_matrix_capsnet.py --A 32 --B 8 --C 16 --D 16 --epochs 3
+    python tools/train/train_matrix_capsnet.py --A 32 --B 8 --C 8 --D 8 --n-iter 2 \
+        --inverse-temperature 0.001 --epochs 3 --max-minutes 80
+
+The inverse temperature is fixed at 1e-3 (as several public implementations do): with the
+official schedule's 0.01 the class activations saturate at once and the spread loss does not
+start to fall in the first hundred steps (tried here: chance accuracy after 80 steps, against
+69% with 1e-3).
 """
 
 from __future__ import annotations
@@ -134,10 +140,10 @@ class MatrixCapsNet(nn.Module):
 
 def main():
     ap = argparse.ArgumentParser()
-    for name, default in (("A", 32), ("B", 8), ("C", 16), ("D", 16)):
+    for name, default in (("A", 32), ("B", 8), ("C", 8), ("D", 8)):
         ap.add_argument(f"--{name}", type=int, default=default)
     ap.add_argument("--n-iter", type=int, default=2)
-    ap.add_argument("--inverse-temperature", type=float, default=0.01)
+    ap.add_argument("--inverse-temperature", type=float, default=0.001)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-3)
