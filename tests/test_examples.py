@@ -26,3 +26,11 @@ def test_cluster_toy_datasets_example(tmp_path, capsys):
         assert name in printed
     for data in ("blobs, varied spread", "anisotropic blobs", "iris (4-D)", "digits (64-D)"):
         assert data in printed
+
+
+def test_classify_fashion_mnist_example(capsys):
+    example = _load("classify_fashion_mnist")
+    example.main([])
+    printed = capsys.readouterr().out
+    for name in ("capsnet-fashion-mnist", "matrix-capsnet-fashion-mnist", "Ankle boot", "most confused"):
+        assert name in printed
