@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ._exp import exp_nonpositive
+
 # Reassociation lets LLVM vectorise the sums; no flag that assumes finite values (nnan, ninf).
 _FAST = {"reassoc", "contract"}
 
@@ -16,21 +18,49 @@ _FAST = {"reassoc", "contract"}
 @njit(inline="always", fastmath=_FAST)
 def _softmax_into(logits, out, leaky):
     """out = softmax(logits) over parents (max-shifted; the leaky orphan has logit 0).
-    Either argument may be a strided view (a child's row or column)."""
+    Used on a child's row."""
     m = logits[0]
     for j in range(1, logits.shape[0]):
         if logits[j] > m:
             m = logits[j]
     if leaky and m < 0.0:
         m = 0.0
-    z = np.exp(-m) if leaky else 0.0
+    z = exp_nonpositive(-m) if leaky else 0.0
     for j in range(logits.shape[0]):
-        e = np.exp(logits[j] - m)
+        e = exp_nonpositive(logits[j] - m)
         out[j] = e
         z += e
     inv = 1.0 / z
     for j in range(logits.shape[0]):
         out[j] *= inv
+
+
+@njit(inline="always", fastmath=_FAST)
+def _softmax_columns(logits, out, leaky, m, z):
+    """out[:, i] = softmax over parents of logits[:, i] for every child i, (n_out, n_in)
+    arrays; m, z (n_in,) float64 buffers. The loops run over the children, contiguous, so
+    they vectorise (the exponential included)."""
+    n_out, n_in = logits.shape
+    for i in range(n_in):
+        m[i] = logits[0, i]
+    for j in range(1, n_out):
+        for i in range(n_in):
+            x = logits[j, i]
+            m[i] = x if x > m[i] else m[i]
+    for i in range(n_in):
+        if leaky and m[i] < 0.0:
+            m[i] = 0.0
+        z[i] = exp_nonpositive(-m[i]) if leaky else 0.0
+    for j in range(n_out):
+        for i in range(n_in):
+            e = exp_nonpositive(logits[j, i] - m[i])
+            out[j, i] = e
+            z[i] += e
+    for i in range(n_in):
+        z[i] = 1.0 / z[i]
+    for j in range(n_out):
+        for i in range(n_in):
+            out[j, i] *= z[i]
 
 
 @njit(inline="always", fastmath=_FAST)
@@ -90,11 +120,11 @@ def _dynamic_routing_batch(u_hat, n_iter, bias, has_bias, leaky, eps, b0, has_b0
 
 
 @njit(inline="always", fastmath=_FAST)
-def _route_one_soa(U, n_iter, bias, has_bias, leaky, eps, b, e, s, v):
+def _route_one_soa(U, n_iter, bias, has_bias, leaky, eps, b, e, s, v, m, z):
     """Route one sample whose votes are laid out U[j, d, i] (n_out, dim, n_in): every sum
     runs over the children, contiguous and long, so it vectorises without horizontal
     reductions. b (n_out, n_in) holds the starting logits; e (n_out, n_in) ends with the
-    couplings; s, v (n_out, dim)."""
+    couplings; s, v (n_out, dim); m, z (n_in,) float64 softmax buffers."""
     n_out, dim, n_in = U.shape
     for it in range(n_iter):
         if it > 0:
@@ -103,8 +133,7 @@ def _route_one_soa(U, n_iter, bias, has_bias, leaky, eps, b, e, s, v):
                     vjd = v[j, d]
                     for i in range(n_in):
                         b[j, i] += vjd * U[j, d, i]
-        for i in range(n_in):
-            _softmax_into(b[:, i], e[:, i], leaky)
+        _softmax_columns(b, e, leaky, m, z)
         for j in range(n_out):
             for d in range(dim):
                 acc = e[j, 0] * U[j, d, 0]
@@ -139,7 +168,8 @@ def _dense_routing_batch(u, Wt, n_iter, bias, has_bias, leaky, eps, b0, has_b0, 
                     b[j, i] = b0[n, i, j]
         e = np.empty((n_out, n_in), dtype=u.dtype)
         s = np.empty((n_out, out_dim), dtype=u.dtype)
-        _route_one_soa(U, n_iter, bias, has_bias, leaky, eps, b, e, s, v_out[n])
+        _route_one_soa(U, n_iter, bias, has_bias, leaky, eps, b, e, s, v_out[n],
+                       np.empty(n_in), np.empty(n_in))
         for i in range(n_in):
             for j in range(n_out):
                 c_out[n, i, j] = e[j, i]

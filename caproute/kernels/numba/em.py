@@ -14,6 +14,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from ._exp import exp_nonpositive
+
 _FAST = {"reassoc", "contract"}  # vectorisable sums; nothing that assumes finite values
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
@@ -95,7 +97,7 @@ def _em_one(V, a, beta_u, beta_a, lambdas, min_var, eps, R, mu, act):
                     m = lp
             z = 0.0
             for j in range(n_out):
-                e = np.exp(log_p[j] - m)
+                e = exp_nonpositive(log_p[j] - m)
                 R[i, j] = e
                 z += e
             inv = 1.0 / z

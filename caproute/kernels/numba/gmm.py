@@ -18,6 +18,7 @@ import numpy as np
 from numba import njit, prange
 
 from ...mixture._em import Stats
+from ._exp import exp_nonpositive
 
 _FAST = {"reassoc", "contract"}  # vectorisable sums; nothing that assumes finite values
 _BLOCK = 128
@@ -34,25 +35,32 @@ def _load_block(X, start, stop, xb):
 
 
 @njit(inline="always", fastmath=_FAST)
-def _responsibilities(logp, nb, loglik_acc):
-    """In place: logp (K, B) -> responsibilities; returns loglik_acc + sum of log-norms."""
+def _responsibilities(logp, nb, m, z, loglik_acc):
+    """In place: logp (K, B) -> responsibilities; returns loglik_acc + sum of log-norms.
+    m, z (B,) buffers. Every loop runs over the block's points, so it vectorises (the
+    exponential included: exp_nonpositive, for the max-shifted exponents)."""
     K = logp.shape[0]
     for b in range(nb):
-        m = logp[0, b]
-        for k in range(1, K):
-            if logp[k, b] > m:
-                m = logp[k, b]
-        if not np.isfinite(m):
-            m = 0.0
-        z = 0.0
-        for k in range(K):
-            e = np.exp(logp[k, b] - m)  # one exp per entry: exp is most of this loop's cost
+        m[b] = logp[0, b]
+    for k in range(1, K):
+        for b in range(nb):
+            v = logp[k, b]
+            m[b] = v if v > m[b] else m[b]
+    for b in range(nb):
+        if not np.isfinite(m[b]):
+            m[b] = 0.0
+        z[b] = 0.0
+    for k in range(K):
+        for b in range(nb):
+            e = exp_nonpositive(logp[k, b] - m[b])
             logp[k, b] = e
-            z += e
-        loglik_acc += m + np.log(z)
-        inv = 1.0 / z
-        for k in range(K):
-            logp[k, b] *= inv
+            z[b] += e
+    for b in range(nb):
+        loglik_acc += m[b] + np.log(z[b])
+        z[b] = 1.0 / z[b]
+    for k in range(K):
+        for b in range(nb):
+            logp[k, b] *= z[b]
     return loglik_acc
 
 
@@ -104,6 +112,8 @@ def _full(X, log_w, means, U, log_det, shift, shift_is_means, n_groups, nk, sx, 
         y = np.empty((D, _BLOCK))
         logp = np.empty((K, _BLOCK))
         maha = np.empty(_BLOCK)
+        m_buf = np.empty(_BLOCK)
+        z_buf = np.empty(_BLOCK)
         rc = np.empty((D, _BLOCK))
         acc_ll = 0.0
         for blk in range(g, n_blocks, n_groups):
@@ -114,7 +124,7 @@ def _full(X, log_w, means, U, log_det, shift, shift_is_means, n_groups, nk, sx, 
                 _maha_triangular(U[k], means[k], xb, nb, dk[k], y, maha)
                 for b in range(nb):
                     logp[k, b] = -0.5 * (D * _LOG_2PI + maha[b]) + log_det[k] + log_w[k]
-            acc_ll = _responsibilities(logp, nb, acc_ll)
+            acc_ll = _responsibilities(logp, nb, m_buf, z_buf, acc_ll)
             _add_nk_sx(logp, xb, nb, nk[g], sx[g])
             for k in range(K):
                 # sum_b r (x - c)(x - c)^T, upper triangle (mirrored by the caller)
@@ -146,6 +156,8 @@ def _tied(X, log_w, means, U, log_det, n_groups, nk, sx, sxx, loglik):
         y = np.empty((D, _BLOCK))
         logp = np.empty((K, _BLOCK))
         maha = np.empty(_BLOCK)
+        m_buf = np.empty(_BLOCK)
+        z_buf = np.empty(_BLOCK)
         acc_ll = 0.0
         for blk in range(g, n_blocks, n_groups):
             start = blk * _BLOCK
@@ -155,7 +167,7 @@ def _tied(X, log_w, means, U, log_det, n_groups, nk, sx, sxx, loglik):
                 _maha_triangular(U, means[k], xb, nb, db, y, maha)
                 for b in range(nb):
                     logp[k, b] = -0.5 * (D * _LOG_2PI + maha[b]) + log_det[0] + log_w[k]
-            acc_ll = _responsibilities(logp, nb, acc_ll)
+            acc_ll = _responsibilities(logp, nb, m_buf, z_buf, acc_ll)
             _add_nk_sx(logp, xb, nb, nk[g], sx[g])
             for i in range(D):  # X^T X, upper triangle
                 for j in range(i, D):
@@ -175,6 +187,8 @@ def _diag(X, log_w, means, prec, log_det, n_groups, nk, sx, sxx, loglik):
     for g in prange(n_groups):
         xb = np.empty((D, _BLOCK))
         logp = np.empty((K, _BLOCK))
+        m_buf = np.empty(_BLOCK)
+        z_buf = np.empty(_BLOCK)
         acc_ll = 0.0
         for blk in range(g, n_blocks, n_groups):
             start = blk * _BLOCK
@@ -190,7 +204,7 @@ def _diag(X, log_w, means, prec, log_det, n_groups, nk, sx, sxx, loglik):
                         logp[k, b] += dv * dv * p
                 for b in range(nb):
                     logp[k, b] = -0.5 * (D * _LOG_2PI + logp[k, b]) + log_det[k] + log_w[k]
-            acc_ll = _responsibilities(logp, nb, acc_ll)
+            acc_ll = _responsibilities(logp, nb, m_buf, z_buf, acc_ll)
             _add_nk_sx(logp, xb, nb, nk[g], sx[g])
             for k in range(K):
                 for i in range(D):

@@ -1,0 +1,65 @@
+"""A vectorisable ``exp`` for the max-shifted exponents of softmaxes and responsibilities.
+
+LLVM cannot vectorise a loop that calls libm's ``exp`` (Numba has no vector math library
+unless Intel's SVML is installed), so a softmax over a block of points or children costs one
+scalar call per entry. :func:`exp_nonpositive` is plain arithmetic that LLVM vectorises:
+
+- Cody-Waite reduction ``x = k ln2 + r`` with ``|r| <= ln2 / 2`` (ln2 split in a high part with
+  trailing zero bits and a low part, so ``k * LN2_HI`` is exact);
+- ``exp(r)`` by its Taylor series to degree 13 (truncation below 2e-17 relative on that range);
+- ``2**k`` built from its bits: ``(k + 1023) << 52`` read as a float64.
+
+Measured against libm on 1e5 draws in [-708, 0]: at most 1.5 ulp apart (libm: 0.5).
+Below -708 the result is 0 (libm would return a subnormal there: nothing next to the max term's
+1 of a shifted softmax); NaN stays NaN and -inf gives 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+
+_INV_LN2 = 1.4426950408889634
+_LN2_HI = 6.93147180369123816490e-01
+_LN2_LO = 1.90821492927058770002e-10
+_UNDERFLOW = -708.0
+
+
+@intrinsic
+def _bits_to_float64(typingctx, bits):
+    """Reinterpret an int64's bits as a float64 (what ``view`` does for arrays)."""
+    sig = types.float64(types.int64)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return sig, codegen
+
+
+# not inlined at Numba level: its instructions keep their own strict flags (a caller's
+# reassociation would undo the two-part ln2 reduction); LLVM still inlines and vectorises it
+@njit
+def exp_nonpositive(x):
+    """``exp(x)`` for ``x <= 0`` (float64 arithmetic; the caller casts)."""
+    x = np.float64(x)
+    k = np.floor(x * _INV_LN2 + 0.5)
+    r = (x - k * _LN2_HI) - k * _LN2_LO
+    p = 1.0 / 6227020800.0
+    p = p * r + 1.0 / 479001600.0
+    p = p * r + 1.0 / 39916800.0
+    p = p * r + 1.0 / 3628800.0
+    p = p * r + 1.0 / 362880.0
+    p = p * r + 1.0 / 40320.0
+    p = p * r + 1.0 / 5040.0
+    p = p * r + 1.0 / 720.0
+    p = p * r + 1.0 / 120.0
+    p = p * r + 1.0 / 24.0
+    p = p * r + 1.0 / 6.0
+    p = p * r + 0.5
+    p = p * r + 1.0
+    p = p * r + 1.0
+    # k is clamped so the exponent field stays valid; those x are sent to 0 below anyway
+    scale = _bits_to_float64((np.int64(max(k, -1022.0)) + 1023) << 52)
+    return 0.0 if x < _UNDERFLOW else p * scale
