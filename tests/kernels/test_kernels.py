@@ -226,13 +226,15 @@ def test_auto_selects_numba_for_numpy_input_and_matches_reference():
 @pytest.mark.parametrize("impl", _impl_params("gmm_estep_stats"))
 @pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("n", [1, 127, 128, 300])
-def test_gmm_estep_stats_kernel(impl, covariance_type, dtype, n):
+# sizes around the 128-point blocks; D from 1 to 16 covers every remainder of the kernels'
+# 4x2 (Mahalanobis) and 2x4 (scatter) tiles
+@pytest.mark.parametrize("n, D", [(1, 5), (127, 13), (128, 2), (300, 5), (300, 1), (200, 16), (130, 7)])
+def test_gmm_estep_stats_kernel(impl, covariance_type, dtype, n, D):
     from caproute.mixture import _em
 
     kernel, reference, xp, dev, host = _pair("gmm_estep_stats", impl)
-    rng = np.random.default_rng(n)
-    K, D = 4, 5
+    rng = np.random.default_rng(n + D)
+    K = 4
     X = (rng.normal(size=(n, D)) * 3).astype(dtype)
     means = rng.normal(size=(K, D)).astype(dtype)
     weights = rng.dirichlet(np.ones(K)).astype(dtype)

@@ -79,17 +79,46 @@ def _add_nk_sx(r, xb, nb, nk, sx):
             sx[k, i] += acc
 
 
+@njit(inline="always")
+def _upper(U, i, j):
+    return U[i, j] if i <= j else 0.0  # U is upper triangular: never read below its diagonal
+
+
 @njit(inline="always", fastmath=_FAST)
 def _maha_triangular(U, mu, xb, nb, db, y, out):
-    """out[:nb] = |(x - mu) U|^2 for an upper-triangular U (D, D); db, y (D, B) buffers."""
+    """out[:nb] = |(x - mu) U|^2 for an upper-triangular U (D, D); db, y (D, B) buffers.
+
+    Rows of U in fours, columns in pairs: one pass over the points adds four rows' terms to two
+    outputs, in the order a row at a time would (a plain row-by-row loop loads and stores y
+    for every multiply-add, and is bound by those)."""
     D = U.shape[0]
     for i in range(D):
+        m = mu[i]
         for b in range(nb):
-            db[i, b] = xb[i, b] - mu[i]
+            db[i, b] = xb[i, b] - m
     for j in range(D):
         for b in range(nb):
             y[j, b] = 0.0
-    for i in range(D):
+    i = 0
+    while i + 4 <= D:
+        j = i
+        while j + 2 <= D:
+            u00, u01 = _upper(U, i, j), _upper(U, i, j + 1)
+            u10, u11 = _upper(U, i + 1, j), _upper(U, i + 1, j + 1)
+            u20, u21 = _upper(U, i + 2, j), _upper(U, i + 2, j + 1)
+            u30, u31 = _upper(U, i + 3, j), _upper(U, i + 3, j + 1)
+            for b in range(nb):
+                d0, d1, d2, d3 = db[i, b], db[i + 1, b], db[i + 2, b], db[i + 3, b]
+                y[j, b] = (((y[j, b] + d0 * u00) + d1 * u10) + d2 * u20) + d3 * u30
+                y[j + 1, b] = (((y[j + 1, b] + d0 * u01) + d1 * u11) + d2 * u21) + d3 * u31
+            j += 2
+        if j < D:
+            u0, u1, u2, u3 = U[i, j], U[i + 1, j], U[i + 2, j], U[i + 3, j]
+            for b in range(nb):
+                y[j, b] = (((y[j, b] + db[i, b] * u0) + db[i + 1, b] * u1)
+                           + db[i + 2, b] * u2) + db[i + 3, b] * u3
+        i += 4
+    for i in range(i, D):
         for j in range(i, D):
             uij = U[i, j]
             for b in range(nb):
@@ -99,6 +128,56 @@ def _maha_triangular(U, mu, xb, nb, db, y, out):
     for j in range(D):
         for b in range(nb):
             out[b] += y[j, b] * y[j, b]
+
+
+@njit(inline="always", fastmath=_FAST)
+def _add_scatter_upper(rc, db, nb, out):
+    """out[i, j] += sum_b rc[i, b] db[j, b] for j >= i (the caller mirrors the rest).
+
+    Tiles of two rows by four columns: six loads feed eight multiply-adds (a dot product at a
+    time needs two loads for each)."""
+    D = db.shape[0]
+    i = 0
+    while i + 2 <= D:
+        j = i
+        while j + 4 <= D:
+            a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = 0.0
+            for b in range(nb):
+                r0, r1 = rc[i, b], rc[i + 1, b]
+                d0, d1, d2, d3 = db[j, b], db[j + 1, b], db[j + 2, b], db[j + 3, b]
+                a00 += r0 * d0
+                a01 += r0 * d1
+                a02 += r0 * d2
+                a03 += r0 * d3
+                a10 += r1 * d0
+                a11 += r1 * d1
+                a12 += r1 * d2
+                a13 += r1 * d3
+            out[i, j] += a00
+            out[i, j + 1] += a01
+            out[i, j + 2] += a02
+            out[i, j + 3] += a03
+            if j > i:  # (i + 1, i) is below the diagonal
+                out[i + 1, j] += a10
+            out[i + 1, j + 1] += a11
+            out[i + 1, j + 2] += a12
+            out[i + 1, j + 3] += a13
+            j += 4
+        for j in range(j, D):
+            a0 = a1 = 0.0
+            for b in range(nb):
+                d = db[j, b]
+                a0 += rc[i, b] * d
+                a1 += rc[i + 1, b] * d
+            out[i, j] += a0
+            if j > i:
+                out[i + 1, j] += a1
+        i += 2
+    if i < D:
+        acc = 0.0
+        for b in range(nb):
+            acc += rc[i, b] * db[i, b]
+        out[i, i] += acc
 
 
 @njit(parallel=True, fastmath=_FAST)
@@ -136,12 +215,7 @@ def _full(X, log_w, means, U, log_det, shift, shift_is_means, n_groups, nk, sx, 
                 for i in range(D):
                     for b in range(nb):
                         rc[i, b] = logp[k, b] * db[i, b]
-                for i in range(D):
-                    for j in range(i, D):
-                        acc = 0.0
-                        for b in range(nb):
-                            acc += rc[i, b] * db[j, b]
-                        sxx[g, k, i, j] += acc
+                _add_scatter_upper(rc, db, nb, sxx[g, k])
         loglik[g] = acc_ll
 
 
@@ -169,12 +243,7 @@ def _tied(X, log_w, means, U, log_det, n_groups, nk, sx, sxx, loglik):
                     logp[k, b] = -0.5 * (D * _LOG_2PI + maha[b]) + log_det[0] + log_w[k]
             acc_ll = _responsibilities(logp, nb, m_buf, z_buf, acc_ll)
             _add_nk_sx(logp, xb, nb, nk[g], sx[g])
-            for i in range(D):  # X^T X, upper triangle
-                for j in range(i, D):
-                    acc = 0.0
-                    for b in range(nb):
-                        acc += xb[i, b] * xb[j, b]
-                    sxx[g, i, j] += acc
+            _add_scatter_upper(xb, xb, nb, sxx[g])  # X^T X, upper triangle
         loglik[g] = acc_ll
 
 
