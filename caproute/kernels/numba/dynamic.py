@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._exp import exp_nonpositive
+from ._exp import exp_nonpositive, softmax_columns
 
 # Reassociation lets LLVM vectorise the sums; no flag that assumes finite values (nnan, ninf).
 _FAST = {"reassoc", "contract"}
@@ -33,34 +33,6 @@ def _softmax_into(logits, out, leaky):
     inv = 1.0 / z
     for j in range(logits.shape[0]):
         out[j] *= inv
-
-
-@njit(inline="always", fastmath=_FAST)
-def _softmax_columns(logits, out, leaky, m, z):
-    """out[:, i] = softmax over parents of logits[:, i] for every child i, (n_out, n_in)
-    arrays; m, z (n_in,) float64 buffers. The loops run over the children, contiguous, so
-    they vectorise (the exponential included)."""
-    n_out, n_in = logits.shape
-    for i in range(n_in):
-        m[i] = logits[0, i]
-    for j in range(1, n_out):
-        for i in range(n_in):
-            x = logits[j, i]
-            m[i] = x if x > m[i] else m[i]
-    for i in range(n_in):
-        if leaky and m[i] < 0.0:
-            m[i] = 0.0
-        z[i] = exp_nonpositive(-m[i]) if leaky else 0.0
-    for j in range(n_out):
-        for i in range(n_in):
-            e = exp_nonpositive(logits[j, i] - m[i])
-            out[j, i] = e
-            z[i] += e
-    for i in range(n_in):
-        z[i] = 1.0 / z[i]
-    for j in range(n_out):
-        for i in range(n_in):
-            out[j, i] *= z[i]
 
 
 @njit(inline="always", fastmath=_FAST)
@@ -133,7 +105,7 @@ def _route_one_soa(U, n_iter, bias, has_bias, leaky, eps, b, e, s, v, m, z):
                     vjd = v[j, d]
                     for i in range(n_in):
                         b[j, i] += vjd * U[j, d, i]
-        _softmax_columns(b, e, leaky, m, z)
+        softmax_columns(b, e, n_in, leaky, False, m, z)
         for j in range(n_out):
             for d in range(dim):
                 acc = e[j, 0] * U[j, d, 0]

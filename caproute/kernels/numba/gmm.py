@@ -18,7 +18,7 @@ import numpy as np
 from numba import njit, prange
 
 from ...mixture._em import Stats
-from ._exp import exp_nonpositive
+from ._exp import softmax_columns
 
 _FAST = {"reassoc", "contract"}  # vectorisable sums; nothing that assumes finite values
 _BLOCK = 128
@@ -32,36 +32,6 @@ def _load_block(X, start, stop, xb):
     for b in range(stop - start):
         for i in range(D):
             xb[i, b] = X[start + b, i]
-
-
-@njit(inline="always", fastmath=_FAST)
-def _responsibilities(logp, nb, m, z, loglik_acc):
-    """In place: logp (K, B) -> responsibilities; returns loglik_acc + sum of log-norms.
-    m, z (B,) buffers. Every loop runs over the block's points, so it vectorises (the
-    exponential included: exp_nonpositive, for the max-shifted exponents)."""
-    K = logp.shape[0]
-    for b in range(nb):
-        m[b] = logp[0, b]
-    for k in range(1, K):
-        for b in range(nb):
-            v = logp[k, b]
-            m[b] = v if v > m[b] else m[b]
-    for b in range(nb):
-        if not np.isfinite(m[b]):
-            m[b] = 0.0
-        z[b] = 0.0
-    for k in range(K):
-        for b in range(nb):
-            e = exp_nonpositive(logp[k, b] - m[b])
-            logp[k, b] = e
-            z[b] += e
-    for b in range(nb):
-        loglik_acc += m[b] + np.log(z[b])
-        z[b] = 1.0 / z[b]
-    for k in range(K):
-        for b in range(nb):
-            logp[k, b] *= z[b]
-    return loglik_acc
 
 
 @njit(inline="always", fastmath=_FAST)
@@ -203,7 +173,7 @@ def _full(X, log_w, means, U, log_det, shift, shift_is_means, n_groups, nk, sx, 
                 _maha_triangular(U[k], means[k], xb, nb, dk[k], y, maha)
                 for b in range(nb):
                     logp[k, b] = -0.5 * (D * _LOG_2PI + maha[b]) + log_det[k] + log_w[k]
-            acc_ll = _responsibilities(logp, nb, m_buf, z_buf, acc_ll)
+            acc_ll += softmax_columns(logp, logp, nb, False, True, m_buf, z_buf)  # responsibilities
             _add_nk_sx(logp, xb, nb, nk[g], sx[g])
             for k in range(K):
                 # sum_b r (x - c)(x - c)^T, upper triangle (mirrored by the caller)
@@ -241,7 +211,7 @@ def _tied(X, log_w, means, U, log_det, n_groups, nk, sx, sxx, loglik):
                 _maha_triangular(U, means[k], xb, nb, db, y, maha)
                 for b in range(nb):
                     logp[k, b] = -0.5 * (D * _LOG_2PI + maha[b]) + log_det[0] + log_w[k]
-            acc_ll = _responsibilities(logp, nb, m_buf, z_buf, acc_ll)
+            acc_ll += softmax_columns(logp, logp, nb, False, True, m_buf, z_buf)  # responsibilities
             _add_nk_sx(logp, xb, nb, nk[g], sx[g])
             _add_scatter_upper(xb, xb, nb, sxx[g])  # X^T X, upper triangle
         loglik[g] = acc_ll
@@ -273,7 +243,7 @@ def _diag(X, log_w, means, prec, log_det, n_groups, nk, sx, sxx, loglik):
                         logp[k, b] += dv * dv * p
                 for b in range(nb):
                     logp[k, b] = -0.5 * (D * _LOG_2PI + logp[k, b]) + log_det[k] + log_w[k]
-            acc_ll = _responsibilities(logp, nb, m_buf, z_buf, acc_ll)
+            acc_ll += softmax_columns(logp, logp, nb, False, True, m_buf, z_buf)  # responsibilities
             _add_nk_sx(logp, xb, nb, nk[g], sx[g])
             for k in range(K):
                 for i in range(D):
