@@ -34,19 +34,19 @@ CAPABILITIES: dict[str, dict[str, str]] = {
     },
     "dynamic_routing": {
         "reference": "caproute.routing.dynamic:_dynamic_routing",
-        "numba": "caproute.kernels.numba.dynamic:dynamic_routing",
+        "numba": "caproute.kernels.numba.dynamic_routing:dynamic_routing",
     },
     "dense_dynamic_routing": {
         "reference": "caproute.routing.dense:_dense_dynamic_routing",
-        "numba": "caproute.kernels.numba.dynamic:dense_routing",
+        "numba": "caproute.kernels.numba.dynamic_routing:dense_routing",
     },
     "gmm_estep_stats": {
-        "reference": "caproute.mixture._em:fit_stats",
-        "numba": "caproute.kernels.numba.gmm:fit_stats",
+        "reference": "caproute.mixture._gmm_math:fit_stats",
+        "numba": "caproute.kernels.numba.gmm_estep:fit_stats",
     },
     "em_routing": {
-        "reference": "caproute.routing.em:_em_routing",
-        "numba": "caproute.kernels.numba.em:em_routing",
+        "reference": "caproute.routing.em_routing:_em_routing",
+        "numba": "caproute.kernels.numba.em_routing:em_routing",
     },
 }
 

@@ -28,7 +28,7 @@ from .._backend import (
 )
 from .._config import BACKENDS, get_config
 from .._lib.estimator_input import check_weight_xp, validate_X, validate_X_like_fit
-from ._init import kmeans_plusplus, random_rows
+from ._initial_centres import kmeans_plusplus, random_rows
 
 
 class _RoutingClusteringBase(

@@ -19,8 +19,8 @@ from sklearn.utils.validation import check_is_fitted
 from .._backend import array_namespace, device, is_numpy_namespace, select_impl, to_numpy
 from .._config import BACKENDS, get_config
 from .._lib.estimator_input import validate_X, validate_X_like_fit
-from . import _em
-from ._params import check_means, check_precisions, check_weights
+from . import _gmm_math as _em
+from ._init_checks import check_means, check_precisions, check_weights
 
 
 class GaussianMixture(DensityMixin, BaseEstimator):

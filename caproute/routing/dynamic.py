@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .._backend import adopt, array_namespace, device, select_impl
-from .._lib import math as _math
+from .._lib import stable_math as _math
 from .._lib.validation import (
     as_array,
     check_bool,

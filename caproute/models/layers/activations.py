@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..._lib.math import log_sigmoid
+from ..._lib.stable_math import log_sigmoid
 from .base import Layer, check_choice
 
 

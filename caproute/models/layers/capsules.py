@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from ..._lib import math as _math
+from ..._lib import stable_math as _math
 from ...routing.dense import dense_dynamic_routing
 from .base import Layer, check_choice, check_positive_int, conv_output_size
 from .conv import DATA_FORMATS, conv2d, spatial_shape, to_nhwc

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 
-from ..._lib import math as _math
-from ...routing.em import (
+from ..._lib import stable_math as _math
+from ...routing.em_routing import (
     DEFAULT_EPS,
     DEFAULT_MIN_VAR,
     _log_weighted_density,

@@ -14,7 +14,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._exp import exp_nonpositive
+from .vector_exp import exp_nonpositive
 
 _FAST = {"reassoc", "contract"}  # vectorisable sums; nothing that assumes finite values
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)

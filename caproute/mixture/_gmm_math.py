@@ -22,10 +22,9 @@ scikit-learn's GaussianMixture so that the numbers agree with it:
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
-
 from .._backend import device
-from .._lib import math as _math
+from .._lib import stable_math as _math
+from .._lib.gmm_stats import Stats, add_stats
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
@@ -37,27 +36,6 @@ ILL_DEFINED = (
 ILL_DEFINED_FLOAT32 = (
     " The numerical accuracy can also be improved by passing float64 data instead of float32."
 )
-
-
-class Stats(NamedTuple):
-    """Sufficient statistics of one E-step over some points (all sums over those points).
-
-    nk (K,): sum of responsibilities; sx (K, D): sum r x; sxx: full (K, D, D) sum r (x-c)(x-c)^T
-    around ``shift``; tied (D, D) X^T X; diag and spherical (K, D) sum r x^2; loglik: sum of
-    the points' log-likelihoods (0-d array); n: number of points; shift (K, D) or None.
-    """
-
-    nk: object
-    sx: object
-    sxx: object
-    loglik: object
-    n: int
-    shift: object
-
-
-def add_stats(a, b):
-    """Sum of the statistics of two disjoint sets of points (same shift)."""
-    return Stats(a.nk + b.nk, a.sx + b.sx, a.sxx + b.sxx, a.loglik + b.loglik, a.n + b.n, a.shift)
 
 
 # ----------------------------------------------------------------------------- precisions

@@ -7,9 +7,9 @@ import numbers
 from sklearn.utils._param_validation import Interval
 
 from .._backend import array_namespace, device
-from .._lib import math as _math
-from ..routing import em as _em
-from ..routing.em import em_routing
+from .._lib import stable_math as _math
+from ..routing import em_routing as _em
+from ..routing.em_routing import em_routing
 from ._base import _RoutingClusteringBase
 
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from .._backend import adopt, array_namespace, device, is_array, select_impl, to_numpy
-from .._lib import math as _math
+from .._lib import stable_math as _math
 from .._lib.validation import (
     as_array,
     check_bool,

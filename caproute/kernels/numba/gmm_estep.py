@@ -17,8 +17,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from ...mixture._em import Stats
-from ._exp import softmax_columns
+from ..._lib.gmm_stats import Stats
+from .vector_exp import softmax_columns
 
 _FAST = {"reassoc", "contract"}  # vectorisable sums; nothing that assumes finite values
 _BLOCK = 128

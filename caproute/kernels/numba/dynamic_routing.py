@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._exp import exp_nonpositive, softmax_columns
+from .vector_exp import exp_nonpositive, softmax_columns
 
 # Reassociation lets LLVM vectorise the sums; no flag that assumes finite values (nnan, ninf).
 _FAST = {"reassoc", "contract"}
