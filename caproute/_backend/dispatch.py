@@ -29,24 +29,35 @@ __all__ = [
 # op -> {implementation name -> "module:function"}; extend this table when a kernel lands.
 CAPABILITIES: dict[str, dict[str, str]] = {
     "squash": {
-        "reference": "caproute.routing.squash:_squash",
+        "reference": "caproute._lib.stable_math:squash",
         "numba": "caproute.kernels.numba.squash:squash",
     },
     "dynamic_routing": {
-        "reference": "caproute.routing.dynamic:_dynamic_routing",
+        "reference": "caproute.routing._dynamic_math:dynamic_routing",
         "numba": "caproute.kernels.numba.dynamic_routing:dynamic_routing",
     },
+    "dynamic_routing_step": {
+        "reference": "caproute.routing._dynamic_math:dynamic_routing_step",
+        "numba": "caproute.kernels.numba.routing_steps:dynamic_routing_step",
+    },
     "dense_dynamic_routing": {
-        "reference": "caproute.routing.dense:_dense_dynamic_routing",
+        "reference": "caproute.routing._dynamic_math:dense_dynamic_routing",
         "numba": "caproute.kernels.numba.dynamic_routing:dense_routing",
+    },
+    "em_routing": {
+        "reference": "caproute.routing._em_math:em_routing",
+        "numba": "caproute.kernels.numba.em_routing:em_routing",
+    },
+    "em_routing_step": {
+        "reference": "caproute.routing._em_math:em_routing_step",
+        "numba": "caproute.kernels.numba.routing_steps:em_routing_step",
+    },
+    "em_routing_all_positions": {
+        "reference": "caproute.routing._em_conv_math:em_routing_all_positions",
     },
     "gmm_estep_stats": {
         "reference": "caproute.mixture._gmm_math:fit_stats",
         "numba": "caproute.kernels.numba.gmm_estep:fit_stats",
-    },
-    "em_routing": {
-        "reference": "caproute.routing.em_routing:_em_routing",
-        "numba": "caproute.kernels.numba.em_routing:em_routing",
     },
 }
 

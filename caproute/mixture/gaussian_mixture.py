@@ -4,26 +4,24 @@ from __future__ import annotations
 
 import math
 import numbers
-import warnings
-from time import time
 
 import numpy as np
-from sklearn.base import BaseEstimator, DensityMixin
+from sklearn.base import DensityMixin
 from sklearn.cluster import KMeans, kmeans_plusplus
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture as _SKGaussianMixture
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from .._backend import array_namespace, device, is_numpy_namespace, select_impl, to_numpy
-from .._config import BACKENDS, get_config
+from .._backend import Array, array_namespace, device, is_numpy_namespace, select_impl, to_numpy
+from .._config import BACKENDS
 from .._lib.estimator_input import validate_X, validate_X_like_fit
-from . import _gmm_math as _em
+from .._lib.iterative_fit import IterativeFit
+from .._lib.sklearn_compat import Interval, StrOptions
+from . import _gmm_math
 from ._init_checks import check_means, check_precisions, check_weights
 
 
-class GaussianMixture(DensityMixin, BaseEstimator):
+class GaussianMixture(DensityMixin, IterativeFit):
     """Gaussian mixture fitted by EM, with scikit-learn's interface and numbers.
 
     The same constructor parameters, defaults, fitted attributes, methods, warnings and
@@ -140,28 +138,16 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.backend = backend
 
     # ------------------------------------------------------------------ helpers
-    def _backend(self):
-        return get_config()["backend"] if self.backend is None else self.backend
-
     def _chunk(self, X):
         if self.chunk_size is not None:
             return int(self.chunk_size)
-        return _em.auto_chunk_size(int(X.shape[0]), int(X.shape[1]), self.n_components)
-
-    def _stats(self, X, params, *, xp):
-        weights, means, _, prec_chol = params
-        plan = select_impl("gmm_estep_stats", xp, self._backend())
-        shift = means if self.covariance_type == "full" else None
-        return plan.func(
-            X, weights, means, prec_chol, self.covariance_type,
-            shift=shift, chunk_size=self._chunk(X), xp=plan.xp,
-        )
+        return _gmm_math.auto_chunk_size(int(X.shape[0]), int(X.shape[1]), self.n_components)
 
     def _params_from_stats(self, stats, *, xp, weights_over="sum"):
-        weights, means, cov = _em.mstep(
+        weights, means, cov = _gmm_math.mstep(
             stats, self.covariance_type, self.reg_covar, xp=xp, weights_over=weights_over
         )
-        return weights, means, cov, _em.precision_cholesky(cov, self.covariance_type, xp=xp)
+        return weights, means, cov, _gmm_math.precision_cholesky(cov, self.covariance_type, xp=xp)
 
     # ------------------------------------------------------------------ initialisation
     def _init_stats(self, X, rng, *, xp):
@@ -183,7 +169,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 labels[idx] = np.arange(K)
 
             def resp_chunks():
-                for start, stop in _em.chunks(n, chunk):
+                for start, stop in _gmm_math.chunks(n, chunk):
                     one_hot = labels[start:stop, None] == np.arange(K)[None, :]
                     yield start, stop, xp.asarray(one_hot.astype(np.float64), dtype=dtype, device=dev)
         else:
@@ -191,7 +177,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
             def resp_chunks():
                 rng.set_state(state)  # replaying the draws gives the same responsibilities
-                for start, stop in _em.chunks(n, chunk):
+                for start, stop in _gmm_math.chunks(n, chunk):
                     r = xp.asarray(rng.uniform(size=(stop - start, K)), dtype=dtype, device=dev)
                     yield start, stop, r / xp.sum(r, axis=1, keepdims=True)
 
@@ -199,36 +185,36 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         # which is scikit-learn's centred formula
         total = None
         for start, stop, r in resp_chunks():
-            part = _em.stats_from_resp(X[start:stop, ...], r, "diag", shift=None, xp=xp)
-            total = part if total is None else _em.add_stats(total, part)
+            part = _gmm_math.stats_from_resp(X[start:stop, ...], r, "diag", shift=None, xp=xp)
+            total = part if total is None else _gmm_math.add_stats(total, part)
         if self.covariance_type == "full":
             eps = xp.finfo(dtype).eps
             shift = total.sx / xp.expand_dims(total.nk + 10 * eps, axis=1)
             total = None
             for start, stop, r in resp_chunks():
-                part = _em.stats_from_resp(X[start:stop, ...], r, "full", shift=shift, xp=xp)
-                total = part if total is None else _em.add_stats(total, part)
+                part = _gmm_math.stats_from_resp(X[start:stop, ...], r, "full", shift=shift, xp=xp)
+                total = part if total is None else _gmm_math.add_stats(total, part)
         elif self.covariance_type == "tied":
             total = total._replace(sxx=xp.matmul(xp.matrix_transpose(X), X))
         return total
 
-    def _initialize(self, X, rng, inits, *, xp):
+    def _initial_parameters(self, X, rng, inits, *, xp):
         weights_init, means_init, precisions_init = inits
         weights = means = cov = None
         if weights_init is None or means_init is None or precisions_init is None:
             stats = self._init_stats(X, rng, xp=xp)
-            weights, means, cov = _em.mstep(
+            weights, means, cov = _gmm_math.mstep(
                 stats, self.covariance_type, self.reg_covar, xp=xp, weights_over="n_samples"
             )
         weights = weights if weights_init is None else weights_init
         means = means if means_init is None else means_init
         if precisions_init is None:
-            prec_chol = _em.precision_cholesky(cov, self.covariance_type, xp=xp)
+            prec_chol = _gmm_math.precision_cholesky(cov, self.covariance_type, xp=xp)
         else:
-            prec_chol = _em.precision_cholesky_from_precisions(
+            prec_chol = _gmm_math.precision_cholesky_from_precisions(
                 precisions_init, self.covariance_type, xp=xp
             )
-            cov = _em.covariances_from_precisions(precisions_init, self.covariance_type, xp=xp)
+            cov = _gmm_math.covariances_from_precisions(precisions_init, self.covariance_type, xp=xp)
         return weights, means, cov, prec_chol
 
     def _check_inits(self, X, *, xp):
@@ -249,7 +235,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return tuple(out)
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X, y=None):
+    def fit(self, X: Array, y: None = None) -> GaussianMixture:
         """Estimate the parameters with EM (``n_init`` times, keeping the best).
 
         Parameters
@@ -267,7 +253,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self._fit(X)
         return self
 
-    def fit_predict(self, X, y=None):
+    def fit_predict(self, X: Array, y: None = None) -> Array:
         """Fit, then return the most probable component of every point.
 
         Parameters
@@ -289,6 +275,13 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def _fit(self, X):
         """The EM fit; returns the validated X and its namespace. (``fit`` skips the final
         labels pass that ``fit_predict`` needs: they would be an N-sized array for nothing.)"""
+        fit_state = self._start_fit(X)
+        best = self._fit_loop(fit_state)
+        self.lower_bound_ = best.score
+        self.lower_bounds_ = best.history
+        return fit_state["X"], fit_state["xp"]
+
+    def _start_fit(self, X):
         self._validate_params()
         X, xp = validate_X(self, X, reset=True, backend=self._backend(), ensure_min_samples=2)
         n = int(X.shape[0])
@@ -303,60 +296,30 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 f"input; got {xp.__name__} arrays. Use init_params='random' or "
                 "'random_from_data', or pass means_init."
             )
-        inits = self._check_inits(X, xp=xp)
-        do_init = not (self.warm_start and hasattr(self, "converged_"))
-        n_init = self.n_init if do_init else 1
-        max_lower_bound = -math.inf
-        best_lower_bounds = []
-        self.converged_ = False
-        rng = check_random_state(self.random_state)
+        # the E-step kernel is chosen once per fit, not per iteration
+        plan = select_impl("gmm_estep_stats", xp, self._backend())
+        return {"X": X, "xp": xp, "inits": self._check_inits(X, xp=xp), "plan": plan,
+                "chunk_size": self._chunk(X)}
 
-        for init in range(n_init):
-            self._verbose_init_beg(init)
-            if do_init:
-                params = self._initialize(X, rng, inits, xp=xp)
-            else:
-                params = (self.weights_, self.means_, self.covariances_, self.precisions_cholesky_)
-            lower_bound = -math.inf if do_init else self.lower_bound_
-            current = []
-            if self.max_iter == 0:
-                best_params, best_n_iter = params, 0
-                continue
-            converged = False
-            for n_iter in range(1, self.max_iter + 1):
-                prev = lower_bound
-                stats = self._stats(X, params, xp=xp)
-                params = self._params_from_stats(stats, xp=xp)
-                lower_bound = float(stats.loglik) / n
-                current.append(lower_bound)
-                change = lower_bound - prev
-                self._verbose_iter_end(n_iter, change)
-                if abs(change) < self.tol:
-                    converged = True
-                    break
-            self._verbose_init_end(lower_bound, converged)
-            if lower_bound > max_lower_bound or max_lower_bound == -math.inf:
-                max_lower_bound = lower_bound
-                best_params, best_n_iter = params, n_iter
-                best_lower_bounds = current
-                self.converged_ = converged
+    def _initialize(self, fit_state, random_state):
+        return self._initial_parameters(fit_state["X"], random_state, fit_state["inits"],
+                                        xp=fit_state["xp"])
 
-        if not self.converged_ and self.max_iter > 0:
-            warnings.warn(
-                "Best performing initialization did not converge. Try different init "
-                "parameters, or increase max_iter, tol, or check for degenerate data.",
-                ConvergenceWarning,
-            )
-        self._set_parameters(best_params, xp=xp)
-        self.n_iter_ = best_n_iter
-        self.lower_bound_ = max_lower_bound
-        self.lower_bounds_ = best_lower_bounds
-        return X, xp
+    def _iterate(self, fit_state, params):
+        X, xp, plan = fit_state["X"], fit_state["xp"], fit_state["plan"]
+        weights, means, _, prec_chol = params
+        shift = means if self.covariance_type == "full" else None
+        stats = plan.func(X, weights, means, prec_chol, self.covariance_type, shift=shift,
+                          chunk_size=fit_state["chunk_size"], xp=plan.xp)
+        return self._params_from_stats(stats, xp=xp), float(stats.loglik) / int(X.shape[0])
 
-    def _set_parameters(self, params, *, xp):
+    def _get_parameters(self):
+        return self.weights_, self.means_, self.covariances_, self.precisions_cholesky_
+
+    def _set_parameters(self, params):
         self.weights_, self.means_, self.covariances_, self.precisions_cholesky_ = params
-        self.precisions_ = _em.precisions_from_cholesky(
-            self.precisions_cholesky_, self.covariance_type, xp=xp
+        self.precisions_ = _gmm_math.precisions_from_cholesky(
+            self.precisions_cholesky_, self.covariance_type, xp=array_namespace(self.means_)
         )
 
     # ------------------------------------------------------------------ prediction
@@ -364,7 +327,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """fn over chunks of X, written into one preallocated result (concatenating the
         pieces would hold the result twice)."""
         out = None
-        for a, b in _em.chunks(int(X.shape[0]), self._chunk(X)):
+        for a, b in _gmm_math.chunks(int(X.shape[0]), self._chunk(X)):
             part = fn(X[a:b, ...])
             if out is None:
                 out = xp.empty((int(X.shape[0]), *part.shape[1:]), dtype=part.dtype, device=device(X))
@@ -372,7 +335,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return out
 
     def _log_prob_resp(self, X, *, xp):
-        return _em.estimate_log_prob_resp(
+        return _gmm_math.estimate_log_prob_resp(
             X, self.weights_, self.means_, self.precisions_cholesky_, self.covariance_type, xp=xp
         )
 
@@ -529,29 +492,3 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         y = np.concatenate([np.full(int(s), j, dtype=np.int64) for j, s in enumerate(counts)])
         dev = device(self.means_)
         return xp.asarray(X, dtype=xp.float64, device=dev), xp.asarray(y, device=dev)
-
-    # ------------------------------------------------------------------ verbose output
-    def _verbose_init_beg(self, n_init):
-        if self.verbose >= 1:
-            print("Initialization %d" % n_init)
-        if self.verbose >= 2:
-            self._init_prev_time = time()
-            self._iter_prev_time = self._init_prev_time
-
-    def _verbose_iter_end(self, n_iter, diff_ll):
-        if n_iter % self.verbose_interval == 0:
-            if self.verbose == 1:
-                print("  Iteration %d" % n_iter)
-            elif self.verbose >= 2:
-                cur = time()
-                print("  Iteration %d\t time lapse %.5fs\t ll change %.5f"
-                      % (n_iter, cur - self._iter_prev_time, diff_ll))
-                self._iter_prev_time = cur
-
-    def _verbose_init_end(self, lb, converged):
-        msg = "converged" if converged else "did not converge"
-        if self.verbose == 1:
-            print(f"Initialization {msg}.")
-        elif self.verbose >= 2:
-            t = time() - self._init_prev_time
-            print(f"Initialization {msg}. time lapse {t:.5f}s\t lower bound {lb:.5f}.")

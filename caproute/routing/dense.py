@@ -1,8 +1,9 @@
-"""Votes and dynamic routing in one call: a fully connected capsule layer's routing step."""
+"""Votes and dynamic routing in one call (a fully connected capsule layer's routing step): the
+public function. The math is in ``_dynamic_math.py``; this module validates and dispatches."""
 
 from __future__ import annotations
 
-from .._backend import adopt, array_namespace, select_impl
+from .._backend import Array, adopt, array_namespace, select_impl
 from .._lib.validation import (
     as_array,
     check_float_array,
@@ -10,35 +11,26 @@ from .._lib.validation import (
     check_same_namespace,
     check_shape,
 )
-from .dynamic import _check_bias, _check_initial_logits, _check_options, _dynamic_routing
-from .squash import DEFAULT_EPS
-
-
-def _votes(u, W, *, xp):
-    """u_hat[b, i, j] = W[i, j] @ u[b, i]: (batch, n_in, n_out, out_dim)."""
-    u5 = xp.expand_dims(xp.expand_dims(u, axis=2), axis=-1)  # (batch, n_in, 1, in_dim, 1)
-    return xp.squeeze(xp.matmul(xp.expand_dims(W, axis=0), u5), axis=-1)
-
-
-def _dense_dynamic_routing(u, W, *, n_iter, bias, leaky, eps, initial_logits=None, xp):
-    return _dynamic_routing(
-        _votes(u, W, xp=xp), n_iter=n_iter, bias=bias, leaky=leaky, eps=eps,
-        initial_logits=initial_logits, xp=xp,
-    )
+from ._options import (
+    DEFAULT_SQUASH_EPS,
+    check_bias,
+    check_dynamic_options,
+    check_initial_logits,
+)
 
 
 def dense_dynamic_routing(
-    u,
-    W,
-    n_iter=3,
+    u: Array,
+    W: Array,
+    n_iter: int = 3,
     *,
-    bias=None,
-    leaky=False,
-    eps=DEFAULT_EPS,
-    initial_logits=None,
-    return_coupling=False,
-    backend=None,
-):
+    bias: Array | None = None,
+    leaky: bool = False,
+    eps: float = DEFAULT_SQUASH_EPS,
+    initial_logits: Array | None = None,
+    return_coupling: bool = False,
+    backend: str | None = None,
+) -> Array | tuple[Array, Array]:
     """Compute the votes ``u_hat[b, i, j] = W[i, j] @ u[b, i]`` and route them dynamically.
 
     The same result as ``dynamic_routing(votes, ...)`` with the votes written out, but the
@@ -86,10 +78,10 @@ def dense_dynamic_routing(
     check_shape(W, (n_in, n_out, out_dim, in_dim), name="W",
                 what="(n_in, n_out, out_dim, in_dim) with n_in, in_dim of `u`")
     W = xp.astype(W, u.dtype)
-    n_iter, leaky, eps, return_coupling = _check_options(n_iter, leaky, eps, return_coupling)
-    bias = _check_bias(bias, u, (n_out, out_dim), xp=xp, ref_name="u", what="(n_out, out_dim) of `W`")
+    n_iter, leaky, eps, return_coupling = check_dynamic_options(n_iter, leaky, eps, return_coupling)
+    bias = check_bias(bias, u, (n_out, out_dim), xp=xp, ref_name="u", what="(n_out, out_dim) of `W`")
     if initial_logits is not None:
-        initial_logits = _check_initial_logits(
+        initial_logits = check_initial_logits(
             initial_logits, u, (batch, n_in, n_out), xp=xp, ref_name="u"
         )
 

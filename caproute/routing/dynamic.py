@@ -1,103 +1,31 @@
-"""Dynamic routing between capsules (Sabour, Frosst and Hinton 2017, Procedure 1)."""
+"""Dynamic routing between capsules (Sabour, Frosst and Hinton 2017, Procedure 1): the public
+function. The math is in ``_dynamic_math.py``; this module validates and dispatches."""
 
 from __future__ import annotations
 
-from .._backend import adopt, array_namespace, device, select_impl
-from .._lib import stable_math as _math
-from .._lib.validation import (
-    as_array,
-    check_bool,
-    check_float_array,
-    check_int,
-    check_outputs_finite,
-    check_same_namespace,
-    check_scalar,
-    check_shape,
+from .._backend import Array, adopt, array_namespace, select_impl
+from .._lib.validation import as_array, check_float_array, check_outputs_finite
+from ._options import (
+    DEFAULT_SQUASH_EPS,
+    check_bias,
+    check_dynamic_options,
+    check_initial_logits,
 )
-from .squash import DEFAULT_EPS
 
 U_HAT_LAYOUT = "(batch, n_in, n_out, dim)"
 
 
-def _couplings(b, *, leaky, xp):
-    """softmax over parents (the last axis) of the routing logits ``b``.
-
-    Leaky routing appends a zero logit for an extra "orphan" parent and drops its column
-    after the softmax, so a child that agrees with no parent can send most of its vote nowhere.
-    """
-    if not leaky:
-        return _math.softmax(b, axis=-1, xp=xp)
-    orphan = xp.zeros((*b.shape[:-1], 1), dtype=b.dtype, device=device(b))
-    c = _math.softmax(xp.concat([b, orphan], axis=-1), axis=-1, xp=xp)
-    return c[..., :-1]
-
-
-def _dynamic_routing(u_hat, *, n_iter, bias, leaky, eps, initial_logits=None, xp):
-    """Reference dynamic routing; returns ``(v, c)`` with c the couplings of the last iteration.
-
-    u_hat: (batch, n_in, n_out, dim); bias: None or (n_out, dim);
-    initial_logits: None (zeros) or (batch, n_in, n_out).
-    """
-    batch, n_in, n_out, _ = u_hat.shape
-    if initial_logits is None:
-        b = xp.zeros((batch, n_in, n_out), dtype=u_hat.dtype, device=device(u_hat))
-    else:
-        b = initial_logits
-    for it in range(n_iter):
-        c = _couplings(b, leaky=leaky, xp=xp)
-        s = xp.sum(xp.expand_dims(c, axis=-1) * u_hat, axis=1)  # (batch, n_out, dim)
-        if bias is not None:
-            s = s + bias
-        v = _math.squash(s, axis=-1, eps=eps, xp=xp)
-        if it + 1 < n_iter:  # the logits after the last iteration are never used
-            b = b + xp.sum(u_hat * xp.expand_dims(v, axis=1), axis=-1)
-    return v, c
-
-
-def _check_options(n_iter, leaky, eps, return_coupling):
-    return (
-        check_int(n_iter, name="n_iter", min_value=1),
-        check_bool(leaky, name="leaky"),
-        check_scalar(eps, name="eps", low=0, low_inclusive=False),
-        check_bool(return_coupling, name="return_coupling"),
-    )
-
-
-def _check_bias(bias, like, shape, *, xp, ref_name, what):
-    """None, or the (n_out, dim) bias checked and cast to the dtype of ``like``."""
-    if bias is None:
-        return None
-    bias = as_array(bias, name="bias", xp=xp, like=like)
-    check_same_namespace(bias, like, name="bias", ref_name=ref_name)
-    check_float_array(bias, name="bias", ndim=2, layout="(n_out, dim)", xp=xp)
-    check_shape(bias, shape, name="bias", what=what)
-    return xp.astype(bias, like.dtype)
-
-
-def _check_initial_logits(b0, like, shape, *, xp, ref_name="u_hat"):
-    """Validate starting logits of ``shape`` (batch, n_in, n_out), or (n_in, n_out) shared by
-    the batch; returns them broadcast and cast to the dtype of ``like``."""
-    b0 = as_array(b0, name="initial_logits", xp=xp, like=like)
-    check_same_namespace(b0, like, name="initial_logits", ref_name=ref_name)
-    check_float_array(b0, name="initial_logits", xp=xp)
-    if tuple(int(s) for s in b0.shape) == shape[1:]:
-        b0 = xp.broadcast_to(b0, shape)
-    check_shape(b0, shape, name="initial_logits",
-                what=f"(batch, n_in, n_out) or (n_in, n_out) of `{ref_name}`")
-    return xp.astype(b0, like.dtype)
-
-
 def dynamic_routing(
-    u_hat,
-    n_iter=3,
+    u_hat: Array,
+    n_iter: int = 3,
     *,
-    bias=None,
-    leaky=False,
-    eps=DEFAULT_EPS,
-    initial_logits=None,
-    return_coupling=False,
-    backend=None,
-):
+    bias: Array | None = None,
+    leaky: bool = False,
+    eps: float = DEFAULT_SQUASH_EPS,
+    initial_logits: Array | None = None,
+    return_coupling: bool = False,
+    backend: str | None = None,
+) -> Array | tuple[Array, Array]:
     """Route child capsules' predictions to parent capsules by agreement (Sabour et al. 2017).
 
     Each child's logits ``b_ij`` start at 0. Every iteration takes the couplings
@@ -164,12 +92,12 @@ def dynamic_routing(
     u_hat = as_array(u_hat, name="u_hat")
     xp = array_namespace(u_hat)
     check_float_array(u_hat, name="u_hat", ndim=4, layout=U_HAT_LAYOUT, xp=xp)
-    n_iter, leaky, eps, return_coupling = _check_options(n_iter, leaky, eps, return_coupling)
-    bias = _check_bias(bias, u_hat, tuple(int(s) for s in u_hat.shape[2:]), xp=xp,
+    n_iter, leaky, eps, return_coupling = check_dynamic_options(n_iter, leaky, eps, return_coupling)
+    bias = check_bias(bias, u_hat, tuple(int(s) for s in u_hat.shape[2:]), xp=xp,
                        ref_name="u_hat", what="(n_out, dim) of `u_hat`")
 
     if initial_logits is not None:
-        initial_logits = _check_initial_logits(
+        initial_logits = check_initial_logits(
             initial_logits, u_hat, tuple(int(s) for s in u_hat.shape[:3]), xp=xp
         )
 

@@ -1,9 +1,9 @@
-"""The squash non-linearity of dynamic routing."""
+"""The squash non-linearity of dynamic routing: the public function. The math is
+``caproute._lib.stable_math.squash``; this module validates and dispatches."""
 
 from __future__ import annotations
 
-from .._backend import adopt, array_namespace, select_impl
-from .._lib import stable_math as _math
+from .._backend import Array, adopt, array_namespace, select_impl
 from .._lib.validation import (
     as_array,
     check_axis,
@@ -11,15 +11,12 @@ from .._lib.validation import (
     check_outputs_finite,
     check_scalar,
 )
-
-DEFAULT_EPS = 1e-8
-
-
-def _squash(s, *, axis, eps, xp):
-    return _math.squash(s, axis=axis, eps=eps, xp=xp)
+from ._options import DEFAULT_SQUASH_EPS
 
 
-def squash(s, axis=-1, *, eps=DEFAULT_EPS, backend=None):
+def squash(
+    s: Array, axis: int = -1, *, eps: float = DEFAULT_SQUASH_EPS, backend: str | None = None
+) -> Array:
     """Squash vectors to a length in [0, 1) keeping their direction (Sabour et al., eq. 1).
 
     ``v = |s|^2 / (1 + |s|^2) * s / sqrt(|s|^2 + eps)``; ``eps`` inside the square root makes

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from ..._lib.validation import check_bool, check_choice, check_int
 from .activations import apply_activation, check_activation
-from .base import Layer, check_choice, check_positive_int, conv_output_size
-from .patches import pad_hw, patches
+from .base import Layer, conv_output_size
+from ..._lib.patches import pad_hw, patches
 
 DATA_FORMATS = ("NHWC", "NCHW")
 
@@ -99,15 +100,13 @@ class Conv2D(Layer):
     def __init__(self, filters, kernel_size, *, stride=1, padding=0, activation=None,
                  use_bias=True, data_format="NHWC", name="conv"):
         super().__init__(name=name)
-        self.filters = check_positive_int(filters, "filters")
-        self.kernel_size = check_positive_int(kernel_size, "kernel_size")
-        self.stride = check_positive_int(stride, "stride")
-        if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
-            raise ValueError(f"`padding` must be an int >= 0; got {padding!r}.")
-        self.padding = padding
+        self.filters = check_int(filters, name="filters", min_value=1, noun="int")
+        self.kernel_size = check_int(kernel_size, name="kernel_size", min_value=1, noun="int")
+        self.stride = check_int(stride, name="stride", min_value=1, noun="int")
+        self.padding = check_int(padding, name="padding", min_value=0, noun="int")
         self.activation = check_activation(activation)
-        self.use_bias = bool(use_bias)
-        self.data_format = check_choice(data_format, "data_format", DATA_FORMATS)
+        self.use_bias = check_bool(use_bias, name="use_bias")
+        self.data_format = check_choice(data_format, name="data_format", choices=DATA_FORMATS)
 
     def get_config(self):
         return {"filters": self.filters, "kernel_size": self.kernel_size, "stride": self.stride,

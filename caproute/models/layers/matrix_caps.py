@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import math
 
-from ..._lib import stable_math as _math
-from ...routing.em_routing import (
-    DEFAULT_EPS,
+from ..._backend import adopt, device, select_impl
+from ..._lib.validation import check_choice, check_int
+from ...routing._options import (
+    DEFAULT_EM_EPS as DEFAULT_EPS,
     DEFAULT_MIN_VAR,
-    _log_weighted_density,
-    _m_step,
-    _schedule,
-    em_routing,
+    broadcast_param,
+    check_em_options,
 )
+from ...routing.em_routing import em_routing
 from .activations import apply_activation
-from .base import Layer, check_choice, check_positive_int, conv_output_size
+from .base import Layer, conv_output_size
 from .conv import DATA_FORMATS, conv2d, spatial_shape, to_nhwc
-from .patches import fold, patches
+from ..._lib.patches import patches
 
 COMPETITION = ("position", "all")
 POSE = 16
@@ -41,13 +41,13 @@ class _EMOptions:
     """Routing options shared by the two EM layers."""
 
     def _set_routing(self, n_iter, inverse_temperature, min_var, eps, beta_per_pose):
-        self.n_iter = check_positive_int(n_iter, "n_iter")
-        _schedule(inverse_temperature, self.n_iter)  # validates
+        # the routing function's own checks, at construction: no late errors at predict time
+        self.n_iter, _, self.min_var, self.eps = check_em_options(
+            n_iter, inverse_temperature, min_var, eps
+        )
         if inverse_temperature is not None and not isinstance(inverse_temperature, (int, float)):
             inverse_temperature = [float(v) for v in inverse_temperature]
         self.inverse_temperature = inverse_temperature
-        self.min_var = float(min_var)
-        self.eps = float(eps)
         self.beta_per_pose = bool(beta_per_pose)
 
     def _routing_config(self):
@@ -63,6 +63,22 @@ class _EMOptions:
             inverse_temperature=self.inverse_temperature, min_var=self.min_var, eps=self.eps,
             backend=backend,
         )
+
+    def _route_all_positions(self, votes, a_in, params, grid, xp, backend):
+        """EM routing where parents at every position compete for a child (the op
+        ``em_routing_all_positions``, dispatched like every routing function)."""
+        _, schedule, _, _ = check_em_options(self.n_iter, self.inverse_temperature,
+                                             self.min_var, self.eps)
+        n_out, pose_dim = (int(s) for s in votes.shape[2:])
+        beta_u = broadcast_param(params["beta_u"], name="beta_u", like=votes, xp=xp,
+                                 shapes=[(n_out, pose_dim), (n_out,)])
+        beta_a = broadcast_param(params["beta_a"], name="beta_a", like=votes, xp=xp,
+                                 shapes=[(n_out,)])
+        plan = select_impl("em_routing_all_positions", xp, backend)
+        votes, a_in, beta_u, beta_a = adopt(plan, votes, a_in, beta_u, beta_a)
+        return plan.func(votes, a_in, beta_u, beta_a, grid=grid, kernel=self.kernel_size,
+                         stride=self.stride, inverse_temperature=schedule,
+                         min_var=self.min_var, eps=self.eps, xp=plan.xp)
 
     def initializer_scale(self, name, shape):
         return 0.0 if name.startswith("beta") else 1.0 / math.sqrt(shape[-1])
@@ -97,10 +113,10 @@ class PrimaryMatrixCaps(Layer):
     def __init__(self, n_types, *, kernel_size=1, stride=1, data_format="NHWC",
                  name="primary_caps"):
         super().__init__(name=name)
-        self.n_types = check_positive_int(n_types, "n_types")
-        self.kernel_size = check_positive_int(kernel_size, "kernel_size")
-        self.stride = check_positive_int(stride, "stride")
-        self.data_format = check_choice(data_format, "data_format", DATA_FORMATS)
+        self.n_types = check_int(n_types, name="n_types", min_value=1, noun="int")
+        self.kernel_size = check_int(kernel_size, name="kernel_size", min_value=1, noun="int")
+        self.stride = check_int(stride, name="stride", min_value=1, noun="int")
+        self.data_format = check_choice(data_format, name="data_format", choices=DATA_FORMATS)
 
     def get_config(self):
         return {"n_types": self.n_types, "kernel_size": self.kernel_size, "stride": self.stride,
@@ -180,10 +196,10 @@ class ConvMatrixCaps(_EMOptions, Layer):
                  inverse_temperature=None, min_var=DEFAULT_MIN_VAR, eps=DEFAULT_EPS,
                  beta_per_pose=False, name="conv_caps"):
         super().__init__(name=name)
-        self.out_types = check_positive_int(out_types, "out_types")
-        self.kernel_size = check_positive_int(kernel_size, "kernel_size")
-        self.stride = check_positive_int(stride, "stride")
-        self.competition = check_choice(competition, "competition", COMPETITION)
+        self.out_types = check_int(out_types, name="out_types", min_value=1, noun="int")
+        self.kernel_size = check_int(kernel_size, name="kernel_size", min_value=1, noun="int")
+        self.stride = check_int(stride, name="stride", min_value=1, noun="int")
+        self.competition = check_choice(competition, name="competition", choices=COMPETITION)
         self._set_routing(n_iter, inverse_temperature, min_var, eps, beta_per_pose)
 
     def get_config(self):
@@ -222,59 +238,9 @@ class ConvMatrixCaps(_EMOptions, Layer):
         if self.competition == "position":
             mu, a_out = self._route(votes, a_in, params, backend)
         else:
-            mu, a_out = _em_routing_all(
-                votes, a_in, params["beta_u"], params["beta_a"], grid=(b, h, w, ho, wo),
-                kernel=k, stride=self.stride, schedule=_schedule(self.inverse_temperature, self.n_iter),
-                min_var=self.min_var, eps=self.eps, xp=xp,
-            )
+            mu, a_out = self._route_all_positions(votes, a_in, params, (b, h, w, ho, wo), xp,
+                                                  backend)
         return (xp.reshape(mu, (b, ho, wo, t_out, POSE)), xp.reshape(a_out, (b, ho, wo, t_out)))
-
-
-def _em_routing_all(votes, a_in, beta_u, beta_a, *, grid, kernel, stride, schedule, min_var,
-                    eps, xp):
-    """EM routing where a child's assignments are normalised over every parent it feeds, at
-    every output position (``competition="all"``).
-
-    votes (b*ho*wo, k*k*t_in, t_out, 16), a_in (b*ho*wo, k*k*t_in). The M-step is the usual
-    per-parent one; the E-step's normaliser is summed per child over all the receptive fields
-    that hold it, by folding the fields back onto the child map (the transpose of im2col).
-    """
-    b, h, w, ho, wo = grid
-    n, n_in, t_out, _ = (int(s) for s in votes.shape)
-    t_in = n_in // (kernel * kernel)
-    field = (b, ho, wo, kernel, kernel, t_in)
-    if beta_u.ndim == 1:  # per type -> per type and pose element
-        beta_u = xp.expand_dims(beta_u, axis=-1) + xp.zeros_like(votes[0, 0, ...])
-
-    def to_children(per_field, reduce):
-        return fold(xp.reshape(per_field, field), (h, w), stride, xp=xp, reduce=reduce)
-
-    def to_fields(per_child):
-        return xp.reshape(patches(per_child, (kernel, kernel), stride, xp=xp), (n, n_in, 1))
-
-    # start uniform over every parent a child feeds: 1 / (t_out * number of fields holding it)
-    ones = xp.ones((n, n_in), dtype=votes.dtype, device=_device(votes))
-    count = to_fields(to_children(ones, "sum"))
-    R = xp.zeros((n, n_in, t_out), dtype=votes.dtype, device=_device(votes)) + 1.0 / (t_out * count)
-    for it, lam in enumerate(schedule):
-        mu, var, logit = _m_step(votes, R, a_in, beta_u, beta_a, lam=lam, min_var=min_var,
-                                 eps=eps, xp=xp)
-        if it + 1 == len(schedule):
-            break
-        log_ap = _log_weighted_density(votes, mu, var, logit, xp=xp)  # (n, n_in, t_out)
-        peak = to_children(xp.max(log_ap, axis=-1), "max")
-        peak = xp.where(xp.isfinite(peak), peak, xp.zeros_like(peak))  # uncovered children
-        shifted = xp.exp(log_ap - to_fields(peak))
-        total = to_children(xp.sum(shifted, axis=-1), "sum")
-        total = xp.where(total > 0, total, xp.ones_like(total))
-        R = shifted / to_fields(total)
-    return mu, xp.exp(_math.log_sigmoid(logit, xp=xp))
-
-
-def _device(x):
-    from ..._backend import device
-
-    return device(x)
 
 
 class ClassMatrixCaps(_EMOptions, Layer):
@@ -307,7 +273,7 @@ class ClassMatrixCaps(_EMOptions, Layer):
                  inverse_temperature=None, min_var=DEFAULT_MIN_VAR, eps=DEFAULT_EPS,
                  beta_per_pose=False, name="class_caps"):
         super().__init__(name=name)
-        self.n_classes = check_positive_int(n_classes, "n_classes")
+        self.n_classes = check_int(n_classes, name="n_classes", min_value=1, noun="int")
         self.coordinate_addition = bool(coordinate_addition)
         self._set_routing(n_iter, inverse_temperature, min_var, eps, beta_per_pose)
 
@@ -330,7 +296,8 @@ class ClassMatrixCaps(_EMOptions, Layer):
         b, h, w, t_in = (int(s) for s in act.shape)
         votes = _matrix_votes(pose, params["weight"], xp=xp)  # (b, h, w, t_in, n_cls, 16)
         if self.coordinate_addition:
-            votes = votes + coordinate_offsets(h, w, dtype=votes.dtype, device=_device(votes), xp=xp)
+            votes = votes + coordinate_offsets(h, w, dtype=votes.dtype,
+                                           device=device(votes), xp=xp)
         votes = xp.reshape(votes, (b, h * w * t_in, self.n_classes, POSE))
         return self._route(votes, xp.reshape(act, (b, h * w * t_in)), params, backend)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .._backend import device as _device
+
 
 def pad_hw(x, padding, *, xp):
     """Zero-pad axes 1 and 2 of an (batch, height, width, ...) array on both sides."""
@@ -13,12 +15,6 @@ def pad_hw(x, padding, *, xp):
     x = xp.concat([zrow, x, zrow], axis=1)
     zcol = xp.zeros((b, h + 2 * padding, padding) + rest, dtype=x.dtype, device=_device(x))
     return xp.concat([zcol, x, zcol], axis=2)
-
-
-def _device(x):
-    from ..._backend import device
-
-    return device(x)
 
 
 def patches(x, kernel, stride, *, xp):
