@@ -15,6 +15,8 @@ needs during one fit: the validated data, its namespace, the selected kernels):
   the algorithm has no per-iteration objective;
 - ``_change(prev_params, params, prev_score, score) -> float`` (default: score difference) and
   ``_converged(change) -> bool`` (default: ``abs(change) < tol``);
+- ``_effective_max_iter()`` (default: ``max_iter``) and ``_convergence_warning(change)``
+  (the warning's message, or None for none);
 - ``_run_score(fit_state, params, score) -> float``: what the best run is chosen by (default:
   the last score);
 - ``_get_parameters()``, ``_set_parameters(params)`` (the warm start reads the former),
@@ -63,7 +65,11 @@ class IterativeFit(BaseEstimator):
     def _run_score(self, fit_state, params, score):
         return score
 
+    def _effective_max_iter(self):
+        return self.max_iter
+
     def _convergence_warning(self, change):
+        """The ConvergenceWarning's message, or None for no warning."""
         return (
             "Best performing initialization did not converge. Try different init "
             "parameters, or increase max_iter, tol, or check for degenerate data."
@@ -75,6 +81,7 @@ class IterativeFit(BaseEstimator):
     # -- the loop ------------------------------------------------------------------------------
     def _fit_loop(self, fit_state):
         """Run the fit; returns the best run's :class:`FitResult` (parameters already set)."""
+        max_iter = self._effective_max_iter()
         do_init = not (self.warm_start and hasattr(self, "converged_"))
         n_init = self.n_init if do_init else 1
         random_state = check_random_state(self.random_state)
@@ -87,12 +94,12 @@ class IterativeFit(BaseEstimator):
                 else self._get_parameters()
             score = -math.inf if do_init else self._warm_score()
             history = []
-            if self.max_iter == 0:
+            if max_iter == 0:
                 best = FitResult(params, 0, -math.inf, [], False)
                 continue
             converged = False
             change = math.inf
-            for n_iter in range(1, self.max_iter + 1):
+            for n_iter in range(1, max_iter + 1):
                 prev_params, prev_score = params, score
                 params, score = self._iterate(fit_state, params)
                 if score is not None:
@@ -108,9 +115,9 @@ class IterativeFit(BaseEstimator):
                 best = FitResult(params, n_iter, run_score, history, converged)
                 self.converged_ = converged
                 last_change = change
-        if not self.converged_ and self.max_iter > 0:
-            warnings.warn(self._convergence_warning(last_change), ConvergenceWarning,
-                          stacklevel=3)
+        message = self._convergence_warning(last_change)
+        if not self.converged_ and max_iter > 0 and message is not None:
+            warnings.warn(message, ConvergenceWarning, stacklevel=3)
         self._set_parameters(best.params)
         self.n_iter_ = best.n_iter
         return best

@@ -8,10 +8,10 @@ Those live in private modules that may move between releases; they are imported 
 
 from __future__ import annotations
 
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Hidden, Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, validate_data
 
-__all__ = ["Interval", "StrOptions", "check_sample_weight", "validate_data"]
+__all__ = ["Hidden", "Interval", "StrOptions", "check_sample_weight", "validate_data"]
 
 
 def check_sample_weight(sample_weight, X, *, dtype):

@@ -1,59 +1,96 @@
 """What the two routing estimators share: input validation on any Array API namespace,
-standardisation, initial centres, the iteration loop with its stopping rule, and the ordering
-of the fitted clusters."""
+standardisation, initial centres, the fit driver's hooks with their stopping rule, and the
+ordering of the fitted clusters."""
 
 from __future__ import annotations
 
+import math
 import numbers
 import warnings
 
 import numpy as np
-from sklearn.base import (
-    BaseEstimator,
-    ClassNamePrefixFeaturesOutMixin,
-    ClusterMixin,
-    TransformerMixin,
-)
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted
+from sklearn.base import ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
 
 from .._backend import (
     array_namespace,
     device,
     is_array,
     is_numpy_namespace,
+    select_impl,
     to_numpy,
 )
-from .._config import BACKENDS, get_config
+from .._config import BACKENDS
 from .._lib.estimator_input import check_weight_xp, validate_X, validate_X_like_fit
+from .._lib.iterative_fit import IterativeFit
+from .._lib.sklearn_compat import Hidden, Interval, StrOptions, check_sample_weight
+from .._lib.validation import check_plain_array
 from ._initial_centres import kmeans_plusplus, random_rows
 
 
 class _RoutingClusteringBase(
-    ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, BaseEstimator
+    ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, IterativeFit
 ):
-    """Shared machinery; subclasses provide ``_start``, ``_step``, ``_finish`` and ``_assign``."""
+    """Shared machinery; subclasses provide ``_step_op`` (the routing-step operation),
+    ``_initial_params``, ``_iterate``, ``_run_score``, ``_end_state``, ``_permute`` and
+    ``_assign``. Every fit step is one routing iteration through the step kernel selected once
+    per fit: no validation and no copy inside the loop."""
 
     _parameter_constraints: dict = {
         "n_clusters": [Interval(numbers.Integral, 1, None, closed="left")],
-        "n_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "n_iter": [Interval(numbers.Integral, 1, None, closed="left"),
+                   Hidden(StrOptions({"deprecated"}))],
         "tol": [Interval(numbers.Real, 0, None, closed="left")],
+        "n_init": [Interval(numbers.Integral, 1, None, closed="left")],
         "init": [StrOptions({"k-means++", "random"}), "array-like"],
         "random_state": ["random_state"],
+        "warm_start": ["boolean"],
+        "verbose": ["verbose"],
+        "verbose_interval": [Interval(numbers.Integral, 1, None, closed="left")],
         "backend": [StrOptions(set(BACKENDS)), None],
     }
+
+    _change_label = "shift"
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.array_api_support = True
         return tags
 
-    # ------------------------------------------------------------------ validation
-    def _backend(self):
-        return get_config()["backend"] if self.backend is None else self.backend
+    # ------------------------------------------------------------------ options
+    def _effective_max_iter(self):
+        if isinstance(self.n_iter, str):  # "deprecated": not set
+            return self.max_iter
+        warnings.warn(
+            f"`n_iter` was renamed `max_iter` in caproute 0.2 and will be removed in 0.3; "
+            f"use max_iter={self.n_iter}.",
+            FutureWarning,
+            stacklevel=4,
+        )
+        return self.n_iter
 
+    def _change(self, prev_params, params, prev_score, score):
+        if prev_params["pose"] is None:  # the first iteration has nothing to compare with
+            return math.inf
+        diff = params["pose"] - prev_params["pose"]
+        xp = array_namespace(diff)
+        return float(xp.sum(diff * diff))
+
+    def _converged(self, change):
+        return change <= self.tol
+
+    def _convergence_warning(self, change):
+        max_iter = self.max_iter if isinstance(self.n_iter, str) else self.n_iter
+        if max_iter <= 1:  # one iteration has nothing to compare with
+            return None
+        return (
+            f"{type(self).__name__} did not converge after max_iter={max_iter} iterations: "
+            f"the parents moved by {change:.3g} (squared, in standardised units) > "
+            f"tol={self.tol}. Increase max_iter or tol."
+        )
+
+    # ------------------------------------------------------------------ validation
     def _validate_X(self, X, *, reset):
         return validate_X(self, X, reset=reset, backend=self._backend())
 
@@ -62,13 +99,12 @@ class _RoutingClusteringBase(
         n_samples = int(X.shape[0])
         if n_samples < self.n_clusters:
             raise ValueError(f"n_samples={n_samples} should be >= n_clusters={self.n_clusters}.")
+        check_plain_array(sample_weight, name="sample_weight")  # before NumPy drops its mask
         if is_array(sample_weight) and array_namespace(sample_weight) is not xp:
             # scikit-learn's rule for mixed inputs: everything follows X (one float per sample)
             sample_weight = to_numpy(sample_weight)
         if is_numpy_namespace(xp):
-            sample_weight = _check_sample_weight(
-                sample_weight, X, dtype=X.dtype, ensure_non_negative=True
-            )
+            sample_weight = check_sample_weight(sample_weight, X, dtype=X.dtype)
         else:
             sample_weight = check_weight_xp(sample_weight, X, xp)
         return X, xp, sample_weight
@@ -109,48 +145,59 @@ class _RoutingClusteringBase(
     # ------------------------------------------------------------------ fitting
     def _fit(self, X, sample_weight):
         self._validate_params()
-        X, xp, sample_weight = self._validate_fit_input(X, sample_weight)
-        rng = check_random_state(self.random_state)
-        # Isotropic standardisation: centre on the weighted mean and divide by one overall
-        # scale, so distances keep their geometry while the routing options become unit-free.
-        w = sample_weight / xp.max(sample_weight)
-        mean = xp.sum(xp.expand_dims(w, axis=1) * X, axis=0) / xp.sum(w)
-        diff = X - mean
-        scale = xp.sqrt(xp.sum(xp.expand_dims(w, axis=1) * diff * diff) / (xp.sum(w) * X.shape[1]))
-        if not float(scale) > 0:
-            scale = xp.ones_like(scale)
-        self._mean, self._scale = mean, scale
-        Z = diff / scale
+        fit_state = self._start_fit(X, sample_weight)
+        self._fit_loop(fit_state)
+        self._end_fit(fit_state)
+        return self
 
-        centres = self._initial_centres(Z, sample_weight, rng, xp=xp)
-        state = self._start(Z, w, centres, xp=xp)
-        converged, shift, n_done = False, float("inf"), 1
-        while n_done < self.n_iter:
-            prev = state["pose"]
-            state = self._step(Z, w, state, xp=xp)
-            n_done += 1
-            diff = state["pose"] - prev
-            shift = float(xp.sum(diff * diff))
-            if shift <= self.tol:
-                converged = True
-                break
-        self.n_iter_ = n_done
-        if not converged and self.n_iter > 1:
-            warnings.warn(
-                f"{type(self).__name__} did not converge after n_iter={self.n_iter} iterations: "
-                f"the parents moved by {shift:.3g} (squared, in standardised units) > "
-                f"tol={self.tol}. Increase n_iter or tol.",
-                ConvergenceWarning,
-                stacklevel=2,
+    def _start_fit(self, X, sample_weight):
+        warm = self.warm_start and hasattr(self, "converged_")
+        X, xp, sample_weight = self._validate_fit_input(X, sample_weight)
+        if not warm:
+            # Isotropic standardisation: centre on the weighted mean and divide by one overall
+            # scale, so distances keep their geometry while the routing options become
+            # unit-free. A warm start keeps the previous fit's units, which its parents live in.
+            w = sample_weight / xp.max(sample_weight)
+            mean = xp.sum(xp.expand_dims(w, axis=1) * X, axis=0) / xp.sum(w)
+            diff = X - mean
+            scale = xp.sqrt(
+                xp.sum(xp.expand_dims(w, axis=1) * diff * diff) / (xp.sum(w) * X.shape[1])
             )
-        self._finish(state, xp=xp)
+            if not float(scale) > 0:
+                scale = xp.ones_like(scale)
+            self._mean, self._scale = mean, scale
+        fit_state = {
+            "xp": xp,
+            "Z": (X - self._mean) / self._scale,
+            "sample_weight": sample_weight,
+            "w": sample_weight / xp.max(sample_weight),
+            # the routing-step kernel, chosen once per fit
+            "plan": select_impl(self._step_op, xp, self._backend()),
+        }
+        self._prepare_routing(fit_state)
+        return fit_state
+
+    def _initialize(self, fit_state, random_state):
+        xp = fit_state["xp"]
+        centres = self._initial_centres(fit_state["Z"], fit_state["sample_weight"],
+                                        random_state, xp=xp)
+        return self._initial_params(fit_state, centres)
+
+    def _get_parameters(self):
+        return self._state
+
+    def _set_parameters(self, params):
+        self._state = params
+
+    def _end_fit(self, fit_state):
+        xp, Z = fit_state["xp"], fit_state["Z"]
+        self._end_state(self._state, xp=xp)
         labels = xp.argmax(self._assign(Z, xp=xp), axis=1)
         self._reorder(labels, xp=xp)
         self.labels_ = xp.argmax(self._assign(Z, xp=xp), axis=1)
         self.active_clusters_ = self.activations_ > 0.5
         self.n_active_clusters_ = int(xp.sum(xp.astype(self.active_clusters_, xp.int64)))
         self._n_features_out = self.n_clusters
-        return self
 
     def _reorder(self, labels, *, xp):
         """Put the clusters that own training points first (keeping their order), so labels

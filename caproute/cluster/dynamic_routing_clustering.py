@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numbers
 
-from sklearn.utils._param_validation import Interval
+from .._backend import device
+from .._lib.sklearn_compat import Interval
 
-from ..routing import dynamic as _dyn
-from ..routing.dynamic import dynamic_routing
+from ..routing._dynamic_math import couplings
 from ._base import _RoutingClusteringBase
 
 
@@ -60,7 +60,7 @@ class DynamicRoutingClustering(_RoutingClusteringBase):
     ----------
     n_clusters : int, default=8
         Number of parent capsules (clusters).
-    n_iter : int, default=100
+    max_iter : int, default=100
         Maximum number of routing iterations.
     tol : float, default=1e-4
         Stop when the parents move by at most ``tol`` (sum of squared changes of ``v``).
@@ -77,6 +77,18 @@ default="k-means++"
         The squash's constant inside the square root (see :func:`caproute.dynamic_routing`).
     random_state : int, RandomState instance or None, default=None
         Seeds the initial centres.
+    n_init : int, default=1
+        Number of fits from different initial centres; the best one is kept (the largest
+        mean agreement of the points with the parents they route to).
+    warm_start : bool, default=False
+        Continue from the previous fit's parents (and its standardisation) instead of new
+        initial centres; ``n_init`` is then ignored.
+    verbose : int, default=0
+        Print progress: 1 each initialisation, 2 also the time and the change per iteration.
+    verbose_interval : int, default=10
+        Iterations between two progress lines.
+    n_iter : int
+        Deprecated name of ``max_iter`` (removed in 0.3).
     backend : {"auto", "numpy", "numba", "cupy"} or None, default=None
         Where routing runs (see :func:`caproute.set_config`); None takes the configured one.
 
@@ -93,7 +105,9 @@ default="k-means++"
     labels_ : array of shape (n_samples,)
         Cluster of each training point. Clusters owning training points come first.
     n_iter_ : int
-        Routing iterations run.
+        Routing iterations run by the best initialisation.
+    converged_ : bool
+        Whether the best initialisation converged before ``max_iter``.
     n_features_in_ : int
         Number of features seen in fit.
     feature_names_in_ : ndarray of shape (n_features_in_,)
@@ -128,23 +142,33 @@ default="k-means++"
         self,
         n_clusters=8,
         *,
-        n_iter=100,
+        max_iter=100,
         tol=1e-4,
         init="k-means++",
         concentration=10.0,
         leaky=False,
         eps=1e-8,
         random_state=None,
+        n_init=1,
+        warm_start=False,
+        verbose=0,
+        verbose_interval=10,
+        n_iter="deprecated",
         backend=None,
     ):
         self.n_clusters = n_clusters
-        self.n_iter = n_iter
+        self.max_iter = max_iter
         self.tol = tol
         self.init = init
         self.concentration = concentration
         self.leaky = leaky
         self.eps = eps
         self.random_state = random_state
+        self.n_init = n_init
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.verbose_interval = verbose_interval
+        self.n_iter = n_iter
         self.backend = backend
 
     def fit(self, X, y=None):
@@ -165,49 +189,49 @@ default="k-means++"
         """
         return self._fit(X, None)
 
-    def fit_predict(self, X, y=None):
-        """Fit, then return the training points' labels (the same as ``fit(X).predict(X)``).
+    _step_op = "dynamic_routing_step"
 
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Training points: a NumPy array or array-like, or an array of any Array API
-            library (array_api_strict, CuPy), whose namespace the fitted attributes keep.
-        y : Ignored
-            Not used, present for API consistency.
-
-        Returns
-        -------
-        labels : array of shape (n_samples,)
-            Cluster labels.
-        """
-        return self.fit(X).labels_
-
-    def _route(self, U, logits, n_iter):
-        v, c = dynamic_routing(
-            U, n_iter, leaky=self.leaky, eps=self.eps, initial_logits=logits,
-            return_coupling=True, backend=self._backend(),
-        )
-        return v[0, ...], c[0, ...]
-
-    def _start(self, Z, w, centres, *, xp):
-        n, d1 = Z.shape[0], Z.shape[1] + 1
-        u = self.concentration * xp.expand_dims(w, axis=1) * _lift(Z, xp=xp)  # (n, d+1)
+    def _prepare_routing(self, fit_state):
+        xp, Z = fit_state["xp"], fit_state["Z"]
+        n, d1 = int(Z.shape[0]), int(Z.shape[1]) + 1
+        u = self.concentration * xp.expand_dims(fit_state["w"], axis=1) * _lift(Z, xp=xp)
+        fit_state["u"] = u  # (n, d + 1)
         # every child casts the same vote for every parent: a broadcast view, not a copy
-        U = xp.broadcast_to(xp.reshape(u, (1, n, 1, d1)), (1, n, self.n_clusters, d1))
-        D = _lift(centres, xp=xp)  # the logits are always u_i . D_j for this D
-        v, c = self._route(U, xp.reshape(xp.matmul(u, xp.permute_dims(D, (1, 0))), (1, n, -1)), 1)
-        return {"pose": v, "c": c, "D": D, "U": U}
+        fit_state["U"] = xp.broadcast_to(xp.reshape(u, (1, n, 1, d1)), (1, n, self.n_clusters, d1))
 
-    def _step(self, Z, w, state, *, xp):
-        tiny = float(xp.finfo(Z.dtype).smallest_normal)
-        # log(c) differs from the logits by a per-child constant, which the softmax ignores;
-        # the first of the two iterations recomputes the previous parents, the second moves on
-        logits = xp.expand_dims(xp.log(xp.maximum(state["c"], tiny)), axis=0)
-        v, c = self._route(state["U"], logits, 2)
-        return {"pose": v, "c": c, "D": state["D"] + state["pose"], "U": state["U"]}
+    def _initial_params(self, fit_state, centres):
+        xp = fit_state["xp"]
+        D = _lift(centres, xp=xp)
+        v = xp.zeros((1, *D.shape), dtype=D.dtype, device=device(D))
+        # the logits are always u_i . D_j, where D starts at the lifted centres (as if those
+        # had been the parents' previous outputs) and adds every iteration's parents
+        return {"D": D, "v": v, "logits": None, "c": None, "pose": None}
 
-    def _finish(self, state, *, xp):
+    def _iterate(self, fit_state, params):
+        xp, plan = fit_state["xp"], fit_state["plan"]
+        logits = params["logits"]
+        if logits is None:
+            n = int(fit_state["u"].shape[0])
+            D = params["D"]
+            logits = xp.reshape(xp.matmul(fit_state["u"], xp.permute_dims(D, (1, 0))), (1, n, -1))
+        v, c, logits = plan.func(fit_state["U"], logits, params["v"], bias=None,
+                                 leaky=self.leaky, eps=self.eps, xp=plan.xp)
+        return {"D": params["D"] + params["v"][0, ...], "v": v, "logits": logits, "c": c,
+                "pose": v[0, ...]}, None
+
+    def _run_score(self, fit_state, params, score):
+        """Mean agreement: each point's coupling-weighted cosine with the parents' directions."""
+        xp = fit_state["xp"]
+        v = params["pose"]
+        direction = v / xp.maximum(xp.sqrt(xp.sum(v * v, axis=1, keepdims=True)), self.eps)
+        cosine = xp.matmul(_lift(fit_state["Z"], xp=xp), xp.permute_dims(direction, (1, 0)))
+        return float(xp.mean(xp.sum(params["c"][0, ...] * cosine, axis=1)))
+
+    def _get_parameters(self):
+        # a warm start continues from the parents; the logits follow from them and the data
+        return {**self._state, "logits": None, "c": None, "pose": None}
+
+    def _end_state(self, state, *, xp):
         v = state["pose"]
         length = xp.sqrt(xp.sum(v * v, axis=1, keepdims=True))
         self._D = state["D"]
@@ -219,9 +243,10 @@ default="k-means++"
     def _permute(self, order, *, xp):
         self._D = xp.take(self._D, order, axis=0)
         self._v = xp.take(self._v, order, axis=0)
+        self._state = {**self._state, "D": self._D, "v": xp.expand_dims(self._v, axis=0)}
         self.cluster_centers_ = xp.take(self.cluster_centers_, order, axis=0)
         self.activations_ = xp.take(self.activations_, order, axis=0)
 
     def _assign(self, Z, *, xp):
         logits = self.concentration * xp.matmul(_lift(Z, xp=xp), xp.permute_dims(self._D, (1, 0)))
-        return _dyn._couplings(logits, leaky=self.leaky, xp=xp)
+        return couplings(logits, leaky=self.leaky, xp=xp)

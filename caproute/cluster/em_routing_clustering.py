@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numbers
 
-from sklearn.utils._param_validation import Interval
+from .._lib.sklearn_compat import Interval
 
 from .._backend import array_namespace, device
-from .._lib import stable_math as _math
-from ..routing import em_routing as _em
-from ..routing.em_routing import em_routing
+from ..routing import _em_math
+from ..routing._options import DEFAULT_EM_EPS, broadcast_param
 from ._base import _RoutingClusteringBase
 
 
@@ -51,7 +50,7 @@ class EMRoutingClustering(_RoutingClusteringBase):
     ----------
     n_clusters : int, default=8
         Number of parent capsules (clusters).
-    n_iter : int, default=100
+    max_iter : int, default=100
         Maximum number of routing iterations (M-steps).
     tol : float, default=1e-4
         Stop when the parents' means move by at most ``tol`` (sum of squared changes, in
@@ -69,6 +68,18 @@ default="k-means++"
         Added to every variance (standardised units).
     random_state : int, RandomState instance or None, default=None
         Seeds the initial centres.
+    n_init : int, default=1
+        Number of fits from different initial centres; the best one is kept (the largest
+        mean log agreement of the points).
+    warm_start : bool, default=False
+        Continue from the previous fit's parents (and its standardisation) instead of new
+        initial centres; ``n_init`` is then ignored.
+    verbose : int, default=0
+        Print progress: 1 each initialisation, 2 also the time and the change per iteration.
+    verbose_interval : int, default=10
+        Iterations between two progress lines.
+    n_iter : int
+        Deprecated name of ``max_iter`` (removed in 0.3).
     backend : {"auto", "numpy", "numba", "cupy"} or None, default=None
         Where routing runs (see :func:`caproute.set_config`); None takes the configured one.
 
@@ -88,7 +99,9 @@ default="k-means++"
         Cluster of each training point (from a final E-step, so ``fit(X).predict(X)`` equals
         ``labels_``). Clusters owning training points come first.
     n_iter_ : int
-        Routing iterations run.
+        Routing iterations run by the best initialisation.
+    converged_ : bool
+        Whether the best initialisation converged before ``max_iter``.
     n_features_in_ : int
         Number of features seen in fit.
     feature_names_in_ : ndarray of shape (n_features_in_,)
@@ -124,7 +137,7 @@ default="k-means++"
         self,
         n_clusters=8,
         *,
-        n_iter=100,
+        max_iter=100,
         tol=1e-4,
         init="k-means++",
         beta_u=0.0,
@@ -132,10 +145,15 @@ default="k-means++"
         inverse_temperature=1.0,
         min_var=1e-3,
         random_state=None,
+        n_init=1,
+        warm_start=False,
+        verbose=0,
+        verbose_interval=10,
+        n_iter="deprecated",
         backend=None,
     ):
         self.n_clusters = n_clusters
-        self.n_iter = n_iter
+        self.max_iter = max_iter
         self.tol = tol
         self.init = init
         self.beta_u = beta_u
@@ -143,6 +161,11 @@ default="k-means++"
         self.inverse_temperature = inverse_temperature
         self.min_var = min_var
         self.random_state = random_state
+        self.n_init = n_init
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.verbose_interval = verbose_interval
+        self.n_iter = n_iter
         self.backend = backend
 
     def fit(self, X, y=None, sample_weight=None):
@@ -166,67 +189,56 @@ default="k-means++"
         """
         return self._fit(X, sample_weight)
 
-    def fit_predict(self, X, y=None, sample_weight=None):
-        """Fit, then return the training points' labels (the same as ``fit(X).predict(X)``).
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Training points: a NumPy array or array-like, or an array of any Array API
-            library (array_api_strict, CuPy), whose namespace the fitted attributes keep.
-        y : Ignored
-            Not used, present for API consistency.
-        sample_weight : array-like of shape (n_samples,), default=None
-            Non-negative weights, the children's activations.
-
-        Returns
-        -------
-        labels : array of shape (n_samples,)
-            Cluster labels.
-        """
-        return self.fit(X, sample_weight=sample_weight).labels_
+    _step_op = "em_routing_step"
 
     def _votes(self, Z, *, xp):
         n, d = Z.shape
         return xp.broadcast_to(xp.reshape(Z, (1, n, 1, d)), (1, n, self.n_clusters, d))
 
-    def _route(self, state, R, n_iter):
-        pose, act, R = em_routing(
-            state["V"], state["a"], state["beta_u"], state["beta_a"], n_iter,
-            inverse_temperature=state["lam"], min_var=self.min_var, initial_assignments=R,
-            return_assignments=True, backend=self._backend(),
-        )
-        return {**state, "pose": pose[0, ...], "R": R}
-
-    def _start(self, Z, w, centres, *, xp):
-        K, d = self.n_clusters, Z.shape[1]
-        V = self._votes(Z, xp=xp)
-        ones = xp.ones((1, K, d), dtype=Z.dtype, device=device(Z))
-        zeros = xp.zeros((1, K), dtype=Z.dtype, device=device(Z))
-        R0, _ = _em._e_step(V, xp.expand_dims(centres, axis=0), ones, zeros, xp=xp)
+    def _prepare_routing(self, fit_state):
+        xp, Z, w = fit_state["xp"], fit_state["Z"], fit_state["w"]
+        K, d = self.n_clusters, int(Z.shape[1])
+        V = self._votes(Z, xp=xp)  # every child casts the same vote: a broadcast view
         # em_routing's logit is lam * (beta_a - cost) with cost in units of summed activation;
         # measuring it per average cluster mass m means lam / m and beta_a * m
         mass_unit = float(xp.sum(w)) / K
-        beta_u = _em._as_param(self.beta_u, name="beta_u", like=V, xp=xp, shapes=[(K, d), (K,)])
-        beta_a = _em._as_param(self.beta_a, name="beta_a", like=V, xp=xp, shapes=[(K,)])
-        state = {
-            "V": V, "a": xp.expand_dims(w, axis=0), "lam": self.inverse_temperature / mass_unit,
-            "beta_u": beta_u, "beta_a": beta_a * mass_unit,
-        }
-        return self._route(state, R0, 1)
+        beta_u = broadcast_param(self.beta_u, name="beta_u", like=V, xp=xp, shapes=[(K, d), (K,)])
+        beta_a = broadcast_param(self.beta_a, name="beta_a", like=V, xp=xp, shapes=[(K,)])
+        fit_state.update(V=V, a=xp.expand_dims(w, axis=0), beta_u=beta_u,
+                         beta_a=beta_a * mass_unit, lam=self.inverse_temperature / mass_unit)
 
-    def _step(self, Z, w, state, *, xp):
-        return self._route(state, state["R"], 2)
+    def _initial_params(self, fit_state, centres):
+        xp, Z = fit_state["xp"], fit_state["Z"]
+        K, d = self.n_clusters, int(Z.shape[1])
+        # unit-variance Gaussians at the centres with equal activations: the first iteration's
+        # E-step against them gives the first assignments
+        return {"mu": xp.expand_dims(centres, axis=0),
+                "var": xp.ones((1, K, d), dtype=Z.dtype, device=device(Z)),
+                "logit": xp.zeros((1, K), dtype=Z.dtype, device=device(Z)),
+                "log_norm": None, "pose": None}
 
-    def _finish(self, state, *, xp):
-        # the final parents, from the same M-step that em_routing ran on the final assignments
-        self._mu, self._var, self._logit = _em._m_step(
-            state["V"], state["R"], state["a"], state["beta_u"], state["beta_a"],
-            lam=state["lam"], min_var=self.min_var, eps=_em.DEFAULT_EPS, xp=xp,
+    def _iterate(self, fit_state, params):
+        plan, s = fit_state["plan"], fit_state
+        mu, var, logit, _, log_norm = plan.func(
+            s["V"], s["a"], params["mu"], params["var"], params["logit"], s["beta_u"],
+            s["beta_a"], lam=s["lam"], min_var=self.min_var, eps=DEFAULT_EM_EPS, xp=plan.xp,
         )
+        return {"mu": mu, "var": var, "logit": logit, "log_norm": log_norm,
+                "pose": mu[0, ...]}, None
+
+    def _run_score(self, fit_state, params, score):
+        """Mean log agreement of the points in the last iteration's E-step."""
+        xp = fit_state["xp"]
+        return float(xp.mean(params["log_norm"]))
+
+    def _get_parameters(self):
+        return {**self._state, "log_norm": None, "pose": None}
+
+    def _end_state(self, state, *, xp):
+        self._mu, self._var, self._logit = state["mu"], state["var"], state["logit"]
         self.cluster_centers_ = self._mu[0, ...] * self._scale + self._mean
         self.cluster_variances_ = self._var[0, ...] * (self._scale * self._scale)
-        self.activations_ = xp.exp(_math.log_sigmoid(self._logit[0, ...], xp=xp))
+        self.activations_ = _em_math.activation(self._logit[0, ...], xp=xp)
 
     def _permute(self, order, *, xp):
         self._mu = xp.take(self._mu, order, axis=1)
@@ -234,9 +246,10 @@ default="k-means++"
         self._logit = xp.take(self._logit, order, axis=1)
         for name in ("cluster_centers_", "cluster_variances_", "activations_"):
             setattr(self, name, xp.take(getattr(self, name), order, axis=0))
+        self._state = {**self._state, "mu": self._mu, "var": self._var, "logit": self._logit}
 
     def _e_step(self, Z, *, xp):
-        return _em._e_step(self._votes(Z, xp=xp), self._mu, self._var, self._logit, xp=xp)
+        return _em_math.e_step(self._votes(Z, xp=xp), self._mu, self._var, self._logit, xp=xp)
 
     def _assign(self, Z, *, xp):
         return self._e_step(Z, xp=xp)[0][0, ...]

@@ -10,7 +10,7 @@ from sklearn.metrics import adjusted_rand_score
 
 import caproute as cr
 from caproute.cluster import DynamicRoutingClustering, EMRoutingClustering
-from tests.conftest import as_xp
+from tests._helpers import as_xp
 
 ESTIMATORS = [DynamicRoutingClustering, EMRoutingClustering]
 
@@ -37,8 +37,8 @@ def test_reproducible_with_random_state(Estimator):
     b = Estimator(n_clusters=5, random_state=7).fit(X)
     np.testing.assert_array_equal(a.labels_, b.labels_)
     np.testing.assert_array_equal(a.cluster_centers_, b.cluster_centers_)
-    c = Estimator(n_clusters=5, random_state=8, n_iter=1).fit(X)
-    d = Estimator(n_clusters=5, random_state=7, n_iter=1).fit(X)
+    c = Estimator(n_clusters=5, random_state=8, max_iter=1).fit(X)
+    d = Estimator(n_clusters=5, random_state=7, max_iter=1).fit(X)
     assert not np.allclose(c.cluster_centers_, d.cluster_centers_)
 
 
@@ -82,41 +82,91 @@ def test_leaky_dynamic_routing_lets_outliers_route_nowhere():
     assert couplings[-1].sum() < couplings[:5].sum(axis=1).min()
 
 
-def test_routes_through_the_public_routing_functions(Estimator, monkeypatch):
-    """The estimators iterate caproute's routing functions; they keep no copy of the math."""
-    import caproute.cluster.dynamic as dyn_mod
-    import caproute.cluster.em as em_mod
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_one_routing_iteration_per_fit_step(Estimator, backend, monkeypatch):
+    """Every fit step is one call of the routing-step kernel chosen once per fit: the public
+    (validating) routing functions are never called, and nothing re-selects the kernel."""
+    import caproute._backend.dispatch as dispatch
+    import caproute.routing as routing
 
-    module, name = (dyn_mod, "dynamic_routing") if Estimator is DynamicRoutingClustering else (em_mod, "em_routing")
-    real = getattr(module, name)
-    calls = []
+    op = "dynamic_routing_step" if Estimator is DynamicRoutingClustering else "em_routing_step"
+    real_select = dispatch.select_impl
+    selections, step_calls = [], []
 
-    def spy(*args, **kwargs):
-        calls.append(args[1] if len(args) > 1 and name == "dynamic_routing" else args[4])
-        return real(*args, **kwargs)
+    def counting_select(name, xp, backend=None):
+        plan = real_select(name, xp, backend)
+        selections.append((name, plan.impl))
+        if name != op:
+            return plan
 
-    monkeypatch.setattr(module, name, spy)
+        def counted(*args, **kwargs):
+            step_calls.append(args[0].shape)
+            return plan.func(*args, **kwargs)
+
+        return dispatch.Plan(plan.impl, plan.xp, counted, plan.move_to_device)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a fit step went through a public routing function")
+
+    monkeypatch.setattr("caproute.cluster._base.select_impl", counting_select)
+    for name in ("dynamic_routing", "em_routing", "dense_dynamic_routing"):
+        monkeypatch.setattr(routing, name, forbidden)
+        monkeypatch.setattr(cr, name, forbidden)
     X, _ = _blobs(n=100)
-    est = Estimator(n_clusters=4, random_state=0).fit(X)
-    assert len(calls) == est.n_iter_
-    assert calls[0] == 1 and all(n == 2 for n in calls[1:])
+    est = Estimator(n_clusters=4, random_state=0, backend=backend).fit(X)
+    assert selections == [(op, {"numpy": "reference", "numba": "numba"}[backend])]
+    assert len(step_calls) == est.n_iter_ > 1
+
+
+def test_warm_start_continues_where_the_fit_stopped(Estimator):
+    X, _ = _blobs(n=200, std=1.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        once = Estimator(n_clusters=4, random_state=0, max_iter=10, tol=0.0).fit(X)
+        warm = Estimator(n_clusters=4, random_state=0, max_iter=5, tol=0.0, warm_start=True)
+        warm.fit(X)
+        warm.fit(X)
+    assert warm.n_iter_ == 5
+    np.testing.assert_allclose(warm.cluster_centers_, once.cluster_centers_, rtol=1e-6)
+
+
+def test_n_init_runs_and_verbose_output(Estimator, capsys):
+    X, _ = _blobs(n=200, std=1.5)
+    est = Estimator(n_clusters=4, random_state=0, n_init=3, verbose=2, verbose_interval=1).fit(X)
+    out = capsys.readouterr().out
+    assert [line for line in out.splitlines() if line.startswith("Initialization ")][::2] == [
+        "Initialization 0", "Initialization 1", "Initialization 2"]
+    assert "shift" in out and "Initialization converged." in out
+    again = Estimator(n_clusters=4, random_state=0, n_init=3).fit(X)
+    np.testing.assert_array_equal(est.labels_, again.labels_)
+
+
+def test_n_iter_is_deprecated_for_max_iter(Estimator):
+    X, _ = _blobs(n=100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        with pytest.warns(FutureWarning, match=r"`n_iter` was renamed `max_iter` in caproute 0\.2"):
+            old = Estimator(n_clusters=4, random_state=0, tol=0.0, n_iter=3).fit(X)
+        new = Estimator(n_clusters=4, random_state=0, tol=0.0, max_iter=3).fit(X)
+    assert old.n_iter_ == new.n_iter_ == 3
+    np.testing.assert_array_equal(old.cluster_centers_, new.cluster_centers_)
 
 
 def test_convergence_warning_and_tolerance(Estimator):
     X, _ = make_blobs(n_samples=200, centers=4, cluster_std=2.5, random_state=2)
-    with pytest.warns(ConvergenceWarning, match=rf"{Estimator.__name__} did not converge after n_iter=2 iterations"):
-        est = Estimator(n_clusters=4, n_iter=2, tol=0.0, random_state=0).fit(X)
+    with pytest.warns(ConvergenceWarning, match=rf"{Estimator.__name__} did not converge after max_iter=2 iterations"):
+        est = Estimator(n_clusters=4, max_iter=2, tol=0.0, random_state=0).fit(X)
     assert est.n_iter_ == 2
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
-        loose = Estimator(n_clusters=4, n_iter=300, tol=1e-3, random_state=0).fit(X)
+        loose = Estimator(n_clusters=4, max_iter=300, tol=1e-3, random_state=0).fit(X)
     assert 1 < loose.n_iter_ < 300
 
 
 def test_init_array_is_used(Estimator):
     X, y = _blobs(n=200)
     init = np.array([[6.0, 6.0], [0.0, 0.0], [6.0, 0.0], [0.0, 6.0]])
-    est = Estimator(n_clusters=4, init=init, n_iter=50).fit(X)
+    est = Estimator(n_clusters=4, init=init, max_iter=50).fit(X)
     # the clusters keep the order of the initial centres they grew from
     np.testing.assert_allclose(est.cluster_centers_, init, atol=0.3)
     with pytest.raises(ValueError, match=re.escape("The shape of the initial centers (3, 2) does not match")):
@@ -134,7 +184,7 @@ def test_labels_are_consecutive_from_zero(Estimator):
     X = np.repeat(np.array([[0.0, 0.0], [5.0, 5.0], [0.0, 5.0]]), 10, axis=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        est = Estimator(n_clusters=6, random_state=0, n_iter=20).fit(X)
+        est = Estimator(n_clusters=6, random_state=0, max_iter=20).fit(X)
     used = np.unique(est.labels_)
     np.testing.assert_array_equal(used, np.arange(used.size))
     assert used.size == 3
@@ -156,8 +206,8 @@ def test_em_sample_weight_acts_as_repetition_with_fixed_init():
     X = rng.rand(15, 4)
     sw = rng.randint(0, 5, size=15)
     init = X[np.flatnonzero(sw)[:3]]
-    weighted = EMRoutingClustering(n_clusters=3, init=init, n_iter=30).fit(X, sample_weight=sw)
-    repeated = EMRoutingClustering(n_clusters=3, init=init, n_iter=30).fit(np.repeat(X, sw, axis=0))
+    weighted = EMRoutingClustering(n_clusters=3, init=init, max_iter=30).fit(X, sample_weight=sw)
+    repeated = EMRoutingClustering(n_clusters=3, init=init, max_iter=30).fit(np.repeat(X, sw, axis=0))
     np.testing.assert_allclose(weighted.cluster_centers_, repeated.cluster_centers_, rtol=1e-10)
     np.testing.assert_allclose(weighted.activations_, repeated.activations_, rtol=1e-10)
     np.testing.assert_array_equal(weighted.predict(X), repeated.predict(X))
@@ -216,6 +266,8 @@ def test_bad_input_matches_scikit_learn(Estimator, X, n_clusters):
     [
         ({"n_clusters": 0}, r"The 'n_clusters' parameter of {name} must be an int in the range \[1, inf\)\. Got 0 instead\."),
         ({"n_iter": 0}, r"The 'n_iter' parameter of {name} must be an int in the range \[1, inf\)\. Got 0 instead\."),
+        ({"max_iter": 0}, r"The 'max_iter' parameter of {name} must be an int in the range \[1, inf\)\. Got 0 instead\."),
+        ({"n_init": 0}, r"The 'n_init' parameter of {name} must be an int in the range \[1, inf\)\. Got 0 instead\."),
         ({"tol": -1.0}, r"The 'tol' parameter of {name} must be a float in the range \[0\.0, inf\)\. Got -1\.0 instead\."),
         ({"init": "kmeans"}, r"The 'init' parameter of {name} must be a str among"),
         ({"backend": "torch"}, r"The 'backend' parameter of {name} must be a str among"),
@@ -249,7 +301,6 @@ def test_backend_option_is_honoured(Estimator, monkeypatch):
         seen.append(backend)
         return real(op, xp, backend)
 
-    monkeypatch.setattr("caproute.routing.dynamic.select_impl", spy)
-    monkeypatch.setattr("caproute.routing.em.select_impl", spy)
+    monkeypatch.setattr("caproute.cluster._base.select_impl", spy)
     Estimator(n_clusters=2, backend="numpy", random_state=0).fit(X)
     assert seen and set(seen) == {"numpy"}

@@ -18,7 +18,7 @@ def _expected_failed_checks(estimator):
 
 
 @parametrize_with_checks(
-    [DynamicRoutingClustering(n_iter=20), EMRoutingClustering(n_iter=20)],
+    [DynamicRoutingClustering(max_iter=20), EMRoutingClustering(max_iter=20)],
     expected_failed_checks=_expected_failed_checks,
 )
 def test_sklearn_compatible(estimator, check):
