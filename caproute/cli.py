@@ -112,7 +112,7 @@ def _convert_torch(args):
     except ImportError:
         raise ImportError("convert-torch needs PyTorch (pip install torch); caproute itself "
                           "never imports it.") from None
-    from .models.safetensors import save_file
+    from .models.weights_file import save_file
 
     obj = torch.load(args.source, map_location="cpu", weights_only=True)
     for key in ("state_dict", "model_state_dict", "model"):

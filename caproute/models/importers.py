@@ -21,7 +21,7 @@ import numpy as np
 
 from .architectures import capsnet
 from .errors import WeightsFileError, WeightsMismatchError
-from .safetensors import load_file
+from .weights_file import load_file
 
 
 def torch_conv_to_hwio(weight):

@@ -7,7 +7,7 @@ import json
 from .._version import version_string
 from .errors import WeightsFileError
 from .model import Model
-from .safetensors import load_file, save_file
+from .weights_file import load_file, save_file
 
 ARCHITECTURE_KEY = "caproute_model"
 

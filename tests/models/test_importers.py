@@ -10,7 +10,7 @@ import pytest
 
 from caproute import models
 from caproute.models import WeightsMismatchError
-from caproute.models.safetensors import save_file
+from caproute.models.weights_file import save_file
 
 from . import reference as ref
 
