@@ -1,7 +1,3 @@
-"""The package version, in one place."""
+"""The package version, in one place (pyproject.toml reads it from here)."""
 
-__version__ = "0.1.0.dev0"
-
-
-def version_string():
-    return __version__
+__version__ = "0.2.0.dev0"

@@ -126,7 +126,7 @@ def resolve_backend(xp, backend=None):
         if not numba_available():
             raise ImportError(
                 "backend='numba' needs Numba, which is not installed: "
-                "pip install 'caproute[numba]' (or pip install numba)."
+                "pip install numba."
             )
     return backend, xp, False
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .._version import version_string
+from .._version import __version__
 from .errors import WeightsFileError
 from .model import Model
 from .weights_file import load_file, save_file
@@ -38,7 +38,7 @@ def save(model, path, *, metadata=None):
         raise TypeError(f"`model` must be a caproute.models.Model; got {type(model).__name__}.")
     meta = {str(k): str(v) for k, v in (metadata or {}).items()}
     meta[ARCHITECTURE_KEY] = json.dumps(model.get_config())
-    meta["caproute_version"] = version_string()
+    meta["caproute_version"] = __version__
     save_file(path, model.get_weights(), meta)
 
 
