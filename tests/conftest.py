@@ -1,24 +1,23 @@
-"""Shared fixtures: the ``xp`` namespaces every test runs over, dtypes and tolerances."""
+"""Shared fixtures: the ``xp`` namespaces every test runs over, and dtypes.
+
+Helpers tests import (``as_xp``, ``requires_gpu``, tolerances, ``assert_close``) live in
+``tests/_helpers.py``. ``SCIPY_ARRAY_API=1`` is set in the root ``conftest.py``, before doctest
+collection of ``caproute`` can import SciPy.
+"""
 
 import os
 
-# scikit-learn's Array API estimator checks need SciPy's Array API mode, which SciPy reads once
-# at import: set it before anything imports SciPy.
-os.environ.setdefault("SCIPY_ARRAY_API", "1")
+import numpy as np
+import pytest
+from hypothesis import settings
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from hypothesis import settings  # noqa: E402
+from tests._helpers import _CUPY, _CUPY_REASON
 
 # The same examples on every run and machine (CI included): a failure is reproducible, not luck.
 # HYPOTHESIS_PROFILE=explore draws fresh random examples instead.
 settings.register_profile("default", derandomize=True, deadline=None)
 settings.register_profile("explore", derandomize=False, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
-
-from caproute._backend import cupy_status  # noqa: E402
-
-_CUPY, _CUPY_REASON = cupy_status()
 
 XP_PARAMS = [
     pytest.param("numpy", id="numpy"),
@@ -55,22 +54,3 @@ def xp(request):
 @pytest.fixture(params=["float32", "float64"])
 def dtype(request):
     return request.param
-
-
-def rtol_for(dtype):
-    """Relative tolerance for comparing a result of ``dtype`` with a float64 oracle."""
-    return {"float32": 2e-5, "float64": 1e-11}[str(np.dtype(dtype))]
-
-
-def atol_for(dtype):
-    return {"float32": 1e-6, "float64": 1e-13}[str(np.dtype(dtype))]
-
-
-def as_xp(a, xp, dtype=None):
-    """A NumPy array as an array of ``xp`` (optionally cast to ``dtype``)."""
-    a = np.asarray(a, dtype=dtype)
-    return xp.asarray(a)
-
-
-def requires_gpu():
-    return pytest.mark.skipif(_CUPY is None, reason=f"no usable CUDA device: {_CUPY_REASON}")

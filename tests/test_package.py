@@ -1,9 +1,6 @@
 """Package-level promises: light import, public names, to_numpy, docstrings with examples."""
 
-import doctest
-import importlib
 import inspect
-import pkgutil
 import subprocess
 import sys
 
@@ -59,22 +56,7 @@ def test_public_functions_have_numpydoc_with_examples(name, func):
         assert "\nParameters\n" in doc, f"{name} lacks a Parameters section"
 
 
-def _modules():
-    for info in pkgutil.walk_packages(cr.__path__, "caproute."):
-        if ".kernels." in info.name:
-            continue  # kernels import numba/cupy and carry no doctests
-        yield info.name
-
-
-@pytest.mark.parametrize("module_name", list(_modules()))
-def test_docstring_examples_run(module_name):
-    module = importlib.import_module(module_name)
-    finder = doctest.DocTestFinder()
-    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    for test in finder.find(module, module_name):
-        runner.run(test)
-    result = runner.summarize(verbose=False)
-    assert result.failed == 0, f"{result.failed} doctest(s) failed in {module_name}"
+# The Examples sections run as doctests through pytest's --doctest-modules (pyproject.toml).
 
 
 def test_readme_example_runs():

@@ -2,6 +2,7 @@
 
 from .dispatch import CAPABILITIES, Plan, adopt, capabilities, numba_available, resolve_backend, select_impl
 from .namespace import (
+    Array,
     BackendUnavailableError,
     array_namespace,
     cupy_namespace,
@@ -11,11 +12,14 @@ from .namespace import (
     is_cupy_namespace,
     is_numpy_namespace,
     numpy_namespace,
+    overflow_quiet,
+    plain_array_problem,
     to_device,
     to_numpy,
 )
 
 __all__ = [
+    "Array",
     "CAPABILITIES",
     "BackendUnavailableError",
     "Plan",
@@ -30,6 +34,8 @@ __all__ = [
     "is_numpy_namespace",
     "numba_available",
     "numpy_namespace",
+    "overflow_quiet",
+    "plain_array_problem",
     "resolve_backend",
     "select_impl",
     "to_device",

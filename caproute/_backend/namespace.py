@@ -6,12 +6,15 @@ or when the user asks for the ``"cupy"`` backend, so ``import caproute`` never l
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from typing import Any, TypeAlias
 
 import array_api_compat
 import numpy as np
 
 __all__ = [
+    "Array",
     "array_namespace",
     "device",
     "is_array",
@@ -21,7 +24,13 @@ __all__ = [
     "cupy_namespace",
     "to_device",
     "to_numpy",
+    "overflow_quiet",
+    "plain_array_problem",
 ]
+
+
+#: An array of any Array API library (NumPy, CuPy, array_api_strict, ...), for type hints.
+Array: TypeAlias = Any
 
 
 class BackendUnavailableError(RuntimeError):
@@ -31,6 +40,39 @@ class BackendUnavailableError(RuntimeError):
 def is_array(x):
     """True for an array object of any library that implements the Array API."""
     return array_api_compat.is_array_api_obj(x)
+
+
+def plain_array_problem(x, name):
+    """Why ``x`` cannot stand for a plain array of its library, or None when it can.
+
+    Two NumPy subclasses pass as NumPy arrays but do not mean what their values say: a masked
+    array (every Array API function sees the data under the mask and ignores the mask) and
+    ``numpy.matrix`` (always 2-D; ``*`` and indexing differ). The answer is a sentence naming
+    the cure, with ``name`` as the argument's name, e.g. "got numpy.matrix; use np.asarray(X)".
+    """
+    if isinstance(x, np.ma.MaskedArray):
+        return (
+            "got a numpy.ma.MaskedArray (its mask would be ignored). Fill the masked entries "
+            f"(e.g. {name}.filled(0.0)) or remove them first"
+        )
+    if isinstance(x, np.matrix):
+        return f"got numpy.matrix; use np.asarray({name})"
+    return None
+
+
+def overflow_quiet(x):
+    """A context manager that hides NumPy's overflow/invalid warnings of reductions over ``x``.
+
+    ``np.errstate`` is per thread (thread-local state; a context variable since NumPy 2),
+    unlike ``warnings.catch_warnings``, which swaps the process-wide filters. Arrays that NumPy
+    computes -- NumPy's own and array_api_strict's, which wraps NumPy -- get it; other
+    libraries (CuPy, torch) never warn, so they get a no-op context.
+    """
+    if array_api_compat.is_numpy_array(x) or (
+        is_array(x) and array_api_compat.is_array_api_strict_namespace(array_namespace(x))
+    ):
+        return np.errstate(over="ignore", invalid="ignore")
+    return contextlib.nullcontext()
 
 
 def array_namespace(*arrays):

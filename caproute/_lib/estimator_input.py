@@ -21,6 +21,7 @@ from .._backend import (
     to_device,
     to_numpy,
 )
+from .validation import check_plain_array
 
 
 def validate_X(est, X, *, reset, backend, ensure_min_samples=1):
@@ -28,6 +29,7 @@ def validate_X(est, X, *, reset, backend, ensure_min_samples=1):
 
     With ``backend="cupy"``, host input is moved to the GPU (the one place it happens).
     """
+    check_plain_array(X, name="X")
     if is_array(X) and not is_numpy_namespace(array_namespace(X)):
         xp = array_namespace(X)
         X = check_foreign_array(est, X, xp, reset=reset, ensure_min_samples=ensure_min_samples)
@@ -115,6 +117,7 @@ def check_weight_xp(sample_weight, X, xp):
     n = int(X.shape[0])
     if sample_weight is None:
         return xp.ones((n,), dtype=X.dtype, device=device(X))
+    check_plain_array(sample_weight, name="sample_weight")
     if not is_array(sample_weight) or array_namespace(sample_weight) is not xp:
         host = np.asarray(to_numpy(sample_weight), dtype=np.float64)
         sample_weight = xp.asarray(host, device=device(X))

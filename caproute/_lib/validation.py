@@ -6,12 +6,17 @@ shape (8, 32, 16)."
 from __future__ import annotations
 
 import numbers
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
 
-from .._backend import array_namespace, device, is_array
+from .._backend import (
+    array_namespace,
+    device,
+    is_array,
+    overflow_quiet,
+    plain_array_problem,
+)
 
 
 def dtype_name(dtype):
@@ -28,6 +33,7 @@ def as_array(x, *, name, xp=None, like=None):
     With ``like`` given, array-likes take its dtype and device (for parameters such as biases
     that follow the main input).
     """
+    check_plain_array(x, name=name)  # before np.asarray quietly drops a mask or a matrix
     if is_array(x):
         return x
     if isinstance(x, (str, bytes)) or x is None:
@@ -50,6 +56,15 @@ def as_array(x, *, name, xp=None, like=None):
             arr = arr.astype(np.float64)
         return xp.asarray(arr, dtype=like.dtype, device=device(like))
     return xp.asarray(arr)
+
+
+def check_plain_array(x, *, name):
+    """Refuse array subclasses whose values do not say what they mean (a masked array, whose
+    mask every computation would ignore; ``numpy.matrix``); return ``x``."""
+    problem = plain_array_problem(x, name)
+    if problem is not None:
+        raise TypeError(f"`{name}` must be a plain array; {problem}.")
+    return x
 
 
 def check_float_array(x, *, name, ndim=None, layout=None, xp, allow_empty=False):
@@ -79,9 +94,9 @@ def check_float_array(x, *, name, ndim=None, layout=None, xp, allow_empty=False)
 def check_finite(x, *, name, xp):
     # A finite sum proves every element finite (NaN and inf propagate through it), in one pass
     # and without an element-sized temporary; only a non-finite sum needs a closer look (finite
-    # values whose sum overflowed pass that second check).
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # NumPy's "overflow in reduce"
+    # values whose sum overflowed pass that second check). NumPy's "overflow in reduce" warning
+    # is hidden per thread (np.errstate), never through the process-wide warnings filters.
+    with overflow_quiet(x):
         total = xp.sum(x)
     if bool(xp.isfinite(total)):
         return
@@ -117,14 +132,34 @@ def check_same_namespace(x, ref, *, name, ref_name):
         )
 
 
-def check_int(value, *, name, min_value):
+def check_int(value, *, name, min_value, noun="integer"):
+    """Check an integer (not a bool) >= ``min_value``; return it as a Python int.
+
+    TypeError for a non-integer, ValueError for one below ``min_value``. ``noun`` is the word
+    the message uses for the type: the model layers' messages have always said "int"
+    ("`filters` must be an int >= 1; got 0."), the functions' "integer".
+    """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(
-            f"`{name}` must be an integer >= {min_value}; got {value!r} ({type(value).__name__})."
+            f"`{name}` must be an {noun} >= {min_value}; got {value!r} ({type(value).__name__})."
         )
     if value < min_value:
-        raise ValueError(f"`{name}` must be an integer >= {min_value}; got {value}.")
+        raise ValueError(f"`{name}` must be an {noun} >= {min_value}; got {value}.")
     return int(value)
+
+
+def check_choice(value, *, name, choices):
+    """Check ``value`` is one of ``choices``; return that choice.
+
+    A value matches a choice it equals and whose type it has (a ``numpy.str_`` matches the
+    ``str`` it equals, and comes back as that ``str``; an array never matches a string).
+    """
+    choices = tuple(choices)
+    for choice in choices:
+        if value is choice or (isinstance(value, type(choice)) and value == choice):
+            return choice
+    allowed = ", ".join(repr(c) for c in choices)
+    raise ValueError(f"`{name}` must be one of {allowed}; got {value!r}.")
 
 
 def check_scalar(value, *, name, low=None, low_inclusive=True):

@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from .._backend import array_namespace, device, is_array, resolve_backend, to_device
-from .._lib.validation import check_int, shape_str
+from .._lib.validation import check_int, check_plain_array, shape_str
 from .errors import WeightsMismatchError
 from .layers import LAYERS, Layer
 
@@ -370,6 +370,7 @@ def _is_positional(cls, key):
 
 
 def _as_input_array(x, name="x"):
+    check_plain_array(x, name=name)
     if is_array(x):
         return x
     try:

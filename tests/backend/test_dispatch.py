@@ -43,7 +43,7 @@ def test_numba_backend_without_numba_raises(op, monkeypatch):
     xp = cr._backend.numpy_namespace()
     monkeypatch.setattr(dispatch, "numba_available", lambda: False)
     with pytest.raises(ImportError, match=r"backend='numba' needs Numba, which is not installed: "
-                                          r"pip install 'caproute\[numba\]'"):
+                                          r"pip install numba"):
         select_impl(op, xp, "numba")
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import caproute as cr
-from tests.conftest import requires_gpu
+from tests._helpers import requires_gpu
 
 pytestmark = [pytest.mark.gpu, requires_gpu()]
 

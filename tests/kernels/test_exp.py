@@ -13,7 +13,7 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("numba") is None,
 def exp_loop():
     from numba import njit
 
-    from caproute.kernels.numba._exp import exp_nonpositive
+    from caproute.kernels.numba.vector_exp import exp_nonpositive
 
     # called from a loop compiled with the kernels' reassociation flags, as the kernels do
     @njit(fastmath={"reassoc", "contract"})

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from caproute._backend import CAPABILITIES, cupy_status, dispatch
 from caproute.routing import official_inverse_temperature
+from tests._helpers import tolerance
 
 HAVE_NUMBA = importlib.util.find_spec("numba") is not None
 CUPY, CUPY_REASON = cupy_status()
@@ -46,10 +47,6 @@ def _pair(op, impl):
     return kernel, reference, np_xp, (lambda a: a), np.asarray
 
 
-def tol(dtype, scale=1.0):
-    return dict(rtol=3e-4, atol=3e-5 * scale) if dtype == np.float32 else dict(rtol=1e-9, atol=1e-11 * scale)
-
-
 DTYPES = st.sampled_from([np.float32, np.float64])
 
 
@@ -60,9 +57,9 @@ def assert_matches_reference(got, ref, ref64, dtype, scale=1.0, ref64_perturbed=
     Large votes make routing ill-conditioned, in float32, for every implementation alike."""
     got = np.asarray(got, dtype=np.float64)
     if dtype == np.float64:
-        np.testing.assert_allclose(got, ref, **tol(dtype, scale))
+        np.testing.assert_allclose(got, ref, **tolerance(dtype, "kernel", scale))
         return
-    t = tol(dtype, scale)
+    t = tolerance(dtype, "kernel", scale)
     spread = np.abs(np.asarray(ref, np.float64) - ref64)
     if ref64_perturbed is not None:
         spread = spread + np.abs(np.asarray(ref64_perturbed, np.float64) - ref64)
@@ -183,7 +180,7 @@ def test_em_routing_kernel_extremes(impl, dtype, case):
     got = kernel(dev(V), dev(a), dev(bu), dev(ba), xp=xp, **args)
     for g, r in zip(got, ref, strict=True):
         assert np.all(np.isfinite(host(g)))
-        np.testing.assert_allclose(host(g), r, **tol(dtype, scale=1e6 if case == "huge_votes" else 1.0))
+        np.testing.assert_allclose(host(g), r, **tolerance(dtype, "kernel", scale=1e6 if case == "huge_votes" else 1.0))
 
 
 @pytest.mark.parametrize("impl", _impl_params("dynamic_routing"))
@@ -199,7 +196,7 @@ def test_dynamic_routing_kernel_extremes(impl, dtype, case):
     got = kernel(dev(u), xp=xp, **args)
     for g, r in zip(got, ref, strict=True):
         assert np.all(np.isfinite(host(g)))
-        np.testing.assert_allclose(host(g), r, **tol(dtype))
+        np.testing.assert_allclose(host(g), r, **tolerance(dtype, "kernel"))
 
 
 @pytest.mark.parametrize("impl", _impl_params("squash"))
@@ -209,7 +206,7 @@ def test_squash_kernel(impl, dtype, shape, axis):
     kernel, reference, xp, dev, host = _pair("squash", impl)
     s = (5 * np.random.default_rng(2).normal(size=shape)).astype(dtype)
     got = kernel(dev(s), axis=axis % len(shape), eps=1e-8, xp=xp)
-    np.testing.assert_allclose(host(got), reference(s, axis=axis % len(shape), eps=1e-8, xp=np_xp), **tol(dtype))
+    np.testing.assert_allclose(host(got), reference(s, axis=axis % len(shape), eps=1e-8, xp=np_xp), **tolerance(dtype, "kernel"))
     assert got.dtype == s.dtype and got.shape == s.shape
 
 
@@ -230,7 +227,7 @@ def test_auto_selects_numba_for_numpy_input_and_matches_reference():
 # 4x2 (Mahalanobis) and 2x4 (scatter) tiles
 @pytest.mark.parametrize("n, D", [(1, 5), (127, 13), (128, 2), (300, 5), (300, 1), (200, 16), (130, 7)])
 def test_gmm_estep_stats_kernel(impl, covariance_type, dtype, n, D):
-    from caproute.mixture import _em
+    from caproute.mixture import _gmm_math as _em
 
     kernel, reference, xp, dev, host = _pair("gmm_estep_stats", impl)
     rng = np.random.default_rng(n + D)

@@ -10,16 +10,11 @@ from sklearn.mixture import GaussianMixture as SKGaussianMixture
 
 import caproute as cr
 from caproute.mixture import GaussianMixture
+from tests._helpers import tolerance
 
 COV_TYPES = ["full", "tied", "diag", "spherical"]
 INITS = ["kmeans", "k-means++", "random", "random_from_data"]
 ATTRIBUTES = ["weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_"]
-
-
-def tolerances(dtype):
-    # float64: agreement to the last digits that EM's arithmetic leaves; float32: the level
-    # scikit-learn's own float32 tests accept
-    return dict(rtol=1e-7, atol=1e-10) if dtype == np.float64 else dict(rtol=2e-3, atol=2e-4)
 
 
 def _data(seed=0, n=(200, 150, 100)):
@@ -47,7 +42,7 @@ def _initial_params(X, covariance_type, seed=3):
 
 
 def assert_same_fit(ours, theirs, X, dtype):
-    tol = tolerances(dtype)
+    tol = tolerance(dtype, "sklearn")
     for name in ATTRIBUTES:
         got, want = getattr(ours, name), getattr(theirs, name)
         assert got.dtype == want.dtype, name

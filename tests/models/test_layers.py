@@ -14,7 +14,7 @@ from caproute.models import (
     PrimaryCaps,
     PrimaryMatrixCaps,
 )
-from tests.conftest import as_xp, atol_for, rtol_for
+from tests._helpers import as_xp, atol_for, rtol_for
 
 from . import reference as ref
 

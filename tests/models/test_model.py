@@ -5,7 +5,7 @@ import pytest
 
 from caproute import models
 from caproute.models import WeightsMismatchError
-from tests.conftest import as_xp
+from tests._helpers import as_xp
 
 
 @pytest.fixture(scope="module")

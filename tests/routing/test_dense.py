@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import caproute as cr
-from tests.conftest import as_xp, atol_for, rtol_for
+from tests._helpers import as_xp, atol_for, rtol_for
 from tests.routing.oracle import dynamic_routing_loops
 
 

@@ -5,7 +5,7 @@ import pytest
 
 import caproute as cr
 from caproute.routing import official_inverse_temperature
-from tests.conftest import as_xp, atol_for, rtol_for
+from tests._helpers import as_xp, atol_for, rtol_for
 from tests.routing.oracle import em_routing_loops
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import caproute as cr
-from tests.conftest import as_xp, rtol_for
+from tests._helpers import as_xp, rtol_for
 
 
 def test_values_by_hand(xp, dtype):

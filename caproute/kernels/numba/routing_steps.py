@@ -5,8 +5,9 @@ A clustering fit routes one sample with many children, so these kernels run in p
 fixed chunks of children (not over samples, as the whole-routing kernels do). Each chunk sums
 into its own partial buffer, and the partials are added in chunk order afterwards: results do
 not depend on the thread count or the schedule. The votes may be a broadcasting view with a
-zero stride on the parent axis (every child casting the same vote for every parent): it is read
-as it is, never copied. Entry points have the reference's signatures (NumPy in, NumPy out) and
+zero stride on the parent axis (every child casting the same vote for every parent): the
+kernels then read the one vote per child (``jstep = 0``) from the array the view was made of,
+contiguous, and never copy the broadcast. Entry points have the reference's signatures (NumPy in, NumPy out) and
 validate nothing.
 """
 
@@ -29,9 +30,19 @@ def _n_chunks(n_in):
     return (n_in + _CHUNK - 1) // _CHUNK
 
 
+def _votes_and_step(votes):
+    """``(contiguous votes, jstep)``: a view broadcast over the parents (zero stride) becomes
+    its one vote per child, read at parent index ``j * jstep`` with ``jstep = 0``."""
+    votes = np.asarray(votes)
+    if votes.shape[2] > 1 and votes.strides[2] == 0:
+        return np.ascontiguousarray(votes[:, :, :1, :]), 0
+    return np.ascontiguousarray(votes), 1
+
+
 @njit(parallel=True, fastmath=_FAST, cache=True)
-def _dynamic_step_chunks(u_hat, b, v, leaky, b_out, c_out, s_part):
-    batch, n_in, n_out, dim = u_hat.shape
+def _dynamic_step_chunks(u_hat, jstep, b, v, leaky, b_out, c_out, s_part):
+    batch, n_in = u_hat.shape[:2]
+    n_out, dim = v.shape[1:]
     n_chunks = s_part.shape[1]
     for task in prange(batch * n_chunks):
         n = task // n_chunks
@@ -41,15 +52,17 @@ def _dynamic_step_chunks(u_hat, b, v, leaky, b_out, c_out, s_part):
         s[:, :] = 0.0
         for i in range(start, stop):
             for j in range(n_out):
-                acc = u_hat[n, i, j, 0] * v[n, j, 0]
+                jv = j * jstep
+                acc = u_hat[n, i, jv, 0] * v[n, j, 0]
                 for d in range(1, dim):
-                    acc += u_hat[n, i, j, d] * v[n, j, d]
+                    acc += u_hat[n, i, jv, d] * v[n, j, d]
                 b_out[n, i, j] = b[n, i, j] + acc
             _softmax_into(b_out[n, i], c_out[n, i], leaky)
             for j in range(n_out):
                 cij = c_out[n, i, j]
+                jv = j * jstep
                 for d in range(dim):
-                    s[j, d] += cij * u_hat[n, i, j, d]
+                    s[j, d] += cij * u_hat[n, i, jv, d]
 
 
 @njit(fastmath=_FAST, cache=True)
@@ -68,15 +81,15 @@ def _dynamic_step_parents(s_part, bias, has_bias, eps, v_out):
 
 def dynamic_routing_step(u_hat, logits, v, *, bias, leaky, eps, xp=None):
     """Numba ``dynamic_routing_step`` with the reference's signature: ``(v, c, logits)``."""
-    u_hat = np.asarray(u_hat)  # a broadcasting view stays one: no copy
-    dtype = u_hat.dtype
     batch, n_in, n_out, dim = u_hat.shape
+    u_hat, jstep = _votes_and_step(u_hat)
+    dtype = u_hat.dtype
     has_bias = bias is not None
     bias = np.ascontiguousarray(bias, dtype=dtype) if has_bias else np.zeros((1, 1), dtype)
     b_out = np.empty((batch, n_in, n_out), dtype=dtype)
     c_out = np.empty((batch, n_in, n_out), dtype=dtype)
     s_part = np.empty((batch, _n_chunks(n_in), n_out, dim), dtype=dtype)
-    _dynamic_step_chunks(u_hat, np.ascontiguousarray(logits, dtype=dtype),
+    _dynamic_step_chunks(u_hat, jstep, np.ascontiguousarray(logits, dtype=dtype),
                          np.ascontiguousarray(v, dtype=dtype), leaky, b_out, c_out, s_part)
     v_out = np.empty((batch, n_out, dim), dtype=dtype)
     _dynamic_step_parents(s_part, bias, has_bias, dtype.type(eps), v_out)
@@ -84,9 +97,10 @@ def dynamic_routing_step(u_hat, logits, v, *, bias, leaky, eps, xp=None):
 
 
 @njit(parallel=True, fastmath=_FAST, cache=True)
-def _em_estep_chunks(V, a, mu, inv2var, const, R, log_norm, sr_part, srv_part):
+def _em_estep_chunks(V, jstep, a, mu, inv2var, const, R, log_norm, sr_part, srv_part):
     """E-step per child (log space) fused with the next M-step's mass and mean sums."""
-    batch, n_in, n_out, dim = V.shape
+    batch, n_in = V.shape[:2]
+    n_out, dim = mu.shape[1:]
     n_chunks = sr_part.shape[1]
     for task in prange(batch * n_chunks):
         n = task // n_chunks
@@ -101,10 +115,11 @@ def _em_estep_chunks(V, a, mu, inv2var, const, R, log_norm, sr_part, srv_part):
         for i in range(start, stop):
             m = -np.inf
             for j in range(n_out):
-                dv = V[n, i, j, 0] - mu[n, j, 0]
+                jv = j * jstep
+                dv = V[n, i, jv, 0] - mu[n, j, 0]
                 q = dv * dv * inv2var[n, j, 0]
                 for h in range(1, dim):
-                    dv = V[n, i, j, h] - mu[n, j, h]
+                    dv = V[n, i, jv, h] - mu[n, j, h]
                     q += dv * dv * inv2var[n, j, h]
                 lp = const[n, j] - q
                 log_p[j] = lp
@@ -122,13 +137,15 @@ def _em_estep_chunks(V, a, mu, inv2var, const, R, log_norm, sr_part, srv_part):
                 R[n, i, j] = r
                 ra = r * a[n, i]
                 sr[j] += ra
+                jv = j * jstep
                 for h in range(dim):
-                    srv[j, h] += ra * V[n, i, j, h]
+                    srv[j, h] += ra * V[n, i, jv, h]
 
 
 @njit(parallel=True, fastmath=_FAST, cache=True)
-def _em_variance_chunks(V, a, R, mu, var_part):
-    batch, n_in, n_out, dim = V.shape
+def _em_variance_chunks(V, jstep, a, R, mu, var_part):
+    batch, n_in = V.shape[:2]
+    n_out, dim = mu.shape[1:]
     n_chunks = var_part.shape[1]
     for task in prange(batch * n_chunks):
         n = task // n_chunks
@@ -140,8 +157,9 @@ def _em_variance_chunks(V, a, R, mu, var_part):
         for i in range(start, stop):
             for j in range(n_out):
                 ra = R[n, i, j] * a[n, i]
+                jv = j * jstep
                 for h in range(dim):
-                    dv = V[n, i, j, h] - mu[n, j, h]
+                    dv = V[n, i, jv, h] - mu[n, j, h]
                     acc[j, h] += ra * dv * dv
 
 
@@ -161,9 +179,9 @@ def _log_sigmoid(x):
 def em_routing_step(votes, a_in, mu, var, logit, beta_u, beta_a, *, lam, min_var, eps, xp=None):
     """Numba ``em_routing_step`` with the reference's signature:
     ``(mu, var, logit, R, log_norm)``."""
-    V = np.asarray(votes)  # a broadcasting view stays one: no copy
+    batch, n_in, n_out, dim = votes.shape
+    V, jstep = _votes_and_step(votes)
     dtype = V.dtype
-    batch, n_in, n_out, dim = V.shape
     a = np.ascontiguousarray(a_in, dtype=dtype)
     mu = np.ascontiguousarray(mu, dtype=dtype)
     var = np.asarray(var, dtype=dtype)
@@ -178,12 +196,12 @@ def em_routing_step(votes, a_in, mu, var, logit, beta_u, beta_a, *, lam, min_var
     log_norm = np.empty((batch, n_in), dtype=dtype)
     sr_part = np.empty((batch, n_chunks, n_out), dtype=dtype)
     srv_part = np.empty((batch, n_chunks, n_out, dim), dtype=dtype)
-    _em_estep_chunks(V, a, mu, inv2var, const, R, log_norm, sr_part, srv_part)
+    _em_estep_chunks(V, jstep, a, mu, inv2var, const, R, log_norm, sr_part, srv_part)
     sum_r = _sum_chunks(sr_part)
     den = np.maximum(sum_r, dtype.type(eps))[..., None]
     new_mu = np.ascontiguousarray(_sum_chunks(srv_part) / den)
     var_part = np.empty((batch, n_chunks, n_out, dim), dtype=dtype)
-    _em_variance_chunks(V, a, R, new_mu, var_part)
+    _em_variance_chunks(V, jstep, a, R, new_mu, var_part)
     new_var = np.maximum(_sum_chunks(var_part) / den + dtype.type(min_var), dtype.type(eps))
     cost = (np.asarray(beta_u, dtype=dtype) + dtype.type(0.5) * np.log(new_var)) * sum_r[..., None]
     new_logit = dtype.type(lam) * (np.asarray(beta_a, dtype=dtype) - np.sum(cost, axis=-1))

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ..._lib.stable_math import log_sigmoid
-from .base import Layer, check_choice
+from ..._lib.validation import check_choice
+from .base import Layer
 
 
 def _relu(x, xp):
@@ -35,7 +36,8 @@ ACTIVATIONS = {
 
 
 def check_activation(name):
-    return check_choice(name, "activation", [k for k in ACTIVATIONS if k is not None] + [None])
+    choices = [k for k in ACTIVATIONS if k is not None] + [None]
+    return check_choice(name, name="activation", choices=choices)
 
 
 def apply_activation(x, name, *, xp):

@@ -58,15 +58,3 @@ class Layer:
 def conv_output_size(size, kernel, stride, padding):
     """Output length of a convolution along one axis (``padding`` on both sides)."""
     return (size + 2 * padding - kernel) // stride + 1
-
-
-def check_positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be an int >= 1; got {value!r}.")
-    return value
-
-
-def check_choice(value, name, choices):
-    if value not in choices:
-        raise ValueError(f"`{name}` must be one of {list(choices)}; got {value!r}.")
-    return value

@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 from ..._lib import stable_math as _math
+from ..._lib.validation import check_bool, check_choice, check_int, check_scalar
 from ...routing.dense import dense_dynamic_routing
-from .base import Layer, check_choice, check_positive_int, conv_output_size
+from .base import Layer, conv_output_size
 from .conv import DATA_FORMATS, conv2d, spatial_shape, to_nhwc
 
 ORDERS = ("type-major", "position-major")
@@ -17,12 +18,6 @@ WEIGHT_LAYOUTS = {
     "torch": "(n_out, n_in, in_dim, out_dim); u_hat[i, j] = u[i] @ W[j, i]",
     "tf": "(n_in, in_dim, n_out * out_dim); u_hat[i] = u[i] @ W[i], split into n_out parents",
 }
-
-
-def _check_eps(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ValueError(f"`{name}` must be a float >= 0; got {value!r}.")
-    return float(value)
 
 
 class PrimaryCaps(Layer):
@@ -45,7 +40,7 @@ class PrimaryCaps(Layer):
         of type 0 first (official TF code, PyTorch ports); position-major puts all types of
         position 0 first (Keras implementations reshaping the NHWC map).
     squash_eps : float, default=1e-8
-        ``eps`` inside the square root of squash.
+        ``eps`` inside the square root of squash; must be > 0.
     data_format : {"NHWC", "NCHW"}, default="NHWC"
         Layout of the input map.
     name : str, default="primary_caps"
@@ -58,13 +53,13 @@ class PrimaryCaps(Layer):
     def __init__(self, n_types, dim, *, kernel_size=9, stride=2, order="type-major",
                  squash_eps=1e-8, data_format="NHWC", name="primary_caps"):
         super().__init__(name=name)
-        self.n_types = check_positive_int(n_types, "n_types")
-        self.dim = check_positive_int(dim, "dim")
-        self.kernel_size = check_positive_int(kernel_size, "kernel_size")
-        self.stride = check_positive_int(stride, "stride")
-        self.order = check_choice(order, "order", ORDERS)
-        self.squash_eps = _check_eps(squash_eps, "squash_eps")
-        self.data_format = check_choice(data_format, "data_format", DATA_FORMATS)
+        self.n_types = check_int(n_types, name="n_types", min_value=1, noun="int")
+        self.dim = check_int(dim, name="dim", min_value=1, noun="int")
+        self.kernel_size = check_int(kernel_size, name="kernel_size", min_value=1, noun="int")
+        self.stride = check_int(stride, name="stride", min_value=1, noun="int")
+        self.order = check_choice(order, name="order", choices=ORDERS)
+        self.squash_eps = check_scalar(squash_eps, name="squash_eps", low=0, low_inclusive=False)
+        self.data_format = check_choice(data_format, name="data_format", choices=DATA_FORMATS)
 
     def get_config(self):
         return {"n_types": self.n_types, "dim": self.dim, "kernel_size": self.kernel_size,
@@ -136,13 +131,14 @@ class DenseCaps(Layer):
     def __init__(self, n_out, out_dim, *, n_iter=3, weight_layout="caproute", use_bias=False,
                  leaky=False, squash_eps=1e-8, name="class_caps"):
         super().__init__(name=name)
-        self.n_out = check_positive_int(n_out, "n_out")
-        self.out_dim = check_positive_int(out_dim, "out_dim")
-        self.n_iter = check_positive_int(n_iter, "n_iter")
-        self.weight_layout = check_choice(weight_layout, "weight_layout", WEIGHT_LAYOUTS)
-        self.use_bias = bool(use_bias)
-        self.leaky = bool(leaky)
-        self.squash_eps = _check_eps(squash_eps, "squash_eps")
+        self.n_out = check_int(n_out, name="n_out", min_value=1, noun="int")
+        self.out_dim = check_int(out_dim, name="out_dim", min_value=1, noun="int")
+        self.n_iter = check_int(n_iter, name="n_iter", min_value=1, noun="int")
+        self.weight_layout = check_choice(weight_layout, name="weight_layout",
+                                          choices=WEIGHT_LAYOUTS)
+        self.use_bias = check_bool(use_bias, name="use_bias")
+        self.leaky = check_bool(leaky, name="leaky")
+        self.squash_eps = check_scalar(squash_eps, name="squash_eps", low=0, low_inclusive=False)
 
     def get_config(self):
         return {"n_out": self.n_out, "out_dim": self.out_dim, "n_iter": self.n_iter,

@@ -1,0 +1,115 @@
+"""What tests import: arrays of a namespace, the GPU mark, and the one tolerance table.
+
+Fixtures live in ``tests/conftest.py``; this module holds plain functions, so a test file
+imports them with ``from tests._helpers import ...`` (never from a conftest).
+"""
+
+import array_api_compat
+import numpy as np
+import pytest
+
+import caproute as cr
+from caproute._backend import cupy_status
+
+_CUPY, _CUPY_REASON = cupy_status()
+
+# The one tolerance table, keyed by (purpose, dtype name): how close a result must be to what it
+# is compared with. ``scale`` (the size of the values compared) multiplies ``atol``.
+#   "exact":   a float64 oracle vs the same algorithm (tests/routing, tests/models)
+#   "kernel":  a kernel (numba, cupy) vs the pure Array API reference (tests/kernels)
+#   "sklearn": caproute.mixture.GaussianMixture vs scikit-learn's; float64: agreement to the last
+#              digits that EM's arithmetic leaves; float32: the level scikit-learn's own float32
+#              tests accept (tests/mixture)
+TOLERANCES = {
+    ("exact", "float32"): dict(rtol=2e-5, atol=1e-6),
+    ("exact", "float64"): dict(rtol=1e-11, atol=1e-13),
+    ("kernel", "float32"): dict(rtol=3e-4, atol=3e-5),
+    ("kernel", "float64"): dict(rtol=1e-9, atol=1e-11),
+    ("sklearn", "float32"): dict(rtol=2e-3, atol=2e-4),
+    ("sklearn", "float64"): dict(rtol=1e-7, atol=1e-10),
+}
+
+
+def _dtype_name(dtype):
+    """"float32" for "float32", np.float32, np.dtype("float32"), cupy's and array_api_strict's."""
+    if isinstance(dtype, str):
+        return np.dtype(dtype).name
+    try:
+        return np.dtype(dtype).name
+    except TypeError:  # array_api_strict.float32 (and torch.float32) print as "<library>.float32"
+        return np.dtype(str(dtype).rpartition(".")[2]).name
+
+
+def tolerance(dtype, purpose="exact", scale=1.0):
+    """``dict(rtol=..., atol=...)`` for comparing a result of ``dtype`` (see ``TOLERANCES``)."""
+    key = (purpose, _dtype_name(dtype))
+    if key not in TOLERANCES:
+        raise KeyError(f"no tolerance for {key}; the table has {sorted(TOLERANCES)}")
+    tol = TOLERANCES[key]
+    return dict(rtol=tol["rtol"], atol=tol["atol"] * scale)
+
+
+def rtol_for(dtype):
+    """Relative tolerance for comparing a result of ``dtype`` with a float64 oracle."""
+    return tolerance(dtype)["rtol"]
+
+
+def atol_for(dtype):
+    """Absolute tolerance for comparing a result of ``dtype`` with a float64 oracle."""
+    return tolerance(dtype)["atol"]
+
+
+def as_xp(a, xp, dtype=None):
+    """A NumPy array as an array of ``xp`` (optionally cast to ``dtype``)."""
+    a = np.asarray(a, dtype=dtype)
+    return xp.asarray(a)
+
+
+def requires_gpu():
+    return pytest.mark.skipif(_CUPY is None, reason=f"no usable CUDA device: {_CUPY_REASON}")
+
+
+_NAMESPACE_KINDS = {
+    "numpy": array_api_compat.is_numpy_namespace,
+    "array_api_strict": array_api_compat.is_array_api_strict_namespace,
+    "cupy": array_api_compat.is_cupy_namespace,
+    "torch": array_api_compat.is_torch_namespace,
+    "dask": array_api_compat.is_dask_namespace,
+    "jax": array_api_compat.is_jax_namespace,
+}
+
+
+def _namespace_name(xp):
+    """The library a namespace stands for: numpy and array_api_compat.numpy are both "numpy"."""
+    for name, is_kind in _NAMESPACE_KINDS.items():
+        if is_kind(xp):
+            return name
+    return xp.__name__
+
+
+def assert_close(actual, desired, *, xp=None, dtype=None, device=None, purpose="exact", scale=1.0,
+                 **overrides):
+    """Assert that ``actual`` is an array of namespace ``xp``, on ``device``, of ``dtype``, and
+    within ``tolerance(dtype, purpose, scale)`` of ``desired``, checked in that order.
+
+    ``xp``, ``dtype`` and ``device`` are checked when given; the tolerance's dtype is ``dtype``,
+    else ``actual``'s. ``overrides`` (``rtol``, ``atol``, ``err_msg``, ``equal_nan``) go to
+    ``np.testing.assert_allclose`` over the table's values. Values are compared in NumPy.
+    """
+    try:
+        actual_xp = array_api_compat.array_namespace(actual)
+    except TypeError as exc:
+        raise AssertionError(f"actual is not an array of a known namespace: {type(actual)!r}") from exc
+    if xp is not None and _namespace_name(actual_xp) != _namespace_name(xp):
+        raise AssertionError(
+            f"actual is an array of {_namespace_name(actual_xp)}, expected one of {_namespace_name(xp)}"
+        )
+    if device is not None:
+        actual_device = array_api_compat.device(actual)
+        if actual_device != device:
+            raise AssertionError(f"actual is on device {actual_device!r}, expected {device!r}")
+    if dtype is not None and _dtype_name(actual.dtype) != _dtype_name(dtype):
+        raise AssertionError(f"actual has dtype {actual.dtype}, expected {_dtype_name(dtype)}")
+    tol = tolerance(actual.dtype if dtype is None else dtype, purpose=purpose, scale=scale)
+    tol.update(overrides)
+    np.testing.assert_allclose(cr.to_numpy(actual), cr.to_numpy(desired), **tol)
