@@ -2,6 +2,8 @@
 
 from .dispatch import CAPABILITIES, Plan, adopt, capabilities, numba_available, resolve_backend, select_impl
 from .namespace import (
+    check_plain_array,
+    linalg_errors,
     Array,
     BackendUnavailableError,
     array_namespace,
@@ -19,6 +21,8 @@ from .namespace import (
 )
 
 __all__ = [
+    "check_plain_array",
+    "linalg_errors",
     "Array",
     "CAPABILITIES",
     "BackendUnavailableError",

@@ -14,6 +14,8 @@ import array_api_compat
 import numpy as np
 
 __all__ = [
+    "check_plain_array",
+    "linalg_errors",
     "Array",
     "array_namespace",
     "device",
@@ -140,13 +142,20 @@ def cupy_namespace():
 
 
 def to_device(x, xp):
-    """Move array ``x`` into namespace ``xp`` explicitly (host <-> GPU only when asked)."""
+    """Move array ``x`` into namespace ``xp`` explicitly: the one function that moves data
+    between host and device (``to_numpy`` and every ``backend="cupy"`` transfer call it)."""
     if is_cupy_namespace(xp):
         import cupy
 
         return cupy.asarray(x)
     if is_numpy_namespace(xp):
-        return to_numpy(x)
+        if isinstance(x, np.ndarray):
+            return x
+        if "cupy" in sys.modules and array_api_compat.is_cupy_array(x):
+            return x.get()
+        if is_array(x):
+            return np.from_dlpack(x) if hasattr(x, "__dlpack__") else np.asarray(x)
+        return np.asarray(x)
     return xp.asarray(x)
 
 
@@ -170,10 +179,24 @@ def to_numpy(x):
     >>> cr.to_numpy(np.arange(3.0))
     array([0., 1., 2.])
     """
-    if isinstance(x, np.ndarray):
-        return x
-    if "cupy" in sys.modules and array_api_compat.is_cupy_array(x):
-        return x.get()
-    if is_array(x):
-        return np.from_dlpack(x) if hasattr(x, "__dlpack__") else np.asarray(x)
-    return np.asarray(x)
+    return to_device(x, numpy_namespace())
+
+
+def check_plain_array(x, *, name):
+    """Refuse array subclasses whose values do not say what they mean (a masked array, whose
+    mask every computation would ignore; ``numpy.matrix``); return ``x``."""
+    problem = plain_array_problem(x, name)
+    if problem is not None:
+        raise TypeError(f"`{name}` must be a plain array; {problem}.")
+    return x
+
+
+def linalg_errors():
+    """The exception types the loaded array libraries raise for a failed factorisation (a
+    matrix that is not positive definite, a singular one)."""
+    errors = [np.linalg.LinAlgError]
+    if "cupy" in sys.modules:
+        import cupy
+
+        errors.append(cupy.linalg.LinAlgError)
+    return tuple(errors)

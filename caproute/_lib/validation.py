@@ -15,7 +15,7 @@ from .._backend import (
     device,
     is_array,
     overflow_quiet,
-    plain_array_problem,
+    check_plain_array,
 )
 
 
@@ -56,15 +56,6 @@ def as_array(x, *, name, xp=None, like=None):
             arr = arr.astype(np.float64)
         return xp.asarray(arr, dtype=like.dtype, device=device(like))
     return xp.asarray(arr)
-
-
-def check_plain_array(x, *, name):
-    """Refuse array subclasses whose values do not say what they mean (a masked array, whose
-    mask every computation would ignore; ``numpy.matrix``); return ``x``."""
-    problem = plain_array_problem(x, name)
-    if problem is not None:
-        raise TypeError(f"`{name}` must be a plain array; {problem}.")
-    return x
 
 
 def check_float_array(x, *, name, ndim=None, layout=None, xp, allow_empty=False):

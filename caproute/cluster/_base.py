@@ -21,7 +21,7 @@ from .._backend import (
     to_numpy,
 )
 from .._config import BACKENDS
-from .._lib.estimator_input import check_weight_xp, validate_X, validate_X_like_fit
+from .._backend.estimator_input import check_weight_xp, validate_X, validate_X_like_fit
 from .._lib.iterative_fit import IterativeFit
 from .._lib.sklearn_compat import Hidden, Interval, StrOptions, check_sample_weight
 from .._lib.validation import check_plain_array

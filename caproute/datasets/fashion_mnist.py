@@ -79,11 +79,11 @@ def load_fashion_mnist(split="test", *, path=None):
     directory = DEBIAN_PATH if path is None else os.fspath(path)
     found = [_find(directory, stem) for stem in _FILES[split]]
     if None in found:
-        missing = [stem for stem, f in zip(_FILES[split], found) if f is None]
+        missing = [stem for stem, f in zip(_FILES[split], found, strict=True) if f is None]
         raise FileNotFoundError(
             f"Fashion-MNIST {split} files {missing} not found in {directory!r}. Install them with "
-            "`apt-get install dataset-fashion-mnist` or pass `path=` to a folder holding the IDX files "
-            "(https://github.com/zalandoresearch/fashion-mnist)."
+            "`apt-get install dataset-fashion-mnist` or pass `path=` to a folder holding the IDX "
+            "files (https://github.com/zalandoresearch/fashion-mnist)."
         )
     images, labels = (read_idx(f) for f in found)
     if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:

@@ -22,7 +22,7 @@ scikit-learn's GaussianMixture so that the numbers agree with it:
 from __future__ import annotations
 
 import math
-from .._backend import device
+from .._backend import device, linalg_errors
 from .._lib import stable_math as _math
 from .._lib.gmm_stats import Stats, add_stats
 
@@ -51,7 +51,7 @@ def _cholesky_lower(A, *, xp):
     """
     try:
         L = xp.linalg.cholesky(A)
-    except Exception as exc:  # numpy.linalg.LinAlgError and the like: not in the standard
+    except linalg_errors() as exc:  # not in the Array API standard: each library has its own
         raise _ill_defined(A.dtype, xp=xp) from exc
     if not bool(xp.all(xp.isfinite(L))):
         raise _ill_defined(A.dtype, xp=xp)

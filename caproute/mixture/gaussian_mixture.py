@@ -14,7 +14,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._backend import Array, array_namespace, device, is_numpy_namespace, select_impl, to_numpy
 from .._config import BACKENDS
-from .._lib.estimator_input import validate_X, validate_X_like_fit
+from .._backend.estimator_input import validate_X, validate_X_like_fit
 from .._lib.iterative_fit import IterativeFit
 from .._lib.sklearn_compat import Interval, StrOptions
 from . import _gmm_math

@@ -58,7 +58,8 @@ def capsnet(*, input_shape=(28, 28, 1), conv_channels=256, conv_kernel=9, primar
     '6,804,224'
     """
     layers = [
-        Conv2D(conv_channels, conv_kernel, activation="relu", data_format=data_format, name="conv1"),
+        Conv2D(conv_channels, conv_kernel, activation="relu", data_format=data_format,
+               name="conv1"),
         PrimaryCaps(primary_types, primary_dim, kernel_size=primary_kernel, stride=primary_stride,
                     order=order, squash_eps=squash_eps, data_format=data_format,
                     name="primary_caps"),
@@ -79,7 +80,8 @@ def matrix_capsnet(A=32, B=32, C=32, D=32, *, input_shape=(28, 28, 1), n_classes
     PrimaryMatrixCaps (1x1, B types) -> ConvMatrixCaps (3x3, stride 2, C types) ->
     ConvMatrixCaps (3x3, stride 1, D types) -> ClassMatrixCaps (shared transforms, coordinate
     addition). A=B=C=D=32 is the paper's smallNORB network (the paper counts about 310k
-    parameters; with activation convolutions, biases and betas this count is 319k); smaller A/B/C/D give the smaller variants.
+    parameters; with activation convolutions, biases and betas this count is 319k); smaller
+    A/B/C/D give the smaller variants.
 
     Parameters
     ----------

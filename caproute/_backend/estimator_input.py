@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.utils.validation import validate_data
 
-from .._backend import (
+from .namespace import (
+    check_plain_array,
     array_namespace,
     cupy_namespace,
     device,
@@ -21,7 +22,6 @@ from .._backend import (
     to_device,
     to_numpy,
 )
-from .validation import check_plain_array
 
 
 def validate_X(est, X, *, reset, backend, ensure_min_samples=1):
