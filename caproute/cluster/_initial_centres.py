@@ -17,10 +17,14 @@ import numpy as np
 from .._backend import device
 
 
-def _sq_dist_to(X, centres, *, xp):
-    """Squared distances, shape (n_centres, n_samples)."""
-    diff = xp.expand_dims(X, axis=0) - xp.expand_dims(centres, axis=1)
-    return xp.sum(diff * diff, axis=-1)
+def _sq_dist_to(X, centres, *, xp, x_sq=None):
+    """Squared distances, shape (n_centres, n_samples), as |c|^2 - 2 c.x + |x|^2 (one matrix
+    product instead of an (n_centres, n_samples, n_features) difference), clipped at 0."""
+    if x_sq is None:
+        x_sq = xp.sum(X * X, axis=1)
+    c_sq = xp.sum(centres * centres, axis=1, keepdims=True)
+    cross = xp.matmul(centres, xp.matrix_transpose(X))
+    return xp.maximum(c_sq - 2.0 * cross + xp.expand_dims(x_sq, axis=0), 0.0)
 
 
 def _draw(cumulative, total, size, rng, *, xp):
@@ -38,7 +42,8 @@ def kmeans_plusplus(X, n_clusters, *, sample_weight, rng, xp):
     cum_w = xp.cumulative_sum(sample_weight)
     first = _draw(cum_w, float(cum_w[-1]), 1, rng, xp=xp)
     centres = [xp.take(X, first, axis=0)]
-    closest = _sq_dist_to(X, centres[0], xp=xp)[0, :]
+    x_sq = xp.sum(X * X, axis=1)
+    closest = _sq_dist_to(X, centres[0], xp=xp, x_sq=x_sq)[0, :]
     potential = float(xp.sum(sample_weight * closest))
     for _ in range(1, n_clusters):
         if potential <= 0.0:  # every point coincides with a centre: any point will do
@@ -47,7 +52,8 @@ def kmeans_plusplus(X, n_clusters, *, sample_weight, rng, xp):
             continue
         cand = _draw(xp.cumulative_sum(sample_weight * closest), potential, n_trials, rng, xp=xp)
         cand_X = xp.take(X, cand, axis=0)
-        cand_closest = xp.minimum(_sq_dist_to(X, cand_X, xp=xp), xp.expand_dims(closest, axis=0))
+        cand_closest = xp.minimum(_sq_dist_to(X, cand_X, xp=xp, x_sq=x_sq),
+                                  xp.expand_dims(closest, axis=0))
         pots = xp.sum(xp.expand_dims(sample_weight, axis=0) * cand_closest, axis=1)
         best = int(xp.argmin(pots))
         centres.append(cand_X[best:best + 1, :])

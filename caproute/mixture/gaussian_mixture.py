@@ -48,14 +48,23 @@ class GaussianMixture(DensityMixin, IterativeFit):
     init_params : {"kmeans", "k-means++", "random", "random_from_data"}, default="kmeans"
         How the initial responsibilities are chosen.
     weights_init : array-like of shape (n_components,), default=None
+        Initial weights (in [0, 1], summing to 1); None takes them from ``init_params``.
     means_init : array-like of shape (n_components, n_features), default=None
+        Initial means; None takes them from ``init_params``.
     precisions_init : array-like, default=None
-        Initial weights, means and precisions (shapes per covariance type as in scikit-learn).
+        Initial precisions, shaped per covariance type as in scikit-learn: (n_components,
+        n_features, n_features) full, (n_features, n_features) tied, (n_components,
+        n_features) diag, (n_components,) spherical.
     random_state : int, RandomState instance or None, default=None
+        Seeds the initialisation (scikit-learn's random stream, so the same seed gives
+        scikit-learn's initial parameters).
     warm_start : bool, default=False
         Start the next fit from this fit's solution (with a single initialisation).
     verbose : int, default=0
+        Print progress: 1 each initialisation, 2 also the time and the lower bound's change
+        per iteration (scikit-learn's messages).
     verbose_interval : int, default=10
+        Iterations between two progress lines.
     chunk_size : int or None, default=None
         Points per chunk of the E-step; None picks a size that keeps a chunk's temporaries
         near 16 MiB.

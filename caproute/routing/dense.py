@@ -45,8 +45,19 @@ def dense_dynamic_routing(
         Transformation matrices, one per (child, parent) pair; cast to the dtype of ``u``.
     n_iter : int, default=3
         Number of routing iterations (>= 1).
-    bias, leaky, eps, initial_logits, return_coupling, backend
-        As in :func:`caproute.dynamic_routing`.
+    bias : array of shape (n_out, out_dim), optional
+        Added to ``s_j`` before the squash in every iteration, as in
+        :func:`caproute.dynamic_routing`. Cast to the dtype of ``u``.
+    leaky : bool, default=False
+        Leaky routing (an orphan parent with a zero logit, dropped after the softmax).
+    eps : float, default=1e-8
+        Positive constant inside the square root of the squash.
+    initial_logits : array of shape (batch, n_in, n_out) or (n_in, n_out), optional
+        Starting logits instead of zeros. Cast to the dtype of ``u``.
+    return_coupling : bool, default=False
+        Also return the couplings of the last iteration.
+    backend : {"auto", "numpy", "numba", "cupy"} or None, default=None
+        Where to run (see :func:`caproute.set_config`); None takes the configured backend.
 
     Returns
     -------
