@@ -1,4 +1,5 @@
-"""The one door to scikit-learn's private helpers.
+"""The one door to scikit-learn's private helpers (a leaf module: it imports nothing from
+caproute, so every layer, ``_backend`` included, may use it).
 
 caproute's estimators reuse scikit-learn's parameter constraints (so that every message,
 including the order option sets print in, is scikit-learn's own) and its sample-weight check.

@@ -8,7 +8,7 @@ their namespace and on their device.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.utils.validation import validate_data
+from .._sklearn_compat import check_sample_weight, validate_data
 
 from .namespace import (
     check_plain_array,
@@ -133,3 +133,39 @@ def check_weight_xp(sample_weight, X, xp):
     if not bool(xp.any(sample_weight != 0)):
         raise ValueError("Sample weights must contain at least one non-zero number.")
     return sample_weight
+
+
+def validate_sample_weight(sample_weight, X, xp):
+    """Per-sample weights for X of namespace ``xp``: scikit-learn's checks and messages for
+    NumPy, the same checks on the device for other namespaces. Weights of another library than
+    X's follow X, as scikit-learn's rule for mixed inputs says (one float per sample)."""
+    check_plain_array(sample_weight, name="sample_weight")  # before NumPy drops its mask
+    if is_array(sample_weight) and array_namespace(sample_weight) is not xp:
+        sample_weight = to_numpy(sample_weight)
+    if is_numpy_namespace(xp):
+        return check_sample_weight(sample_weight, X, dtype=X.dtype)
+    return check_weight_xp(sample_weight, X, xp)
+
+
+def small_array_like(value, like, *, name):
+    """A small parameter array (initial centres, say) in the namespace and on the device of
+    ``like``: array-likes and NumPy arrays are copied there explicitly; arrays of a third
+    library are refused."""
+    xp = array_namespace(like)
+    if not is_array(value):
+        return xp.asarray(np.asarray(value, dtype=np.float64), device=device(like))
+    given = array_namespace(value)
+    if given is xp:
+        return value
+    if not is_numpy_namespace(given):
+        raise TypeError(
+            f"`{name}` must be a NumPy array or an array of the same library as X "
+            f"({xp.__name__}); got {given.__name__}."
+        )
+    return xp.asarray(value, device=device(like))
+
+
+def require_host_namespace(xp, *, what):
+    """NotImplementedError unless ``xp`` is NumPy: for steps that only run on the host."""
+    if not is_numpy_namespace(xp):
+        raise NotImplementedError(f"{what}; got {xp.__name__} arrays.")

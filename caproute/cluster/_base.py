@@ -8,23 +8,19 @@ import math
 import numbers
 import warnings
 
-import numpy as np
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from .._backend import (
-    array_namespace,
-    device,
-    is_array,
-    is_numpy_namespace,
-    select_impl,
-    to_numpy,
+from .._backend import array_namespace, device, select_impl
+from .._backend.estimator_input import (
+    small_array_like,
+    validate_sample_weight,
+    validate_X,
+    validate_X_like_fit,
 )
 from .._config import BACKENDS
-from .._backend.estimator_input import check_weight_xp, validate_X, validate_X_like_fit
 from .._lib.iterative_fit import IterativeFit
-from .._lib.sklearn_compat import Hidden, Interval, StrOptions, check_sample_weight
-from .._lib.validation import check_plain_array
+from .._sklearn_compat import Hidden, Interval, StrOptions
 from ._initial_centres import kmeans_plusplus, random_rows
 
 
@@ -99,15 +95,7 @@ class _RoutingClusteringBase(
         n_samples = int(X.shape[0])
         if n_samples < self.n_clusters:
             raise ValueError(f"n_samples={n_samples} should be >= n_clusters={self.n_clusters}.")
-        check_plain_array(sample_weight, name="sample_weight")  # before NumPy drops its mask
-        if is_array(sample_weight) and array_namespace(sample_weight) is not xp:
-            # scikit-learn's rule for mixed inputs: everything follows X (one float per sample)
-            sample_weight = to_numpy(sample_weight)
-        if is_numpy_namespace(xp):
-            sample_weight = check_sample_weight(sample_weight, X, dtype=X.dtype)
-        else:
-            sample_weight = check_weight_xp(sample_weight, X, xp)
-        return X, xp, sample_weight
+        return X, xp, validate_sample_weight(sample_weight, X, xp)
 
     def _initial_centres(self, Z, sample_weight, rng, *, xp):
         if isinstance(self.init, str):
@@ -119,16 +107,7 @@ class _RoutingClusteringBase(
                 )
             pick = kmeans_plusplus if self.init == "k-means++" else random_rows
             return pick(Z, self.n_clusters, sample_weight=sample_weight, rng=rng, xp=xp)
-        init = self.init
-        if not is_array(init):
-            init = xp.asarray(np.asarray(init, dtype=np.float64), device=device(Z))
-        elif array_namespace(init) is not xp:
-            if not is_numpy_namespace(array_namespace(init)):
-                raise TypeError(
-                    f"`init` must be a NumPy array or an array of the same library as X "
-                    f"({xp.__name__}); got {array_namespace(init).__name__}."
-                )
-            init = xp.asarray(init, device=device(Z))  # k x d centres: an explicit small copy
+        init = small_array_like(self.init, Z, name="init")  # k x d: an explicit small copy
         shape = tuple(int(s) for s in init.shape)
         expected = (self.n_clusters, self.n_features_in_)
         if shape != expected:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numbers
 
 from .._backend import device
-from .._lib.sklearn_compat import Interval
+from .._sklearn_compat import Interval
 
 from ..routing._dynamic_math import couplings
 from ._base import _RoutingClusteringBase

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numbers
 
-from .._lib.sklearn_compat import Interval
+from .._sklearn_compat import Interval
 
 from .._backend import array_namespace, device
 from ..routing import _em_math

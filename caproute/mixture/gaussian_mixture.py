@@ -12,11 +12,11 @@ from sklearn.mixture import GaussianMixture as _SKGaussianMixture
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from .._backend import Array, array_namespace, device, is_numpy_namespace, select_impl, to_numpy
+from .._backend import Array, array_namespace, device, select_impl, to_numpy
 from .._config import BACKENDS
-from .._backend.estimator_input import validate_X, validate_X_like_fit
+from .._backend.estimator_input import require_host_namespace, validate_X, validate_X_like_fit
 from .._lib.iterative_fit import IterativeFit
-from .._lib.sklearn_compat import Interval, StrOptions
+from .._sklearn_compat import Interval, StrOptions
 from . import _gmm_math
 from ._init_checks import check_means, check_precisions, check_weights
 
@@ -299,12 +299,11 @@ class GaussianMixture(DensityMixin, IterativeFit):
                 "Expected n_samples >= n_components but got n_components = "
                 f"{self.n_components}, n_samples = {n}"
             )
-        if not is_numpy_namespace(xp) and self.init_params in ("kmeans", "k-means++"):
-            raise NotImplementedError(
+        if self.init_params in ("kmeans", "k-means++"):
+            require_host_namespace(xp, what=(
                 f"init_params={self.init_params!r} runs scikit-learn's KMeans, which needs NumPy "
-                f"input; got {xp.__name__} arrays. Use init_params='random' or "
-                "'random_from_data', or pass means_init."
-            )
+                "input (use init_params='random' or 'random_from_data', or pass means_init)"
+            ))
         # the E-step kernel is chosen once per fit, not per iteration
         plan = select_impl("gmm_estep_stats", xp, self._backend())
         return {"X": X, "xp": xp, "inits": self._check_inits(X, xp=xp), "plan": plan,
