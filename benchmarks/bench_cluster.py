@@ -27,7 +27,10 @@ from caproute.cluster import DynamicRoutingClustering, EMRoutingClustering
 def data_sets():
     X, y = make_blobs(n_samples=20_000, n_features=8, centers=8, cluster_std=2.0, random_state=0)
     digits = load_digits()
-    return {"blobs 20000x8, k=8": (X, y, 8), "digits 1797x64, k=10": (digits.data, digits.target, 10)}
+    return {
+        "blobs 20000x8, k=8": (X, y, 8),
+        "digits 1797x64, k=10": (digits.data, digits.target, 10),
+    }
 
 
 def estimators(k):
@@ -64,7 +67,10 @@ def main(argv=None):
                                  getattr(est, "n_iter_", "-"))
             base = results["KMeans(n_init=1)"][0]
             for name, (sec, ari, n_iter) in results.items():
-                print(f"| {data_name} | {name} | {sec:.3f} | {sec / base:.1f} | {ari:.3f} | {n_iter} |")
+                print(
+                    f"| {data_name} | {name} | {sec:.3f} | {sec / base:.1f} | {ari:.3f} "
+                    f"| {n_iter} |"
+                )
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import warnings
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _memory import peak_growth  # noqa: E402
+from _memory import peak_growth
 
 CASES = [
     (1_000_000, 8, 8, "full"),
@@ -58,7 +58,9 @@ def initial_params(X, centres, covariance_type):
 
 
 def estimator(name, K, covariance_type, max_iter, inits):
-    params = dict(n_components=K, covariance_type=covariance_type, max_iter=max_iter, tol=0.0, **inits)
+    params = dict(
+        n_components=K, covariance_type=covariance_type, max_iter=max_iter, tol=0.0, **inits
+    )
     if name == "scikit-learn":
         from sklearn.mixture import GaussianMixture
 
@@ -83,7 +85,8 @@ def child(name, N, D, K, covariance_type, max_iter, threads):
     set_threads(threads)
     warnings.simplefilter("ignore")
     Xw, cw = make_data(2000, D, K, seed=1)
-    estimator(name, K, covariance_type, 1, initial_params(Xw, cw, covariance_type)).fit(Xw)  # warm-up
+    # warm-up
+    estimator(name, K, covariance_type, 1, initial_params(Xw, cw, covariance_type)).fit(Xw)
     X, centres = make_data(N, D, K)
     inits = initial_params(X, centres, covariance_type)
     est = estimator(name, K, covariance_type, max_iter, inits)
@@ -122,23 +125,34 @@ def speed_table(args):
         results = {}
         for name in names:
             sec, est = seconds_per_iteration(name, X, K, ct, inits, args.iters, args.repeat)
-            mem = peak_extra(name, N, D, K, ct, args.iters, args.threads)["peak_extra_bytes"] if args.memory else None
+            mem = (
+                peak_extra(name, N, D, K, ct, args.iters, args.threads)["peak_extra_bytes"]
+                if args.memory
+                else None
+            )
             results[name] = (sec, est, mem)
         ref_sec, ref_est, _ = results["scikit-learn"]
         for name, (sec, est, mem) in results.items():
             diff = np.max(np.abs(est.means_ - ref_est.means_) / (np.abs(ref_est.means_) + 1e-300))
             mem_s = "-" if mem is None else f"{mem / 2**20:.0f}"
-            print(f"| {N:.0e}, {D}, {K} | {ct} | {name} | {sec:.4f} | {ref_sec / sec:.1f} | {diff:.1e} | {mem_s} |")
+            print(
+                f"| {N:.0e}, {D}, {K} | {ct} | {name} | {sec:.4f} | {ref_sec / sec:.1f} "
+                f"| {diff:.1e} | {mem_s} |"
+            )
 
 
 def memory_case(args):
     N, D, K, ct = 10_000_000, 8, 16, "full"
-    print(f"N={N:.0e}, D={D}, K={K}, {ct}, float64, {args.iters} EM iterations, from given initial parameters")
+    print(
+        f"N={N:.0e}, D={D}, K={K}, {ct}, float64, {args.iters} EM iterations, "
+        "from given initial parameters"
+    )
     print("| implementation | peak extra memory (MiB) | / input size |")
     print("| --- | --- | --- |")
     for name in args.impls:
         res = peak_extra(name, N, D, K, ct, args.iters, args.threads)
-        print(f"| {name} | {res['peak_extra_bytes'] / 2**20:.1f} | {res['peak_extra_bytes'] / res['input_bytes']:.4f} |")
+        extra = res["peak_extra_bytes"]
+        print(f"| {name} | {extra / 2**20:.1f} | {extra / res['input_bytes']:.4f} |")
     print(f"input: {N * D * 8 / 2**20:.0f} MiB")
 
 
@@ -149,8 +163,12 @@ def main(argv=None):
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--memory", action="store_true", help="also measure peak memory per case")
     parser.add_argument("--memory-case", action="store_true", help="the N = 1e7 memory case only")
-    parser.add_argument("--impls", nargs="*", default=["caproute numba", "caproute numpy", "scikit-learn"],
-                        help="implementations for --memory-case")
+    parser.add_argument(
+        "--impls",
+        nargs="*",
+        default=["caproute numba", "caproute numpy", "scikit-learn"],
+        help="implementations for --memory-case",
+    )
     parser.add_argument("--child", nargs=7, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:

@@ -52,7 +52,8 @@ def torch_capsnet(torch, weights, n_iter=3, eps=1e-8):
         types = c // in_dim
         u = p.view(b, types, in_dim, hh, ww).permute(0, 1, 3, 4, 2).reshape(b, -1, in_dim)
         u = squash(u)
-        # votes as one batched matmul over children: (n_in, b, in_dim) @ (n_in, in_dim, n_out*out_dim)
+        # votes as one batched matmul over children:
+        # (n_in, b, in_dim) @ (n_in, in_dim, n_out*out_dim)
         u_hat = torch.bmm(u.transpose(0, 1), Wm_).view(n_in, b, n_out, out_dim).transpose(0, 1)
         logits = torch.zeros(b, n_in, n_out, device=x.device)
         for it in range(n_iter):
@@ -78,13 +79,17 @@ def median_time(fn, repeat, sync=lambda: None):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--images", type=int, default=500)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
-    ap.add_argument("--matrix", action="store_true", help="also time the shipped matrix-capsule network")
+    ap.add_argument(
+        "--matrix", action="store_true", help="also time the shipped matrix-capsule network"
+    )
     args = ap.parse_args()
 
     import torch
@@ -141,7 +146,8 @@ def main():
         t_ours, _ = median_time(run_caproute, args.repeat, sync)
         t_torch, _ = median_time(run_torch, args.repeat, tsync)
         print(f"CapsNet (paper size, {net.n_parameters():,} parameters), float32, "
-              f"{args.images} images in batches of {args.batch}, {args.threads} threads, {device_name}")
+              f"{args.images} images in batches of {args.batch}, {args.threads} threads, "
+              f"{device_name}")
         print(f"  scores agree: max relative difference {err:.2e}; same predictions: "
               f"{bool(np.all(ours.argmax(1) == theirs.argmax(1)))}")
         print(f"  caproute  {args.images / t_ours:10,.0f} images/s  (median {t_ours:.3f} s)")
@@ -150,7 +156,9 @@ def main():
 
         if args.matrix:
             mnet = models.load_pretrained("matrix-capsnet-fashion-mnist")
-            t_m, _ = median_time(lambda: mnet.predict_scores(images, batch_size=args.batch), args.repeat)
+            t_m, _ = median_time(
+                lambda: mnet.predict_scores(images, batch_size=args.batch), args.repeat
+            )
             print(f"  shipped matrix-capsule network ({mnet.n_parameters():,} parameters): "
                   f"{args.images / t_m:,.0f} images/s")
 

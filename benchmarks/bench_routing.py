@@ -30,7 +30,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _memory import peak_growth  # noqa: E402
+from _memory import peak_growth
 
 LAYERS = {
     "DigitCaps": dict(batch=128, n_in=1152, n_out=10, in_dim=8, dim=16),
@@ -47,10 +47,14 @@ def make_inputs(layer, scale=1.0):
     rng = np.random.default_rng(0)
     if layer == "DigitCaps":
         u = (0.3 * rng.normal(size=(cfg["batch"], cfg["n_in"], cfg["in_dim"]))).astype(np.float32)
-        W = (0.1 * rng.normal(size=(cfg["n_in"], cfg["n_out"], cfg["dim"], cfg["in_dim"]))).astype(np.float32)
-        votes = np.ascontiguousarray(np.einsum("ijdk,bik->bijd", W, u, optimize=True), dtype=np.float32)
+        w_shape = (cfg["n_in"], cfg["n_out"], cfg["dim"], cfg["in_dim"])
+        W = (0.1 * rng.normal(size=w_shape)).astype(np.float32)
+        votes = np.ascontiguousarray(
+            np.einsum("ijdk,bik->bijd", W, u, optimize=True), dtype=np.float32
+        )
         return {"u": u, "W": W, "votes": votes}
-    votes = rng.normal(size=(cfg["batch"], cfg["n_in"], cfg["n_out"], cfg["dim"])).astype(np.float32)
+    votes_shape = (cfg["batch"], cfg["n_in"], cfg["n_out"], cfg["dim"])
+    votes = rng.normal(size=votes_shape).astype(np.float32)
     a_in = rng.uniform(size=(cfg["batch"], cfg["n_in"])).astype(np.float32)
     return {"votes": votes, "a_in": a_in}
 
@@ -127,7 +131,9 @@ def implementations(layer, device):
         for backend in ("numpy", "numba"):
             impls[f"caproute {backend}"] = (
                 lambda x: x,
-                lambda x, b=backend: cr.em_routing(x["votes"], x["a_in"], 0.0, 0.0, N_ITER, backend=b)[0],
+                lambda x, b=backend: cr.em_routing(
+                    x["votes"], x["a_in"], 0.0, 0.0, N_ITER, backend=b
+                )[0],
             )
     if device == "gpu":
         import cupy
@@ -140,9 +146,17 @@ def implementations(layer, device):
             return out
 
         if layer == "DigitCaps":
-            impls["caproute cupy"] = (to_gpu, lambda x: sync(cr.dynamic_routing(x["votes"], N_ITER, backend="cupy")))
+            impls["caproute cupy"] = (
+                to_gpu,
+                lambda x: sync(cr.dynamic_routing(x["votes"], N_ITER, backend="cupy")),
+            )
         else:
-            impls["caproute cupy"] = (to_gpu, lambda x: sync(cr.em_routing(x["votes"], x["a_in"], 0.0, 0.0, N_ITER, backend="cupy")[0]))
+            impls["caproute cupy"] = (
+                to_gpu,
+                lambda x: sync(
+                    cr.em_routing(x["votes"], x["a_in"], 0.0, 0.0, N_ITER, backend="cupy")[0]
+                ),
+            )
     try:
         import torch
     except ImportError:
@@ -160,7 +174,9 @@ def implementations(layer, device):
     if layer == "DigitCaps":
         impls[f"PyTorch {dev}, straightforward"] = (
             to_torch, lambda x: done(torch_dynamic_straightforward(torch, x["votes"])))
-        impls[f"PyTorch {dev}, matmul"] = (to_torch, lambda x: done(torch_dynamic_matmul(torch, x["votes"])))
+        impls[f"PyTorch {dev}, matmul"] = (
+            to_torch, lambda x: done(torch_dynamic_matmul(torch, x["votes"]))
+        )
     else:
         impls[f"PyTorch {dev}"] = (
             to_torch, lambda x: done(torch_em(torch, x["votes"], x["a_in"], 0.0, 0.0, lambdas)[0]))
@@ -242,25 +258,30 @@ def main(argv=None):
             if ref is None:
                 ref = out  # the first implementation is caproute's reference
             np.testing.assert_allclose(out, ref, rtol=2e-3, atol=2e-5, err_msg=f"{layer}: {name}")
-            reps = args.repeat if "numpy" not in name and "PyTorch" not in name else max(1, min(args.repeat, 3))
+            slow = "numpy" in name or "PyTorch" in name
+            reps = max(1, min(args.repeat, 3)) if slow else args.repeat
             times = []
             for _ in range(reps):
                 t0 = time.perf_counter()
                 run(state)
                 times.append(time.perf_counter() - t0)
-            rows.append((name, statistics.median(times), peak_extra(layer, name, args.device, args.threads)))
+            mem = peak_extra(layer, name, args.device, args.threads)
+            rows.append((name, statistics.median(times), mem))
         best_torch = min((t for n, t, _ in rows if n.startswith("PyTorch")), default=None)
         ref_time = rows[0][1]
-        print(f"\n{layer}: votes {inputs['votes'].shape} = {votes_bytes / 2**20:.0f} MiB (outputs match "
-              f"the reference within rtol 2e-3)")
-        print("| implementation | ms per call | x faster than reference | x faster than fastest PyTorch "
-              "| peak extra memory (MiB) | / votes size |")
+        print(f"\n{layer}: votes {inputs['votes'].shape} = {votes_bytes / 2**20:.0f} MiB "
+              "(outputs match the reference within rtol 2e-3)")
+        print("| implementation | ms per call | x faster than reference "
+              "| x faster than fastest PyTorch | peak extra memory (MiB) | / votes size |")
         print("| --- | --- | --- | --- | --- | --- |")
         for name, sec, mem in rows:
             vs_torch = f"{best_torch / sec:.2f}" if best_torch else "-"
             mem_s = "-" if mem is None else f"{mem / 2**20:.0f}"
             ratio = "-" if mem is None else f"{mem / votes_bytes:.2f}"
-            print(f"| {name} | {sec * 1e3:.1f} | {ref_time / sec:.1f} | {vs_torch} | {mem_s} | {ratio} |")
+            print(
+                f"| {name} | {sec * 1e3:.1f} | {ref_time / sec:.1f} | {vs_torch} | {mem_s} "
+                f"| {ratio} |"
+            )
 
 
 if __name__ == "__main__":

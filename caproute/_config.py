@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextvars
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 __all__ = ["BACKENDS", "get_config", "set_config", "config_context"]
 
@@ -23,7 +25,9 @@ _local_config: contextvars.ContextVar[dict | None] = contextvars.ContextVar(
 )
 
 
-def validate_backend(backend, *, name="backend", allow_none=False):
+def validate_backend(
+    backend: object, *, name: str = "backend", allow_none: bool = False
+) -> str | None:
     """Return ``backend`` if it is one of :data:`BACKENDS`, else raise ValueError."""
     if backend is None and allow_none:
         return None
@@ -49,7 +53,7 @@ def _validated(options):
     return out
 
 
-def get_config():
+def get_config() -> dict[str, Any]:
     """Return the configuration in force here, as a new dict.
 
     Returns
@@ -72,7 +76,7 @@ def get_config():
     return config
 
 
-def set_config(backend=None):
+def set_config(backend: str | None = None) -> None:
     """Set global configuration, for every thread.
 
     Parameters
@@ -97,7 +101,7 @@ def set_config(backend=None):
 
 
 @contextmanager
-def config_context(*, backend=None):
+def config_context(*, backend: str | None = None) -> Iterator[None]:
     """Context manager that overrides the configuration in this thread or task only.
 
     Parameters

@@ -72,7 +72,7 @@ class Plan:
     move_to_device: bool = False
 
 
-def capabilities():
+def capabilities() -> dict[str, dict[str, bool]]:
     """Which implementations each operation has.
 
     Returns

@@ -159,7 +159,7 @@ def to_device(x, xp):
     return xp.asarray(x)
 
 
-def to_numpy(x):
+def to_numpy(x: Array) -> np.ndarray:
     """Return ``x`` as a NumPy array, copying from the GPU if it lives there.
 
     Parameters

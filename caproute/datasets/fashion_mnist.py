@@ -33,8 +33,19 @@ def _find(directory, stem):
     return None
 
 
-def fashion_mnist_available(path=None):
+def fashion_mnist_available(path: os.PathLike | str | None = None) -> bool:
     """Whether the full Fashion-MNIST files are found at `path` (default: the Debian location).
+
+    Parameters
+    ----------
+    path : str or os.PathLike, optional
+        Folder to look in for the four IDX files (gzip-compressed or not). Default: the Debian
+        package's folder, ``/usr/share/datasets/fashion-mnist``.
+
+    Returns
+    -------
+    bool
+        True when the training and test images and labels are all there.
 
     Examples
     --------
@@ -46,7 +57,9 @@ def fashion_mnist_available(path=None):
     return all(_find(directory, stem) is not None for pair in _FILES.values() for stem in pair)
 
 
-def load_fashion_mnist(split="test", *, path=None):
+def load_fashion_mnist(
+    split: str = "test", *, path: os.PathLike | str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Load the full Fashion-MNIST training or test set.
 
     Parameters
@@ -60,7 +73,9 @@ def load_fashion_mnist(split="test", *, path=None):
     Returns
     -------
     images : ndarray of shape (n_images, 28, 28), uint8
+        Grey levels 0 (background) to 255.
     labels : ndarray of shape (n_images,), uint8
+        Class indices 0 to 9, in the order of :data:`CLASS_NAMES`.
 
     Raises
     ------
@@ -94,7 +109,7 @@ def load_fashion_mnist(split="test", *, path=None):
     return images, labels
 
 
-def load_fashion_mnist_subset():
+def load_fashion_mnist_subset() -> tuple[np.ndarray, np.ndarray]:
     """The bundled test subset: the first 500 images of the Fashion-MNIST test set.
 
     Shipped inside the package (MIT licence, Zalando SE), so demos and tests run offline.
@@ -102,7 +117,9 @@ def load_fashion_mnist_subset():
     Returns
     -------
     images : ndarray of shape (500, 28, 28), uint8
+        Grey levels 0 (background) to 255.
     labels : ndarray of shape (500,), uint8
+        Class indices 0 to 9, in the order of :data:`CLASS_NAMES`.
 
     Examples
     --------

@@ -22,7 +22,7 @@ _TYPES = {
 }
 
 
-def read_idx(path):
+def read_idx(path: os.PathLike | str) -> np.ndarray:
     """Read an IDX file (``.gz`` or plain) into a NumPy array.
 
     Parameters

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from .layers import (
     ClassMatrixCaps,
     Conv2D,
@@ -18,10 +20,27 @@ def _layout_shape(input_shape, data_format):
     return (c, h, w) if data_format == "NCHW" else (h, w, c)
 
 
-def capsnet(*, input_shape=(28, 28, 1), conv_channels=256, conv_kernel=9, primary_types=32,
-            primary_dim=8, primary_kernel=9, primary_stride=2, n_classes=10, class_dim=16,
-            n_iter=3, order="type-major", weight_layout="caproute", use_bias=False,
-            leaky=False, squash_eps=1e-8, data_format="NHWC", classes=None, name="capsnet"):
+def capsnet(
+    *,
+    input_shape: tuple[int, int, int] = (28, 28, 1),
+    conv_channels: int = 256,
+    conv_kernel: int = 9,
+    primary_types: int = 32,
+    primary_dim: int = 8,
+    primary_kernel: int = 9,
+    primary_stride: int = 2,
+    n_classes: int = 10,
+    class_dim: int = 16,
+    n_iter: int = 3,
+    order: str = "type-major",
+    weight_layout: str = "caproute",
+    use_bias: bool = False,
+    leaky: bool = False,
+    squash_eps: float = 1e-8,
+    data_format: str = "NHWC",
+    classes: Sequence[str] | None = None,
+    name: str = "capsnet",
+) -> Model:
     """Sabour et al.'s CapsNet (2017): Conv -> PrimaryCaps -> DenseCaps with dynamic routing.
 
     The defaults are the paper's MNIST network: conv1 256 channels 9x9 ReLU, 32 primary types
@@ -39,11 +58,22 @@ def capsnet(*, input_shape=(28, 28, 1), conv_channels=256, conv_kernel=9, primar
         The primary capsules.
     n_classes, class_dim, n_iter : int
         The class capsules and their routing.
-    order, weight_layout, use_bias, leaky, squash_eps
-        See :class:`PrimaryCaps` and :class:`DenseCaps`.
+    order : {"type-major", "position-major"}, default="type-major"
+        Flattening of the primary capsules (see :class:`PrimaryCaps`).
+    weight_layout : {"caproute", "keras", "torch", "tf"}, default="caproute"
+        Layout of the class capsules' weight (see :class:`DenseCaps`).
+    use_bias : bool, default=False
+        Whether the class capsules have a bias (see :class:`DenseCaps`).
+    leaky : bool, default=False
+        Leaky routing (see :class:`DenseCaps`).
+    squash_eps : float, default=1e-8
+        ``eps`` inside the square root of squash, in both capsule layers.
     data_format : {"NHWC", "NCHW"}, default="NHWC"
+        Layout of the input images.
     classes : sequence of str, optional
+        Class names, in output order.
     name : str, default="capsnet"
+        The model's name.
 
     Returns
     -------
@@ -69,11 +99,27 @@ def capsnet(*, input_shape=(28, 28, 1), conv_channels=256, conv_kernel=9, primar
     return Model(layers, _layout_shape(input_shape, data_format), classes=classes, name=name)
 
 
-def matrix_capsnet(A=32, B=32, C=32, D=32, *, input_shape=(28, 28, 1), n_classes=10,
-                   conv_kernel=5, conv_stride=2, n_iter=3, competition="position",
-                   coordinate_addition=True, inverse_temperature=None, min_var=5e-4, eps=1e-8,
-                   beta_per_pose=False, data_format="NHWC", classes=None,
-                   name="matrix_capsnet"):
+def matrix_capsnet(
+    A: int = 32,
+    B: int = 32,
+    C: int = 32,
+    D: int = 32,
+    *,
+    input_shape: tuple[int, int, int] = (28, 28, 1),
+    n_classes: int = 10,
+    conv_kernel: int = 5,
+    conv_stride: int = 2,
+    n_iter: int = 3,
+    competition: str = "position",
+    coordinate_addition: bool = True,
+    inverse_temperature: float | Sequence[float] | None = None,
+    min_var: float = 5e-4,
+    eps: float = 1e-8,
+    beta_per_pose: bool = False,
+    data_format: str = "NHWC",
+    classes: Sequence[str] | None = None,
+    name: str = "matrix_capsnet",
+) -> Model:
     """Hinton, Sabour and Frosst's matrix-capsule network with EM routing (2018).
 
     ReLU conv ``conv_kernel`` x ``conv_kernel``, stride ``conv_stride``, A channels ->
@@ -90,12 +136,32 @@ def matrix_capsnet(A=32, B=32, C=32, D=32, *, input_shape=(28, 28, 1), n_classes
     input_shape : tuple of int, default=(28, 28, 1)
         (H, W, C), whatever ``data_format``.
     n_classes : int, default=10
-    conv_kernel, conv_stride : int, default=5, 2
-    n_iter, competition, coordinate_addition, inverse_temperature, min_var, eps, beta_per_pose
-        Routing options of the capsule layers (see :class:`ConvMatrixCaps`).
+        Class capsules.
+    conv_kernel : int, default=5
+        Kernel side of the first convolution.
+    conv_stride : int, default=2
+        Stride of the first convolution.
+    n_iter : int, default=3
+        EM routing iterations of every capsule layer.
+    competition : {"position", "all"}, default="position"
+        Which parents compete for a child in the convolutional capsule layers (see
+        :class:`ConvMatrixCaps`).
+    coordinate_addition : bool, default=True
+        Coordinate addition in the class capsules (see :class:`ClassMatrixCaps`).
+    inverse_temperature : float, list of float or None, default=None
+        As in :func:`caproute.em_routing` (None: the official schedule).
+    min_var : float, default=5e-4
+        Floor of the parents' variances in EM routing.
+    eps : float, default=1e-8
+        Small constant of EM routing's divisions.
+    beta_per_pose : bool, default=False
+        Whether ``beta_u`` has one value per pose entry (see :class:`ConvMatrixCaps`).
     data_format : {"NHWC", "NCHW"}, default="NHWC"
+        Layout of the input images.
     classes : sequence of str, optional
+        Class names, in output order.
     name : str, default="matrix_capsnet"
+        The model's name.
 
     Returns
     -------

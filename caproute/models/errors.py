@@ -2,8 +2,17 @@
 
 
 class WeightsMismatchError(ValueError):
-    """The given weights do not fit the model: lists every missing, unexpected, misshapen or
-    mistyped tensor at once."""
+    """The given weights do not fit the model.
+
+    The message lists every missing, unexpected, misshapen or mistyped tensor at once.
+
+    Parameters
+    ----------
+    model_name : str
+        The model (or checkpoint layout) the weights were meant for.
+    problems : iterable of str
+        One sentence per problem; kept as the ``problems`` attribute.
+    """
 
     def __init__(self, model_name, problems):
         self.problems = list(problems)

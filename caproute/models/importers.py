@@ -16,21 +16,59 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 
 import numpy as np
 
+from .._backend import Array
 from .architectures import capsnet
 from .errors import WeightsFileError, WeightsMismatchError
+from .model import Model
 from .weights_file import load_file
 
 
-def torch_conv_to_hwio(weight):
-    """PyTorch's (c_out, c_in, kh, kw) convolution kernel as caproute's (kh, kw, c_in, c_out)."""
+def torch_conv_to_hwio(weight: Array) -> np.ndarray:
+    """PyTorch's (c_out, c_in, kh, kw) convolution kernel as caproute's (kh, kw, c_in, c_out).
+
+    Parameters
+    ----------
+    weight : array_like of shape (c_out, c_in, kh, kw)
+        A PyTorch ``Conv2d.weight``, as a NumPy array (or anything ``np.asarray`` takes).
+
+    Returns
+    -------
+    numpy.ndarray of shape (kh, kw, c_in, c_out)
+        The same kernel, C-contiguous, in the layout of :class:`Conv2D`'s ``weight``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from caproute.models import torch_conv_to_hwio
+    >>> torch_conv_to_hwio(np.zeros((256, 1, 9, 9), dtype=np.float32)).shape
+    (9, 9, 1, 256)
+    """
     return np.ascontiguousarray(np.transpose(np.asarray(weight), (2, 3, 1, 0)))
 
 
-def read_state_dict(path):
+def read_state_dict(path: os.PathLike | str) -> dict[str, np.ndarray]:
     """Read a flat ``{name: ndarray}`` from a ``.safetensors`` or ``.npz`` file (no pickle).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.npz`` file, or a safetensors file (any other name). PyTorch pickles (``.pt``,
+        ``.pth``, ``.ckpt``, ``.bin``) are refused with the command that converts them.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        Every tensor of the file, by name.
+
+    Raises
+    ------
+    WeightsFileError
+        If the file is a PyTorch pickle, or cannot be read as an ``.npz`` of arrays or as a
+        safetensors file.
 
     Examples
     --------
@@ -58,8 +96,14 @@ def read_state_dict(path):
     return load_file(path)[0]
 
 
-def capsnet_from_torch(source, *, n_iter=3, input_shape=(28, 28, 1), classes=None,
-                       squash_eps=1e-8):
+def capsnet_from_torch(
+    source: os.PathLike | str | dict[str, Array],
+    *,
+    n_iter: int = 3,
+    input_shape: tuple[int, int, int] = (28, 28, 1),
+    classes: Sequence[str] | None = None,
+    squash_eps: float = 1e-8,
+) -> Model:
     """Build a CapsNet from a PyTorch state dict laid out like gram-ai's implementation.
 
     Expected tensors (extra ``decoder.*`` tensors -- the reconstruction network -- are ignored):
@@ -77,15 +121,40 @@ def capsnet_from_torch(source, *, n_iter=3, input_shape=(28, 28, 1), classes=Non
     source : str, os.PathLike or dict
         A ``.safetensors``/``.npz`` file, or a ``{name: array}`` dict.
     n_iter : int, default=3
+        Routing iterations of the class capsules.
     input_shape : tuple, default=(28, 28, 1)
         (H, W, C) of the images.
     classes : sequence of str, optional
+        Class names, in output order.
     squash_eps : float, default=1e-8
+        ``eps`` inside the square root of squash (gram-ai's code has none; a small one
+        keeps zero vectors finite).
 
     Returns
     -------
     model : Model
         An NHWC caproute CapsNet with the converted weights.
+
+    Raises
+    ------
+    WeightsMismatchError
+        Listing every missing, unexpected or misshapen tensor.
+
+    Examples
+    --------
+    A state dict of the right layout (random here; from a converted checkpoint in practice):
+
+    >>> import numpy as np
+    >>> from caproute.models import capsnet_from_torch
+    >>> rng = np.random.default_rng(0)
+    >>> sd = {"conv1.weight": rng.normal(size=(16, 1, 9, 9)), "conv1.bias": np.zeros(16),
+    ...       "digit_capsules.route_weights": rng.normal(size=(10, 4 * 6 * 6, 8, 16))}
+    >>> for d in range(8):  # one convolution per primary-capsule component
+    ...     sd[f"primary_capsules.capsules.{d}.weight"] = rng.normal(size=(4, 16, 9, 9))
+    ...     sd[f"primary_capsules.capsules.{d}.bias"] = np.zeros(4)
+    >>> net = capsnet_from_torch(sd)
+    >>> net.predict_proba(np.zeros((2, 28, 28), dtype=np.uint8)).shape
+    (2, 10)
     """
     sd = dict(read_state_dict(source) if not isinstance(source, dict) else source)
     problems = []
@@ -138,9 +207,27 @@ def capsnet_from_torch(source, *, n_iter=3, input_shape=(28, 28, 1), classes=Non
     })
 
 
-def read_keras_h5(path):
-    """All weights of a Keras (2.x / tf.keras legacy HDF5) weights or model file, as
-    ``{"<layer>/<weight>": ndarray}`` with the ``:0`` suffixes dropped. Needs h5py.
+def read_keras_h5(path: os.PathLike | str) -> dict[str, np.ndarray]:
+    """All weights of a Keras (2.x / tf.keras legacy HDF5) weights or model file.
+
+    Needs h5py.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file written by ``model.save_weights`` or ``model.save`` in the legacy HDF5 format.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        ``{"<layer>/<weight>": array}``, with the ``:0`` suffixes dropped.
+
+    Raises
+    ------
+    ImportError
+        If h5py is not installed.
+    WeightsFileError
+        If the file is not HDF5, not a Keras 2 weights file, or a listed weight is unreadable.
 
     Examples
     --------
@@ -180,9 +267,18 @@ def read_keras_h5(path):
         return out
 
 
-def capsnet_from_keras_h5(path, *, primary_dim=8, n_iter=3, input_shape=None, classes=None,
-                          squash_eps=1e-7, conv_name="conv1", primary_name="primarycap_conv2d",
-                          caps_name="digitcaps"):
+def capsnet_from_keras_h5(
+    path: os.PathLike | str,
+    *,
+    primary_dim: int = 8,
+    n_iter: int = 3,
+    input_shape: tuple[int, int, int] | None = None,
+    classes: Sequence[str] | None = None,
+    squash_eps: float = 1e-7,
+    conv_name: str = "conv1",
+    primary_name: str = "primarycap_conv2d",
+    caps_name: str = "digitcaps",
+) -> Model:
     """Build a CapsNet from a Keras HDF5 file laid out like the common Keras implementation.
 
     Expected weights: ``<conv_name>/kernel`` (k, k, c_in, c1) and ``/bias``;
@@ -198,16 +294,32 @@ def capsnet_from_keras_h5(path, *, primary_dim=8, n_iter=3, input_shape=None, cl
     primary_dim : int, default=8
         Capsule dimension of the primary capsules (not recorded in the weights).
     n_iter : int, default=3
+        Routing iterations of the class capsules.
     input_shape : tuple, optional
         (H, W, C); default: 28 x 28 with the kernel's input channels.
     classes : sequence of str, optional
+        Class names, in output order.
     squash_eps : float, default=1e-7
+        ``eps`` inside the square root of squash: Keras' epsilon, as that code adds it.
     conv_name, primary_name, caps_name : str
         Layer names in the file.
 
     Returns
     -------
     model : Model
+        An NHWC caproute CapsNet with the file's weights.
+
+    Raises
+    ------
+    WeightsMismatchError
+        Listing every missing tensor (with the names the file holds), or primary-capsule
+        channels that are not a multiple of ``primary_dim``.
+
+    Examples
+    --------
+    >>> from caproute.models import capsnet_from_keras_h5   # doctest: +SKIP
+    >>> net = capsnet_from_keras_h5("capsnet_weights.h5")   # doctest: +SKIP
+    >>> net.predict(images)                                 # doctest: +SKIP
     """
     weights = read_keras_h5(path)
     needed = [f"{conv_name}/kernel", f"{conv_name}/bias", f"{primary_name}/kernel",

@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from .._backend import array_namespace, device, is_array, resolve_backend, to_device
+from .._backend import Array, array_namespace, device, is_array, resolve_backend, to_device
 from .._lib.validation import check_int, check_plain_array, shape_str
 from .errors import WeightsMismatchError
 from .layers import LAYERS, Layer
@@ -33,12 +35,14 @@ class Model:
     classes : sequence of str, optional
         Class names, in output order.
     name : str, default="model"
+        Shown by :meth:`summary` and in error messages.
 
     Examples
     --------
     >>> import numpy as np
     >>> from caproute import models
-    >>> net = models.capsnet(conv_channels=16, primary_types=4, class_dim=8).initialize(random_state=0)
+    >>> net = models.capsnet(conv_channels=16, primary_types=4, class_dim=8)
+    >>> net = net.initialize(random_state=0)
     >>> print(net.summary())  # doctest: +NORMALIZE_WHITESPACE
     Model 'capsnet'  input (28, 28, 1)  NHWC
     layer         type         output shape                parameters
@@ -51,7 +55,14 @@ class Model:
     (3, 10)
     """
 
-    def __init__(self, layers, input_shape, *, classes=None, name="model"):
+    def __init__(
+        self,
+        layers: Iterable[Layer],
+        input_shape: Sequence[int],
+        *,
+        classes: Sequence[str] | None = None,
+        name: str = "model",
+    ) -> None:
         layers = list(layers)
         if not layers or not all(isinstance(layer, Layer) for layer in layers):
             raise TypeError("`layers` must be a non-empty list of caproute.models layers.")
@@ -78,31 +89,59 @@ class Model:
 
     # -- description ---------------------------------------------------------------------------
     @property
-    def data_format(self):
+    def data_format(self) -> str:
+        """Layout of the images the model takes: ``"NHWC"`` or ``"NCHW"``.
+
+        The first layer's ``data_format`` (``"NHWC"`` when it has none).
+        """
         return getattr(self.layers[0], "data_format", "NHWC")
 
     @property
-    def output_shape(self):
+    def output_shape(self) -> tuple:
+        """Per-sample shape of the last layer's output.
+
+        A tuple of int, or for matrix capsules a pair of tuples (pose shape, activation shape).
+        """
         return self._shapes[-1][1]
 
     @property
-    def n_classes(self):
+    def n_classes(self) -> int:
+        """Number of classes: the last layer's number of output capsules or channels."""
         out = self.output_shape
         return out[0][0] if isinstance(out[0], tuple) else out[0]
 
-    def parameter_shapes(self):
-        """``{"<layer>.<parameter>": shape}`` for every parameter, in layer order."""
+    def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shapes of the parameters of every layer, in layer order.
+
+        Returns
+        -------
+        dict of str to tuple of int
+            ``{"<layer>.<parameter>": shape}`` for every parameter.
+        """
         shapes = {}
         for layer, (in_shape, _) in zip(self.layers, self._shapes):
             for pname, shape in layer.parameter_shapes(in_shape).items():
                 shapes[f"{layer.name}.{pname}"] = tuple(shape)
         return shapes
 
-    def n_parameters(self):
+    def n_parameters(self) -> int:
+        """Count the parameters: the number of scalars in all weights and biases.
+
+        Returns
+        -------
+        int
+            The sum over :meth:`parameter_shapes` of the product of each shape.
+        """
         return sum(math.prod(s) for s in self.parameter_shapes().values())
 
-    def summary(self):
-        """A table of layers: name, type, per-sample output shape, parameter count."""
+    def summary(self) -> str:
+        """A table of layers: name, type, per-sample output shape, parameter count.
+
+        Returns
+        -------
+        str
+            The table, one line per layer, a header and a total line.
+        """
         shapes = self.parameter_shapes()
         rows = []
         for layer, (_, out) in zip(self.layers, self._shapes):
@@ -120,8 +159,15 @@ class Model:
     def __repr__(self):
         return f"<caproute Model {self.name!r}: {len(self.layers)} layers, {self.n_parameters():,} parameters>"
 
-    def get_config(self):
-        """The architecture as JSON-able data; :meth:`from_config` rebuilds the model."""
+    def get_config(self) -> dict[str, Any]:
+        """The architecture as JSON-able data; :meth:`from_config` rebuilds the model.
+
+        Returns
+        -------
+        dict
+            Format name and version, name, input shape, class names, and every layer's class
+            and :meth:`Layer.get_config`; no weights.
+        """
         return {
             "format": FORMAT, "version": FORMAT_VERSION, "name": self.name,
             "input_shape": list(self.input_shape), "classes": self.classes,
@@ -130,8 +176,25 @@ class Model:
         }
 
     @classmethod
-    def from_config(cls, config):
-        """Rebuild a model (without weights) from :meth:`get_config`'s output."""
+    def from_config(cls, config: dict[str, Any]) -> Model:
+        """Rebuild a model (without weights) from :meth:`get_config`'s output.
+
+        Parameters
+        ----------
+        config : dict
+            A description written by :meth:`get_config` (e.g. read back from JSON).
+
+        Returns
+        -------
+        Model
+            The same architecture, without weights.
+
+        Raises
+        ------
+        ValueError
+            If ``config`` is not a caproute model description of a supported version, or names
+            an unknown layer class or invalid layer arguments.
+        """
         if not isinstance(config, dict) or config.get("format") != FORMAT:
             raise ValueError(f"not a caproute model description: expected a dict with "
                              f"format={FORMAT!r}; got {str(config)[:200]!r}.")
@@ -153,21 +216,47 @@ class Model:
 
     # -- weights -------------------------------------------------------------------------------
     @property
-    def weights_loaded(self):
+    def weights_loaded(self) -> bool:
+        """Whether the model holds weights (always True for a model without parameters)."""
         return self._weights is not None
 
-    def get_weights(self):
-        """A copy of the weights as ``{"<layer>.<parameter>": ndarray}``."""
+    def get_weights(self) -> dict[str, np.ndarray]:
+        """A copy of the weights, keyed by name.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            ``{"<layer>.<parameter>": array}`` in layer order, copies of the host arrays.
+
+        Raises
+        ------
+        RuntimeError
+            If the model has no weights yet.
+        """
         self._require_weights()
         return {k: v.copy() for k, v in self._weights.items()}
 
-    def set_weights(self, arrays):
-        """Load weights given as ``{"<layer>.<parameter>": array}`` (NumPy or any Array API
-        array; kept on the host as given, float32 or float64).
+    def set_weights(self, arrays: Mapping[str, Array]) -> Model:
+        """Load weights given by name, replacing any the model holds.
 
         Every problem -- a missing or unexpected name, a wrong shape, a non-float dtype, a
         non-finite value -- is collected and reported in one :class:`WeightsMismatchError`.
-        Returns the model.
+
+        Parameters
+        ----------
+        arrays : mapping of str to array
+            ``{"<layer>.<parameter>": array}`` for every name of :meth:`parameter_shapes`:
+            NumPy or any Array API arrays, float32 or float64, kept on the host in their dtype.
+
+        Returns
+        -------
+        Model
+            The model itself.
+
+        Raises
+        ------
+        WeightsMismatchError
+            Listing every missing, unexpected, misshapen, non-float or non-finite tensor.
         """
         expected = self.parameter_shapes()
         problems = []
@@ -195,10 +284,22 @@ class Model:
         self._cache = {}
         return self
 
-    def initialize(self, random_state=None, dtype="float32"):
-        """Random weights (normal, fan-in scaled; biases 0), for tests and experiments.
+    def initialize(
+        self, random_state: int | np.random.Generator | None = None, dtype: str = "float32"
+    ) -> Model:
+        """Set random weights (normal, fan-in scaled; biases 0), for tests and experiments.
 
-        Returns the model.
+        Parameters
+        ----------
+        random_state : int, numpy.random.Generator or None, default=None
+            Seed or generator of :func:`numpy.random.default_rng`; None draws a fresh seed.
+        dtype : {"float32", "float64"}, default="float32"
+            Dtype of the weights.
+
+        Returns
+        -------
+        Model
+            The model itself.
         """
         rng = np.random.default_rng(random_state)
         arrays = {}
@@ -224,13 +325,13 @@ class Model:
                 for layer in self.layers]
 
     # -- inference -----------------------------------------------------------------------------
-    def forward(self, x, *, backend=None):
+    def forward(self, x: Array, *, backend: str | None = None) -> Array | tuple[Array, Array]:
         """Run every layer on a batch already in the model's layout and a float dtype.
 
         Parameters
         ----------
         x : array of shape (batch, *input_shape)
-            float32 or float64; the weights are used in this dtype and namespace.
+            The batch, float32 or float64; the weights are used in its dtype and namespace.
         backend : {"auto", "numpy", "numba", "cupy"} or None
             Where to run; None takes the configured backend.
 
@@ -261,8 +362,16 @@ class Model:
                 f"({self.data_format}); got shape {shape_str(x.shape)}."
             )
 
-    def predict_scores(self, images, *, batch_size=100, backend=None, data_format=None,
-                       dtype="float32", progress=False):
+    def predict_scores(
+        self,
+        images: Array,
+        *,
+        batch_size: int = 100,
+        backend: str | None = None,
+        data_format: str | None = None,
+        dtype: str = "float32",
+        progress: bool = False,
+    ) -> Array:
         """Class scores: capsule lengths (dynamic routing) or activations (EM routing).
 
         Parameters
@@ -308,18 +417,44 @@ class Model:
             bar.close()
         return xp.concat(out, axis=0) if out else xp.zeros((0, self.n_classes), dtype=images.dtype)
 
-    def predict_proba(self, images, **kwargs):
-        """Class scores normalised to sum to 1 per image (same arguments as
-        :meth:`predict_scores`): array of shape (n, n_classes)."""
+    def predict_proba(self, images: Array, **kwargs: Any) -> Array:
+        """Class scores normalised to sum to 1 per image.
+
+        Parameters
+        ----------
+        images : array of shape (n, H, W), (n, H, W, C) or (n, C, H, W)
+            As in :meth:`predict_scores`.
+        **kwargs
+            ``batch_size``, ``backend``, ``data_format``, ``dtype``, ``progress``, as in
+            :meth:`predict_scores`.
+
+        Returns
+        -------
+        proba : array of shape (n, n_classes)
+            Non-negative, summing to 1 per image (uniform where every score is 0).
+        """
         scores = self.predict_scores(images, **kwargs)
         xp = array_namespace(scores)
         total = xp.sum(scores, axis=1, keepdims=True)
         # all-zero scores (possible only in degenerate models) give the uniform distribution
         return xp.where(total > 0, scores / xp.where(total > 0, total, 1.0), 1.0 / self.n_classes)
 
-    def predict(self, images, **kwargs):
-        """The class with the highest score (same arguments as :meth:`predict_scores`):
-        array of shape (n,), int64."""
+    def predict(self, images: Array, **kwargs: Any) -> Array:
+        """Predict the class of each image: the one with the highest score.
+
+        Parameters
+        ----------
+        images : array of shape (n, H, W), (n, H, W, C) or (n, C, H, W)
+            As in :meth:`predict_scores`.
+        **kwargs
+            ``batch_size``, ``backend``, ``data_format``, ``dtype``, ``progress``, as in
+            :meth:`predict_scores`.
+
+        Returns
+        -------
+        labels : array of shape (n,)
+            Class indices (int64), in the namespace the computation ran in.
+        """
         scores = self.predict_scores(images, **kwargs)
         return array_namespace(scores).argmax(scores, axis=1)
 

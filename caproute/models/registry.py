@@ -5,9 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 from importlib import resources
+from typing import TYPE_CHECKING, Any
 
 from .errors import WeightsFileError
 from .serialization import load
+
+if TYPE_CHECKING:
+    from .model import Model
 
 _PACKAGE = __package__ + ".pretrained"
 _REGISTRY = "registry.json"
@@ -18,8 +22,13 @@ def _registry():
         return json.load(f)
 
 
-def available_pretrained():
+def available_pretrained() -> list[str]:
     """Names of the shipped models.
+
+    Returns
+    -------
+    list of str
+        Sorted; each one a name for :func:`load_pretrained` and :func:`pretrained_info`.
 
     Examples
     --------
@@ -30,10 +39,25 @@ def available_pretrained():
     return sorted(_registry())
 
 
-def pretrained_info(name):
-    """The registry entry of a shipped model: file, sha256, training command, epochs, test
-    accuracy on the full Fashion-MNIST test set and on the bundled subset (as caproute computes
-    them), and notes.
+def pretrained_info(name: str) -> dict[str, Any]:
+    """The registry entry of a shipped model.
+
+    Parameters
+    ----------
+    name : str
+        One of :func:`available_pretrained`.
+
+    Returns
+    -------
+    dict
+        A copy of the entry: file, sha256, training command, epochs, test accuracy on the
+        full Fashion-MNIST test set and on the bundled subset (as caproute computes them),
+        and notes.
+
+    Raises
+    ------
+    ValueError
+        If no shipped model has that name (the message lists those that do).
 
     Examples
     --------
@@ -48,7 +72,7 @@ def pretrained_info(name):
     return dict(registry[name])
 
 
-def load_pretrained(name):
+def load_pretrained(name: str) -> Model:
     """Load a shipped model after checking its file's sha256 against the registry.
 
     Parameters
@@ -59,6 +83,14 @@ def load_pretrained(name):
     Returns
     -------
     model : Model
+        With its weights; ``model.metadata["pretrained"]`` is ``name``.
+
+    Raises
+    ------
+    ValueError
+        If no shipped model has that name.
+    WeightsFileError
+        If the file's sha256 differs from the registry's (a damaged installation).
 
     Examples
     --------

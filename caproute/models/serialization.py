@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Mapping
 
 from .._version import __version__
 from .errors import WeightsFileError
@@ -12,7 +14,9 @@ from .weights_file import load_file, save_file
 ARCHITECTURE_KEY = "caproute_model"
 
 
-def save(model, path, *, metadata=None):
+def save(
+    model: Model, path: os.PathLike | str, *, metadata: Mapping[str, object] | None = None
+) -> None:
     """Write a model's weights and architecture to a safetensors file.
 
     Parameters
@@ -20,6 +24,7 @@ def save(model, path, *, metadata=None):
     model : Model
         With weights.
     path : str or os.PathLike
+        The file to write (replaced if it exists), by convention ``*.safetensors``.
     metadata : dict of str to str, optional
         Extra notes stored in the file (training command, accuracy, ...).
 
@@ -42,7 +47,7 @@ def save(model, path, *, metadata=None):
     save_file(path, model.get_weights(), meta)
 
 
-def load(path):
+def load(path: os.PathLike | str) -> Model:
     """Rebuild a model from a file written by :func:`save` (architecture and weights).
 
     Parameters
@@ -61,6 +66,16 @@ def load(path):
         Unreadable file, or no or invalid architecture in the metadata.
     WeightsMismatchError
         Tensors that do not fit the described architecture (all listed at once).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from caproute import models
+    >>> path = os.path.join(tempfile.mkdtemp(), "net.safetensors")
+    >>> models.save(models.capsnet(conv_channels=8, primary_types=2).initialize(), path)
+    >>> net = models.load(path)
+    >>> net.name, net.weights_loaded
+    ('capsnet', True)
     """
     tensors, meta = load_file(path)
     if ARCHITECTURE_KEY not in meta:

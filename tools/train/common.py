@@ -1,4 +1,7 @@
-"""Shared pieces of the training scripts (development only; PyTorch is never imported by caproute)."""
+"""Shared pieces of the training scripts.
+
+Development only; PyTorch is never imported by caproute.
+"""
 
 from __future__ import annotations
 
@@ -64,7 +67,7 @@ def shift_augment(x, max_shift=2):
 
 
 def save_checkpoint(path, arrays, meta):
-    """Write tensors to an ``.npz`` (no pickle) and the run's description to a ``.json`` beside it."""
+    """Write tensors to an ``.npz`` (no pickle), the run's description to a ``.json`` beside it."""
     np.savez(path + ".npz", **{k: v.detach().cpu().numpy() for k, v in arrays.items()})
     with open(path + ".json", "w") as f:
         json.dump(meta, f, indent=2)

@@ -169,7 +169,9 @@ def main():
                           args.inverse_temperature).to(args.device)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     steps_per_epoch = math.ceil(len(x) / args.batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=args.epochs * steps_per_epoch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, args.lr, total_steps=args.epochs * steps_per_epoch
+    )
     log(f"args {vars(args)}; {sum(p.numel() for p in model.parameters())} parameters")
     step = 0
     for epoch in range(1, args.epochs + 1):

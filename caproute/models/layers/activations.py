@@ -45,8 +45,14 @@ def apply_activation(x, name, *, xp):
 
 
 class Activation(Layer):
-    """Apply an elementwise function: ``"relu"``, ``"sigmoid"``, ``"tanh"``, ``"elu"``,
-    ``"softplus"`` or ``"linear"``.
+    """Layer that applies an elementwise function.
+
+    Parameters
+    ----------
+    activation : {"relu", "sigmoid", "tanh", "elu", "softplus", "linear"} or None
+        The function; ``"linear"`` and None leave the input as it is.
+    name : str, default="activation"
+        The layer's name, unique in its model.
 
     Examples
     --------

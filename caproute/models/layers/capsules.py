@@ -27,6 +27,8 @@ class PrimaryCaps(Layer):
     (n_types * dim,). Channel ``t * dim + d`` is component ``d`` of capsule type ``t`` (the
     convention of the official TF code and of the Keras implementations).
 
+    Output: array of shape (batch, n_caps, dim) with ``n_caps = H' * W' * n_types``.
+
     Parameters
     ----------
     n_types : int
@@ -34,7 +36,9 @@ class PrimaryCaps(Layer):
     dim : int
         Capsule dimension (8 in the paper).
     kernel_size : int, default=9
+        Square kernel side.
     stride : int, default=2
+        Step between kernel positions, along both axes.
     order : {"type-major", "position-major"}, default="type-major"
         Flattening of the (H, W, n_types) grid into ``n_caps``: type-major puts all positions
         of type 0 first (official TF code, PyTorch ports); position-major puts all types of
@@ -44,8 +48,16 @@ class PrimaryCaps(Layer):
     data_format : {"NHWC", "NCHW"}, default="NHWC"
         Layout of the input map.
     name : str, default="primary_caps"
+        The layer's name, unique in its model.
 
-    Output: array of shape (batch, n_caps, dim) with ``n_caps = H' * W' * n_types``.
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from caproute.models import Model, PrimaryCaps
+    >>> net = Model([PrimaryCaps(4, 8, kernel_size=3, name="caps")], input_shape=(9, 9, 2))
+    >>> net = net.initialize(random_state=0)
+    >>> net.forward(np.ones((2, 9, 9, 2), dtype=np.float32)).shape  # 4 x 4 positions, 4 types
+    (2, 64, 8)
     """
 
     output_layout = "(batch, n_caps, dim)"
@@ -105,6 +117,8 @@ class DenseCaps(Layer):
     Parameters: ``weight`` in the chosen ``weight_layout`` and, with ``use_bias``, ``bias`` of
     shape (n_out, out_dim), added to every parent's weighted sum in every iteration.
 
+    Output: array of shape (batch, n_out, out_dim); class scores are the lengths.
+
     Parameters
     ----------
     n_out : int
@@ -112,18 +126,29 @@ class DenseCaps(Layer):
     out_dim : int
         Parent dimension (16 in the paper).
     n_iter : int, default=3
+        Routing iterations.
     weight_layout : {"caproute", "keras", "torch", "tf"}, default="caproute"
         How ``weight`` is laid out (see ``WEIGHT_LAYOUTS``):
         "caproute" (n_in, n_out, out_dim, in_dim); "keras" (n_out, n_in, out_dim, in_dim);
         "torch" (n_out, n_in, in_dim, out_dim), as gram-ai's ``route_weights``;
         "tf" (n_in, in_dim, n_out * out_dim), as the official TF code.
     use_bias : bool, default=False
+        Whether the layer has a ``bias`` parameter.
     leaky : bool, default=False
         Leaky routing (an extra orphan parent with logit 0, dropped after the softmax).
     squash_eps : float, default=1e-8
+        ``eps`` inside the square root of squash; must be > 0.
     name : str, default="class_caps"
+        The layer's name, unique in its model.
 
-    Output: array of shape (batch, n_out, out_dim); class scores are the lengths.
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from caproute.models import DenseCaps, Model
+    >>> net = Model([DenseCaps(3, 4, name="caps")], input_shape=(10, 8))
+    >>> net = net.initialize(random_state=0)
+    >>> net.forward(np.ones((2, 10, 8), dtype=np.float32)).shape
+    (2, 3, 4)
     """
 
     output_layout = "(batch, n_out, out_dim)"
@@ -165,7 +190,21 @@ class DenseCaps(Layer):
         return (self.n_out, self.out_dim)
 
     def native_weight(self, W, *, xp):
-        """The weight in caproute's (n_in, n_out, out_dim, in_dim) layout."""
+        """The weight in caproute's (n_in, n_out, out_dim, in_dim) layout.
+
+        Parameters
+        ----------
+        W : array
+            The ``weight`` parameter, in the layer's ``weight_layout``.
+        xp : namespace
+            The Array API namespace of ``W``.
+
+        Returns
+        -------
+        array of shape (n_in, n_out, out_dim, in_dim)
+            ``W`` with its axes permuted (and split, for the "tf" layout); no copy where the
+            namespace makes views.
+        """
         if self.weight_layout == "keras":
             return xp.permute_dims(W, (1, 0, 2, 3))
         if self.weight_layout == "torch":
@@ -177,6 +216,24 @@ class DenseCaps(Layer):
         return W
 
     def forward(self, u, params, *, xp, backend):
+        """Votes from the child capsules, then dynamic routing to the parents.
+
+        Parameters
+        ----------
+        u : array of shape (batch, n_in, in_dim)
+            The child capsules.
+        params : dict of str to array
+            ``weight`` and, with ``use_bias``, ``bias``, of namespace ``xp`` and ``u``'s dtype.
+        xp : namespace
+            The Array API namespace of ``u`` and ``params``.
+        backend : {"auto", "numpy", "numba", "cupy"}
+            Backend of :func:`caproute.dense_dynamic_routing`.
+
+        Returns
+        -------
+        array of shape (batch, n_out, out_dim)
+            The parent capsules.
+        """
         W = self.native_weight(params["weight"], xp=xp)
         return dense_dynamic_routing(
             u, W, n_iter=self.n_iter, bias=params.get("bias"), leaky=self.leaky,
@@ -185,4 +242,18 @@ class DenseCaps(Layer):
 
     @staticmethod
     def class_scores(v, *, xp):
+        """Class scores from the layer's output: the lengths of the parent capsules.
+
+        Parameters
+        ----------
+        v : array of shape (batch, n_out, out_dim)
+            The output of :meth:`forward`.
+        xp : namespace
+            The Array API namespace of ``v``.
+
+        Returns
+        -------
+        array of shape (batch, n_out)
+            The Euclidean length of every parent capsule, in [0, 1).
+        """
         return xp.sqrt(xp.sum(v * v, axis=-1))

@@ -78,14 +78,17 @@ class Conv2D(Layer):
     kernel_size : int
         Square kernel side.
     stride : int, default=1
+        Step between kernel positions, along both axes.
     padding : int, default=0
         Zeros added on every side of the image.
     activation : str or None, default=None
         ``"relu"``, ``"sigmoid"``, ``"tanh"``, ``"elu"``, ``"softplus"``, ``"linear"``/None.
     use_bias : bool, default=True
+        Whether the layer has a ``bias`` parameter.
     data_format : {"NHWC", "NCHW"}, default="NHWC"
         Layout of the input and output maps.
     name : str, default="conv"
+        The layer's name, unique in its model.
 
     Examples
     --------

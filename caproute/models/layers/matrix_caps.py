@@ -81,10 +81,38 @@ class _EMOptions:
                          min_var=self.min_var, eps=self.eps, xp=plan.xp)
 
     def initializer_scale(self, name, shape):
+        """Standard deviation of random initial values: 0 for the betas, 1/2 for the transforms.
+
+        Parameters
+        ----------
+        name : str
+            The parameter's name: ``"weight"``, ``"beta_u"`` or ``"beta_a"``.
+        shape : tuple of int
+            The parameter's shape.
+
+        Returns
+        -------
+        float
+            0 for the betas; ``1 / sqrt(shape[-1])`` for the 4x4 transforms.
+        """
         return 0.0 if name.startswith("beta") else 1.0 / math.sqrt(shape[-1])
 
     @staticmethod
     def class_scores(out, *, xp):
+        """Class scores from the layer's output: the parent activations.
+
+        Parameters
+        ----------
+        out : tuple of arrays
+            The ``(pose, activation)`` output of ``forward``.
+        xp : namespace
+            The Array API namespace of ``out`` (unused).
+
+        Returns
+        -------
+        array
+            The activations, (batch, n_classes) for :class:`ClassMatrixCaps`.
+        """
         return out[1]
 
 
@@ -96,16 +124,29 @@ class PrimaryMatrixCaps(Layer):
     n_types), ``act_bias`` (n_types,). Pose channel ``t * 16 + p`` is entry ``p`` (row-major)
     of type ``t``'s 4x4 pose.
 
+    Output: ``(pose, activation)`` of shapes (batch, H, W, n_types, 16), (batch, H, W, n_types).
+
     Parameters
     ----------
     n_types : int
         Capsule types (B in the paper).
     kernel_size : int, default=1
+        Square kernel side.
     stride : int, default=1
+        Step between kernel positions, along both axes.
     data_format : {"NHWC", "NCHW"}, default="NHWC"
+        Layout of the input map.
     name : str, default="primary_caps"
+        The layer's name, unique in its model.
 
-    Output: ``(pose, activation)`` of shapes (batch, H, W, n_types, 16), (batch, H, W, n_types).
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from caproute.models import Model, PrimaryMatrixCaps
+    >>> net = Model([PrimaryMatrixCaps(2, name="caps")], input_shape=(3, 3, 4))
+    >>> pose, act = net.initialize(random_state=0).forward(np.ones((1, 3, 3, 4)))
+    >>> pose.shape, act.shape
+    ((1, 3, 3, 2, 16), (1, 3, 3, 2))
     """
 
     output_layout = "(batch, H, W, n_types, 16), (batch, H, W, n_types)"
@@ -163,20 +204,28 @@ def _matrix_votes(M, W, *, xp):
 
 
 class ConvMatrixCaps(_EMOptions, Layer):
-    """Convolutional matrix capsules: every k x k receptive field of child capsules votes
-    through learned 4x4 transforms (``V = M W``) for the parent types at its output position,
-    and EM routing (:func:`caproute.em_routing`) turns the votes into parent poses and
-    activations.
+    """Convolutional matrix capsules with EM routing.
+
+    Every k x k receptive field of child capsules votes through learned 4x4 transforms
+    (``V = M W``) for the parent types at its output position, and EM routing
+    (:func:`caproute.em_routing`) turns the votes into parent poses and activations.
 
     Parameters: ``weight`` (kernel_size, kernel_size, in_types, out_types, 4, 4), ``beta_u``
     (out_types,) or (out_types, 16) with ``beta_per_pose``, ``beta_a`` (out_types,).
 
+    Output: ``(pose, activation)`` of shapes (batch, H', W', out_types, 16),
+    (batch, H', W', out_types).
+
     Parameters
     ----------
     out_types : int
+        Parent capsule types (C or D in the paper).
     kernel_size : int, default=3
+        Square side of the receptive field, in child capsules.
     stride : int, default=1
+        Step between receptive fields, along both axes.
     n_iter : int, default=3
+        EM routing iterations.
     competition : {"position", "all"}, default="position"
         Which parents compete for a child. "position": those at one output position (each
         receptive field is routed on its own, as most public implementations do); "all":
@@ -185,9 +234,25 @@ class ConvMatrixCaps(_EMOptions, Layer):
     inverse_temperature : float, list of float or None, default=None
         As in :func:`caproute.em_routing` (None: the official schedule).
     min_var : float, default=5e-4
+        Floor of the parents' variances, as in :func:`caproute.em_routing`.
     eps : float, default=1e-8
+        Small constant of the routing's divisions, as in :func:`caproute.em_routing`.
     beta_per_pose : bool, default=False
+        Whether ``beta_u`` has one value per pose entry (out_types, 16) instead of one per
+        type (out_types,).
     name : str, default="conv_caps"
+        The layer's name, unique in its model.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from caproute.models import ConvMatrixCaps, Model, PrimaryMatrixCaps
+    >>> net = Model([PrimaryMatrixCaps(2, name="primary"),
+    ...              ConvMatrixCaps(3, kernel_size=3, stride=2, name="conv_caps")],
+    ...             input_shape=(7, 7, 4))
+    >>> pose, act = net.initialize(random_state=0).forward(np.ones((1, 7, 7, 4)))
+    >>> pose.shape, act.shape
+    ((1, 3, 3, 3, 16), (1, 3, 3, 3))
     """
 
     output_layout = "(batch, H, W, n_types, 16), (batch, H, W, n_types)"
@@ -244,8 +309,10 @@ class ConvMatrixCaps(_EMOptions, Layer):
 
 
 class ClassMatrixCaps(_EMOptions, Layer):
-    """Class capsules: every child capsule of the last map votes for every class through a
-    4x4 transform shared over positions, with coordinate addition, then EM routing.
+    """Class capsules: matrix capsules voting for every class, then EM routing.
+
+    Every child capsule of the last map votes for every class through a 4x4 transform shared
+    over positions, with coordinate addition.
 
     Coordinate addition: the child at grid position (y, x) of an H x W map adds
     ``(y + 0.5) / H`` and ``(x + 0.5) / W`` -- its receptive field's centre, scaled to [0, 1] --
@@ -254,17 +321,37 @@ class ClassMatrixCaps(_EMOptions, Layer):
     Parameters: ``weight`` (in_types, n_classes, 4, 4), ``beta_u`` (n_classes,) or
     (n_classes, 16), ``beta_a`` (n_classes,).
 
+    Output: ``(pose, activation)`` of shapes (batch, n_classes, 16), (batch, n_classes); the
+    class scores are the activations.
+
     Parameters
     ----------
     n_classes : int
+        Class capsules.
     n_iter : int, default=3
+        EM routing iterations.
     coordinate_addition : bool, default=True
-    inverse_temperature, min_var, eps, beta_per_pose
+        Whether to add the children's scaled positions to their votes (see above).
+    inverse_temperature : float, list of float or None, default=None
+        As in :class:`ConvMatrixCaps`.
+    min_var : float, default=5e-4
+        As in :class:`ConvMatrixCaps`.
+    eps : float, default=1e-8
+        As in :class:`ConvMatrixCaps`.
+    beta_per_pose : bool, default=False
         As in :class:`ConvMatrixCaps`.
     name : str, default="class_caps"
+        The layer's name, unique in its model.
 
-    Output: ``(pose, activation)`` of shapes (batch, n_classes, 16), (batch, n_classes); the
-    class scores are the activations.
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from caproute.models import ClassMatrixCaps, Model, PrimaryMatrixCaps
+    >>> net = Model([PrimaryMatrixCaps(2, name="primary"), ClassMatrixCaps(5, name="classes")],
+    ...             input_shape=(3, 3, 4))
+    >>> pose, act = net.initialize(random_state=0).forward(np.ones((2, 3, 3, 4)))
+    >>> pose.shape, act.shape
+    ((2, 5, 16), (2, 5))
     """
 
     output_layout = "(batch, n_classes, 16), (batch, n_classes)"
