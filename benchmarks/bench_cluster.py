@@ -48,8 +48,10 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args(argv)
-    print(f"machine: {platform.processor() or platform.machine()}, threads={args.threads}, "
-          f"median of {args.repeat} fits\n")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, threads={args.threads}, "
+        f"median of {args.repeat} fits\n"
+    )
     print("| data | algorithm | seconds | x KMeans time | ARI | iterations |")
     print("| --- | --- | --- | --- | --- | --- |")
     with threadpool_limits(limits=args.threads), warnings.catch_warnings():
@@ -63,8 +65,11 @@ def main(argv=None):
                     t0 = time.perf_counter()
                     labels = est.fit_predict(X)
                     times.append(time.perf_counter() - t0)
-                results[name] = (statistics.median(times), adjusted_rand_score(y, labels),
-                                 getattr(est, "n_iter_", "-"))
+                results[name] = (
+                    statistics.median(times),
+                    adjusted_rand_score(y, labels),
+                    getattr(est, "n_iter_", "-"),
+                )
             base = results["KMeans(n_init=1)"][0]
             for name, (sec, ari, n_iter) in results.items():
                 print(

@@ -51,8 +51,10 @@ def make_data(N, D, K, seed=0):
 def initial_params(X, centres, covariance_type):
     K, D = centres.shape
     precisions = {
-        "full": np.stack([np.eye(D)] * K), "tied": np.eye(D),
-        "diag": np.ones((K, D)), "spherical": np.ones(K),
+        "full": np.stack([np.eye(D)] * K),
+        "tied": np.eye(D),
+        "diag": np.ones((K, D)),
+        "spherical": np.ones(K),
     }[covariance_type]
     return dict(weights_init=np.full(K, 1.0 / K), means_init=centres, precisions_init=precisions)
 
@@ -79,8 +81,6 @@ def set_threads(n):
     numba.set_num_threads(n)
 
 
-
-
 def child(name, N, D, K, covariance_type, max_iter, threads):
     set_threads(threads)
     warnings.simplefilter("ignore")
@@ -94,8 +94,18 @@ def child(name, N, D, K, covariance_type, max_iter, threads):
 
 
 def peak_extra(name, N, D, K, covariance_type, max_iter, threads):
-    cmd = [sys.executable, __file__, "--child", name, str(N), str(D), str(K), covariance_type,
-           str(max_iter), str(threads)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        name,
+        str(N),
+        str(D),
+        str(K),
+        covariance_type,
+        str(max_iter),
+        str(threads),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -114,8 +124,10 @@ def seconds_per_iteration(name, X, K, covariance_type, inits, iters, repeat):
 
 def speed_table(args):
     names = ["scikit-learn", "caproute numpy", "caproute numba"]
-    print("| N, D, K | covariance | implementation | s / EM iteration | x faster than scikit-learn "
-          "| max rel. diff of means_ | peak extra memory (MiB) |")
+    print(
+        "| N, D, K | covariance | implementation | s / EM iteration | x faster than scikit-learn "
+        "| max rel. diff of means_ | peak extra memory (MiB) |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for N, D, K, ct in CASES:
         X, centres = make_data(N, D, K)
@@ -177,8 +189,10 @@ def main(argv=None):
         return
     set_threads(args.threads)
     warnings.simplefilter("ignore")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, threads={args.threads}, float64, "
-          f"{args.iters} EM iterations, median of {args.repeat}\n")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, threads={args.threads}, float64, "
+        f"{args.iters} EM iterations, median of {args.repeat}\n"
+    )
     if args.memory_case:
         memory_case(args)
     else:

@@ -117,8 +117,12 @@ def main():
 
     def run_torch():
         with torch.inference_mode():
-            return torch.cat([forward(timages[i:i + args.batch], tparams)
-                              for i in range(0, args.images, args.batch)])
+            return torch.cat(
+                [
+                    forward(timages[i : i + args.batch], tparams)
+                    for i in range(0, args.images, args.batch)
+                ]
+            )
 
     if gpu:
         import cupy
@@ -145,11 +149,15 @@ def main():
         err = float(np.max(np.abs(ours - theirs) / np.maximum(np.abs(theirs), 1e-6)))
         t_ours, _ = median_time(run_caproute, args.repeat, sync)
         t_torch, _ = median_time(run_torch, args.repeat, tsync)
-        print(f"CapsNet (paper size, {net.n_parameters():,} parameters), float32, "
-              f"{args.images} images in batches of {args.batch}, {args.threads} threads, "
-              f"{device_name}")
-        print(f"  scores agree: max relative difference {err:.2e}; same predictions: "
-              f"{bool(np.all(ours.argmax(1) == theirs.argmax(1)))}")
+        print(
+            f"CapsNet (paper size, {net.n_parameters():,} parameters), float32, "
+            f"{args.images} images in batches of {args.batch}, {args.threads} threads, "
+            f"{device_name}"
+        )
+        print(
+            f"  scores agree: max relative difference {err:.2e}; same predictions: "
+            f"{bool(np.all(ours.argmax(1) == theirs.argmax(1)))}"
+        )
         print(f"  caproute  {args.images / t_ours:10,.0f} images/s  (median {t_ours:.3f} s)")
         print(f"  PyTorch   {args.images / t_torch:10,.0f} images/s  (median {t_torch:.3f} s)")
         print(f"  ratio caproute / PyTorch throughput: {t_torch / t_ours:.2f}x")
@@ -159,8 +167,10 @@ def main():
             t_m, _ = median_time(
                 lambda: mnet.predict_scores(images, batch_size=args.batch), args.repeat
             )
-            print(f"  shipped matrix-capsule network ({mnet.n_parameters():,} parameters): "
-                  f"{args.images / t_m:,.0f} images/s")
+            print(
+                f"  shipped matrix-capsule network ({mnet.n_parameters():,} parameters): "
+                f"{args.images / t_m:,.0f} images/s"
+            )
 
 
 if __name__ == "__main__":

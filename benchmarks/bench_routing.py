@@ -103,8 +103,11 @@ def torch_em(torch, V, a_in, beta_u, beta_a, lambdas, min_var=5e-4, eps=1e-8):
         logit = lam * (beta_a - ((beta_u + log_sigma) * sum_r).sum(-1))
         if it + 1 == len(lambdas):
             break
-        log_p = (-(diff * diff / (2 * var.unsqueeze(1))).sum(-1) - log_sigma.sum(-1).unsqueeze(1)
-                 - D * 0.5 * math.log(2 * math.pi))
+        log_p = (
+            -(diff * diff / (2 * var.unsqueeze(1))).sum(-1)
+            - log_sigma.sum(-1).unsqueeze(1)
+            - D * 0.5 * math.log(2 * math.pi)
+        )
         R = torch.softmax(log_p + F.logsigmoid(logit).unsqueeze(1), dim=-1)
     return mu, torch.sigmoid(logit)
 
@@ -173,13 +176,18 @@ def implementations(layer, device):
 
     if layer == "DigitCaps":
         impls[f"PyTorch {dev}, straightforward"] = (
-            to_torch, lambda x: done(torch_dynamic_straightforward(torch, x["votes"])))
+            to_torch,
+            lambda x: done(torch_dynamic_straightforward(torch, x["votes"])),
+        )
         impls[f"PyTorch {dev}, matmul"] = (
-            to_torch, lambda x: done(torch_dynamic_matmul(torch, x["votes"]))
+            to_torch,
+            lambda x: done(torch_dynamic_matmul(torch, x["votes"])),
         )
     else:
         impls[f"PyTorch {dev}"] = (
-            to_torch, lambda x: done(torch_em(torch, x["votes"], x["a_in"], 0.0, 0.0, lambdas)[0]))
+            to_torch,
+            lambda x: done(torch_em(torch, x["votes"], x["a_in"], 0.0, 0.0, lambdas)[0]),
+        )
     return impls
 
 
@@ -244,8 +252,10 @@ def main(argv=None):
         print(json.dumps(child_memory(layer, name, device, int(threads))))
         return
     set_threads(args.threads)
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, threads={args.threads}, "
-          f"device={args.device}, float32, {N_ITER} iterations, median of {args.repeat}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, threads={args.threads}, "
+        f"device={args.device}, float32, {N_ITER} iterations, median of {args.repeat}"
+    )
     for layer in args.layers:
         inputs = make_inputs(layer)
         votes_bytes = inputs["votes"].nbytes
@@ -269,10 +279,14 @@ def main(argv=None):
             rows.append((name, statistics.median(times), mem))
         best_torch = min((t for n, t, _ in rows if n.startswith("PyTorch")), default=None)
         ref_time = rows[0][1]
-        print(f"\n{layer}: votes {inputs['votes'].shape} = {votes_bytes / 2**20:.0f} MiB "
-              "(outputs match the reference within rtol 2e-3)")
-        print("| implementation | ms per call | x faster than reference "
-              "| x faster than fastest PyTorch | peak extra memory (MiB) | / votes size |")
+        print(
+            f"\n{layer}: votes {inputs['votes'].shape} = {votes_bytes / 2**20:.0f} MiB "
+            "(outputs match the reference within rtol 2e-3)"
+        )
+        print(
+            "| implementation | ms per call | x faster than reference "
+            "| x faster than fastest PyTorch | peak extra memory (MiB) | / votes size |"
+        )
         print("| --- | --- | --- | --- | --- | --- |")
         for name, sec, mem in rows:
             vs_torch = f"{best_torch / sec:.2f}" if best_torch else "-"

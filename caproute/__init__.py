@@ -6,9 +6,8 @@ backend first selects them.
 
 from ._backend import BackendUnavailableError, capabilities, to_numpy
 from ._config import config_context, get_config, set_config
-from .routing import dense_dynamic_routing, dynamic_routing, em_routing, squash
-
 from ._version import __version__
+from .routing import dense_dynamic_routing, dynamic_routing, em_routing, squash
 
 __all__ = [
     "BackendUnavailableError",

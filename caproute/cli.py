@@ -89,8 +89,9 @@ def _demo(args):
         net.predict_scores(images[:2], backend=args.backend)  # compile kernels, warm caches
         progress = args.progress if args.progress is not None else len(labels) > 1000
         t0 = time.perf_counter()
-        pred = _backend.to_numpy(net.predict(images, backend=args.backend, batch_size=args.batch,
-                                             progress=progress))
+        pred = _backend.to_numpy(
+            net.predict(images, backend=args.backend, batch_size=args.batch, progress=progress)
+        )
         dt = time.perf_counter() - t0
         acc = float(np.mean(pred == labels))
         rows.append((name, acc, len(labels) / dt, info["test_accuracy"]))
@@ -98,8 +99,10 @@ def _demo(args):
             classes = net.classes or [str(i) for i in range(net.n_classes)]
             for i in range(min(args.show, len(labels))):
                 mark = "ok" if pred[i] == labels[i] else "WRONG"
-                print(f"  {name} image {i}: predicted {classes[pred[i]]!r}, "
-                      f"true {classes[labels[i]]!r} {mark}")
+                print(
+                    f"  {name} image {i}: predicted {classes[pred[i]]!r}, "
+                    f"true {classes[labels[i]]!r} {mark}"
+                )
     print(f"{'model':<30} {'accuracy':>9} {'images/s':>10} {'recorded (full test set)':>25}")
     for name, acc, rate, recorded in rows:
         print(f"{name:<30} {acc:>9.2%} {rate:>10,.0f} {recorded:>25.2%}")
@@ -110,8 +113,9 @@ def _convert_torch(args):
     try:
         import torch
     except ImportError:
-        raise ImportError("convert-torch needs PyTorch (pip install torch); caproute itself "
-                          "never imports it.") from None
+        raise ImportError(
+            "convert-torch needs PyTorch (pip install torch); caproute itself never imports it."
+        ) from None
     from .models.weights_file import save_file
 
     obj = torch.load(args.source, map_location="cpu", weights_only=True)
@@ -120,18 +124,25 @@ def _convert_torch(args):
             obj = obj[key]
             break
     if not isinstance(obj, dict):
-        raise ValueError(f"{args.source!r} does not hold a state dict (a dict of tensors); "
-                         f"got {type(obj).__name__}.")
+        raise ValueError(
+            f"{args.source!r} does not hold a state dict (a dict of tensors); "
+            f"got {type(obj).__name__}."
+        )
     tensors, skipped = {}, []
     for name, value in obj.items():
         if isinstance(value, torch.Tensor):
-            tensors[str(name)] = value.detach().cpu().float().numpy() if value.is_floating_point() \
+            tensors[str(name)] = (
+                value.detach().cpu().float().numpy()
+                if value.is_floating_point()
                 else value.detach().cpu().numpy()
+            )
         else:
             skipped.append(str(name))
     save_file(args.target, tensors, {"source": "caproute convert-torch"})
-    print(f"wrote {len(tensors)} tensors to {args.target}"
-          + (f"; skipped non-tensor entries {skipped}" if skipped else ""))
+    print(
+        f"wrote {len(tensors)} tensors to {args.target}"
+        + (f"; skipped non-tensor entries {skipped}" if skipped else "")
+    )
     return 0
 
 
@@ -163,14 +174,21 @@ def build_parser():
     demo = sub.add_parser("demo", help="classify Fashion-MNIST images with the shipped models")
     demo.add_argument("--backend", choices=BACKENDS, default="auto")
     demo.add_argument("--model", action="append", help="a shipped model (repeatable; default all)")
-    demo.add_argument("--full", action="store_true",
-                      help="the full 10,000-image test set (apt-get install dataset-fashion-mnist)")
+    demo.add_argument(
+        "--full",
+        action="store_true",
+        help="the full 10,000-image test set (apt-get install dataset-fashion-mnist)",
+    )
     demo.add_argument("--data", help="folder holding the Fashion-MNIST IDX files (implies --full)")
     demo.add_argument("--limit", type=int, help="only the first N images")
     demo.add_argument("--batch", type=int, default=100, help="images per forward pass")
     demo.add_argument("--show", type=int, default=0, help="print the first N predictions")
-    demo.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                      help="progress bar (default: on for more than 1,000 images)")
+    demo.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar (default: on for more than 1,000 images)",
+    )
     demo.set_defaults(func=_demo)
     toy = sub.add_parser("toy", help="route a toy problem with both routing algorithms")
     toy.add_argument("--backend", choices=BACKENDS, default="auto")
@@ -181,8 +199,9 @@ def build_parser():
     toy.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     toy.add_argument("--seed", type=int, default=0)
     toy.set_defaults(func=_toy)
-    conv = sub.add_parser("convert-torch",
-                          help="convert a PyTorch .pt state dict to .safetensors (needs torch)")
+    conv = sub.add_parser(
+        "convert-torch", help="convert a PyTorch .pt state dict to .safetensors (needs torch)"
+    )
     conv.add_argument("source", help="the .pt / .pth file")
     conv.add_argument("target", help="the .safetensors file to write")
     conv.set_defaults(func=_convert_torch)
@@ -200,8 +219,13 @@ def main(argv=None):
             return 2
     try:
         return args.func(args)
-    except (ImportError, ValueError, TypeError, FileNotFoundError,
-            _backend.BackendUnavailableError) as exc:
+    except (
+        ImportError,
+        ValueError,
+        TypeError,
+        FileNotFoundError,
+        _backend.BackendUnavailableError,
+    ) as exc:
         print(f"caproute: error: {exc}", file=sys.stderr)
         return 2
 

@@ -37,8 +37,10 @@ def main(argv=None):
         np.add.at(confusion, (labels, pred), 1)
         np.fill_diagonal(confusion, 0)
         a, b = np.unravel_index(confusion.argmax(), confusion.shape)
-        print(f"  most confused: {datasets.CLASS_NAMES[a]!r} taken for "
-              f"{datasets.CLASS_NAMES[b]!r} {confusion[a, b]} times\n")
+        print(
+            f"  most confused: {datasets.CLASS_NAMES[a]!r} taken for "
+            f"{datasets.CLASS_NAMES[b]!r} {confusion[a, b]} times\n"
+        )
 
 
 if __name__ == "__main__":

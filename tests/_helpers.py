@@ -31,7 +31,7 @@ TOLERANCES = {
 
 
 def _dtype_name(dtype):
-    """"float32" for "float32", np.float32, np.dtype("float32"), cupy's and array_api_strict's."""
+    """ "float32" for "float32", np.float32, np.dtype("float32"), cupy's and array_api_strict's."""
     if isinstance(dtype, str):
         return np.dtype(dtype).name
     try:
@@ -87,8 +87,9 @@ def _namespace_name(xp):
     return xp.__name__
 
 
-def assert_close(actual, desired, *, xp=None, dtype=None, device=None, purpose="exact", scale=1.0,
-                 **overrides):
+def assert_close(
+    actual, desired, *, xp=None, dtype=None, device=None, purpose="exact", scale=1.0, **overrides
+):
     """Assert that ``actual`` is an array of namespace ``xp``, on ``device``, of ``dtype``, and
     within ``tolerance(dtype, purpose, scale)`` of ``desired``, checked in that order.
 
@@ -99,7 +100,9 @@ def assert_close(actual, desired, *, xp=None, dtype=None, device=None, purpose="
     try:
         actual_xp = array_api_compat.array_namespace(actual)
     except TypeError as exc:
-        raise AssertionError(f"actual is not an array of a known namespace: {type(actual)!r}") from exc
+        raise AssertionError(
+            f"actual is not an array of a known namespace: {type(actual)!r}"
+        ) from exc
     if xp is not None and _namespace_name(actual_xp) != _namespace_name(xp):
         raise AssertionError(
             f"actual is an array of {_namespace_name(actual_xp)}, expected one of {_namespace_name(xp)}"

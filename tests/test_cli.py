@@ -32,8 +32,19 @@ def test_bad_arguments(capsys):
 def test_demo_classifies_the_bundled_images(capsys):
     from caproute import models
 
-    rc = cli.main(["demo", "--model", "capsnet-fashion-mnist", "--limit", "60", "--show", "2",
-                   "--backend", "numpy"])
+    rc = cli.main(
+        [
+            "demo",
+            "--model",
+            "capsnet-fashion-mnist",
+            "--limit",
+            "60",
+            "--show",
+            "2",
+            "--backend",
+            "numpy",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0
     assert "bundled Fashion-MNIST test subset (60 images)" in out
@@ -43,8 +54,21 @@ def test_demo_classifies_the_bundled_images(capsys):
 
 
 def test_demo_progress_bar(capsys):
-    assert cli.main(["demo", "--model", "capsnet-fashion-mnist", "--limit", "30", "--batch", "10",
-                     "--progress"]) == 0
+    assert (
+        cli.main(
+            [
+                "demo",
+                "--model",
+                "capsnet-fashion-mnist",
+                "--limit",
+                "30",
+                "--batch",
+                "10",
+                "--progress",
+            ]
+        )
+        == 0
+    )
     assert "30/30 images" in capsys.readouterr().err
 
 
@@ -56,7 +80,11 @@ def test_demo_bad_model_and_data(capsys, tmp_path):
 
 
 def test_convert_torch_needs_a_state_dict(tmp_path, capsys):
-    torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install torch==2.13.0)")
+    torch = pytest.importorskip(
+        "torch", reason="PyTorch is not installed (pip install torch==2.13.0)"
+    )
     torch.save([1, 2, 3], tmp_path / "list.pt")
-    assert cli.main(["convert-torch", str(tmp_path / "list.pt"), str(tmp_path / "o.safetensors")]) == 2
+    assert (
+        cli.main(["convert-torch", str(tmp_path / "list.pt"), str(tmp_path / "o.safetensors")]) == 2
+    )
     assert "does not hold a state dict" in capsys.readouterr().err

@@ -7,7 +7,9 @@ from caproute import datasets
 
 
 def _write_idx(path, array, code=0x08):
-    header = bytes([0, 0, code, array.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in array.shape)
+    header = bytes([0, 0, code, array.ndim]) + b"".join(
+        int(s).to_bytes(4, "big") for s in array.shape
+    )
     data = header + array.astype(array.dtype.newbyteorder(">")).tobytes()
     opener = gzip.open if str(path).endswith(".gz") else open
     with opener(path, "wb") as f:
@@ -31,7 +33,9 @@ def test_read_idx_bad_files(tmp_path):
         datasets.read_idx(tmp_path / "x")
     data = _write_idx(tmp_path / "y", np.zeros((4, 5), np.uint8))
     (tmp_path / "y").write_bytes(data[:-3])
-    with pytest.raises(ValueError, match=r"holds 17 data bytes, but its header \(shape \(4, 5\), uint8\) needs 20"):
+    with pytest.raises(
+        ValueError, match=r"holds 17 data bytes, but its header \(shape \(4, 5\), uint8\) needs 20"
+    ):
         datasets.read_idx(tmp_path / "y")
 
 

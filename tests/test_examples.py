@@ -32,5 +32,10 @@ def test_classify_fashion_mnist_example(capsys):
     example = _load("classify_fashion_mnist")
     example.main([])
     printed = capsys.readouterr().out
-    for name in ("capsnet-fashion-mnist", "matrix-capsnet-fashion-mnist", "Ankle boot", "most confused"):
+    for name in (
+        "capsnet-fashion-mnist",
+        "matrix-capsnet-fashion-mnist",
+        "Ankle boot",
+        "most confused",
+    ):
         assert name in printed

@@ -29,7 +29,9 @@ def test_table_keeps_its_numbers():
     assert len(TOLERANCES) == 6
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.dtype("float32"), "float32", array_api_strict.float32])
+@pytest.mark.parametrize(
+    "dtype", [np.float32, np.dtype("float32"), "float32", array_api_strict.float32]
+)
 def test_tolerance_accepts_every_spelling_of_a_dtype(dtype):
     assert tolerance(dtype) == tolerance("float32")
 
@@ -66,8 +68,12 @@ def test_overrides_replace_the_table():
     inside = _off_by("float64", "exact", 1.0, 0.9)
     with pytest.raises(AssertionError, match="Not equal to tolerance"):
         assert_close(inside, DESIRED, rtol=0.0, atol=0.0)
-    assert_close(_off_by("float64", "exact", 1.0, 9.0), DESIRED, rtol=rtol_for("float64") * 10,
-                 atol=atol_for("float64") * 10)
+    assert_close(
+        _off_by("float64", "exact", 1.0, 9.0),
+        DESIRED,
+        rtol=rtol_for("float64") * 10,
+        atol=atol_for("float64") * 10,
+    )
 
 
 def test_desired_may_be_an_array_of_the_namespace():
@@ -75,9 +81,14 @@ def test_desired_may_be_an_array_of_the_namespace():
     assert_close(a, a, xp=array_api_strict, dtype=array_api_strict.float64)
 
 
-@pytest.mark.parametrize("actual_xp, expected_xp", [
-    (np, array_api_strict), (array_api_strict, np), (array_api_strict, np_compat),
-])
+@pytest.mark.parametrize(
+    "actual_xp, expected_xp",
+    [
+        (np, array_api_strict),
+        (array_api_strict, np),
+        (array_api_strict, np_compat),
+    ],
+)
 def test_wrong_namespace_fails(actual_xp, expected_xp):
     a = as_xp(DESIRED, actual_xp)
     with pytest.raises(AssertionError, match="expected one of"):
@@ -121,8 +132,9 @@ def test_wrong_device_fails():
 
 
 def test_checks_run_in_order_namespace_device_dtype_values():
-    wrong = array_api_strict.asarray(DESIRED + 1, dtype=array_api_strict.float32,
-                                     device=array_api_strict.Device("device1"))
+    wrong = array_api_strict.asarray(
+        DESIRED + 1, dtype=array_api_strict.float32, device=array_api_strict.Device("device1")
+    )
     default = array_api_compat.device(array_api_strict.asarray(0.0))
     with pytest.raises(AssertionError, match="expected one of numpy"):
         assert_close(wrong, DESIRED, xp=np, device=default, dtype="float64")

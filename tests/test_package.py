@@ -21,8 +21,16 @@ def test_import_is_light():
 
 
 def test_public_names():
-    for name in ("squash", "dynamic_routing", "em_routing", "get_config", "set_config",
-                 "config_context", "to_numpy", "capabilities"):
+    for name in (
+        "squash",
+        "dynamic_routing",
+        "em_routing",
+        "get_config",
+        "set_config",
+        "config_context",
+        "to_numpy",
+        "capabilities",
+    ):
         assert name in cr.__all__ and hasattr(cr, name)
 
 

@@ -21,8 +21,10 @@ def exactly(message):
 
 
 def masked_message(name):
-    return (f"`{name}` must be a plain array; got a numpy.ma.MaskedArray (its mask would be "
-            f"ignored). Fill the masked entries (e.g. {name}.filled(0.0)) or remove them first.")
+    return (
+        f"`{name}` must be a plain array; got a numpy.ma.MaskedArray (its mask would be "
+        f"ignored). Fill the masked entries (e.g. {name}.filled(0.0)) or remove them first."
+    )
 
 
 def matrix_message(name):
@@ -57,8 +59,11 @@ def test_routing_functions_refuse_np_matrix():
         cr.squash(matrix(4))
 
 
-@pytest.mark.parametrize("make", [lambda: GaussianMixture(2), lambda: EMRoutingClustering(2)],
-                         ids=["GaussianMixture", "EMRoutingClustering"])
+@pytest.mark.parametrize(
+    "make",
+    [lambda: GaussianMixture(2), lambda: EMRoutingClustering(2)],
+    ids=["GaussianMixture", "EMRoutingClustering"],
+)
 def test_estimators_refuse_masked_X_and_np_matrix(make):
     with pytest.raises(TypeError, match=exactly(masked_message("X"))):
         make().fit(masked((20, 3)))
@@ -126,8 +131,9 @@ def test_check_finite_overflowing_sum_is_quiet_and_leaves_the_warnings_filters(l
 
 def test_check_finite_still_reports_nan_and_inf():
     x = np.array([1.0, np.nan, np.inf, 3e38], dtype=np.float32)
-    with pytest.raises(ValueError, match=exactly("`x` must contain only finite values; got 1 NaN "
-                                                 "and 1 inf.")):
+    with pytest.raises(
+        ValueError, match=exactly("`x` must contain only finite values; got 1 NaN and 1 inf.")
+    ):
         check_finite(x, name="x", xp=array_namespace(x))
 
 
@@ -137,11 +143,15 @@ def test_check_finite_still_reports_nan_and_inf():
 SQUASH_EPS_0 = exactly("`squash_eps` must be a finite real number > 0; got 0.0.")
 
 
-@pytest.mark.parametrize("make", [
-    lambda: models.PrimaryCaps(4, 8, squash_eps=0),
-    lambda: models.DenseCaps(10, 16, squash_eps=0),
-    lambda: models.capsnet(squash_eps=0.0),
-], ids=["PrimaryCaps", "DenseCaps", "capsnet"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: models.PrimaryCaps(4, 8, squash_eps=0),
+        lambda: models.DenseCaps(10, 16, squash_eps=0),
+        lambda: models.capsnet(squash_eps=0.0),
+    ],
+    ids=["PrimaryCaps", "DenseCaps", "capsnet"],
+)
 def test_squash_eps_zero_rejected_at_construction(make):
     with pytest.raises(ValueError, match=SQUASH_EPS_0):
         make()
@@ -154,21 +164,49 @@ def test_squash_eps_zero_in_a_saved_description_is_rejected_on_rebuild():
         models.Model.from_config(config)
 
 
-@pytest.mark.parametrize("make,exc,message", [
-    (lambda: models.Conv2D(2.5, 3), TypeError, "`filters` must be an int >= 1; got 2.5 (float)."),
-    (lambda: models.Conv2D(2, 3, stride=True), TypeError,
-     "`stride` must be an int >= 1; got True (bool)."),
-    (lambda: models.Conv2D(2, 3, padding=-1), ValueError, "`padding` must be an int >= 0; got -1."),
-    (lambda: models.Conv2D(2, 3, use_bias="no"), TypeError,
-     "`use_bias` must be True or False; got 'no' (str)."),
-    (lambda: models.DenseCaps(10, 16, leaky=1), TypeError,
-     "`leaky` must be True or False; got 1 (int)."),
-    (lambda: models.PrimaryCaps(4, 8, order="row-major"), ValueError,
-     "`order` must be one of 'type-major', 'position-major'; got 'row-major'."),
-    (lambda: models.Activation("gelu"), ValueError,
-     ("`activation` must be one of 'linear', 'relu', 'sigmoid', 'tanh', 'elu', 'softplus', "
-      "None; got 'gelu'.")),
-])
+@pytest.mark.parametrize(
+    "make,exc,message",
+    [
+        (
+            lambda: models.Conv2D(2.5, 3),
+            TypeError,
+            "`filters` must be an int >= 1; got 2.5 (float).",
+        ),
+        (
+            lambda: models.Conv2D(2, 3, stride=True),
+            TypeError,
+            "`stride` must be an int >= 1; got True (bool).",
+        ),
+        (
+            lambda: models.Conv2D(2, 3, padding=-1),
+            ValueError,
+            "`padding` must be an int >= 0; got -1.",
+        ),
+        (
+            lambda: models.Conv2D(2, 3, use_bias="no"),
+            TypeError,
+            "`use_bias` must be True or False; got 'no' (str).",
+        ),
+        (
+            lambda: models.DenseCaps(10, 16, leaky=1),
+            TypeError,
+            "`leaky` must be True or False; got 1 (int).",
+        ),
+        (
+            lambda: models.PrimaryCaps(4, 8, order="row-major"),
+            ValueError,
+            "`order` must be one of 'type-major', 'position-major'; got 'row-major'.",
+        ),
+        (
+            lambda: models.Activation("gelu"),
+            ValueError,
+            (
+                "`activation` must be one of 'linear', 'relu', 'sigmoid', 'tanh', 'elu', 'softplus', "
+                "None; got 'gelu'."
+            ),
+        ),
+    ],
+)
 def test_layer_arguments_use_the_shared_checks(make, exc, message):
     with pytest.raises(exc, match=exactly(message)):
         make()
@@ -180,7 +218,8 @@ def test_layer_integers_and_choices_come_back_as_python_types():
 
 
 def test_check_choice_never_matches_an_array():
-    with pytest.raises(ValueError, match=exactly("`x` must be one of 'a', None; got array(['a'], "
-                                                 "dtype='<U1').")):
+    with pytest.raises(
+        ValueError, match=exactly("`x` must be one of 'a', None; got array(['a'], dtype='<U1').")
+    ):
         check_choice(np.array(["a"]), name="x", choices=["a", None])
     assert check_choice(None, name="x", choices=["a", None]) is None

@@ -1,18 +1,26 @@
 """The only package that branches on the array library (NumPy, CuPy, array_api_strict, ...)."""
 
-from .dispatch import CAPABILITIES, Plan, adopt, capabilities, numba_available, resolve_backend, select_impl
+from .dispatch import (
+    CAPABILITIES,
+    Plan,
+    adopt,
+    capabilities,
+    numba_available,
+    resolve_backend,
+    select_impl,
+)
 from .namespace import (
-    check_plain_array,
-    linalg_errors,
     Array,
     BackendUnavailableError,
     array_namespace,
+    check_plain_array,
     cupy_namespace,
     cupy_status,
     device,
     is_array,
     is_cupy_namespace,
     is_numpy_namespace,
+    linalg_errors,
     numpy_namespace,
     overflow_quiet,
     plain_array_problem,

@@ -22,7 +22,12 @@ from .namespace import (
 )
 
 __all__ = [
-    "CAPABILITIES", "Plan", "adopt", "capabilities", "numba_available", "resolve_backend",
+    "CAPABILITIES",
+    "Plan",
+    "adopt",
+    "capabilities",
+    "numba_available",
+    "resolve_backend",
     "select_impl",
 ]
 
@@ -125,8 +130,7 @@ def resolve_backend(xp, backend=None):
             )
         if not numba_available():
             raise ImportError(
-                "backend='numba' needs Numba, which is not installed: "
-                "pip install numba."
+                "backend='numba' needs Numba, which is not installed: pip install numba."
             )
     return backend, xp, False
 

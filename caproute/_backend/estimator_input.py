@@ -8,11 +8,11 @@ their namespace and on their device.
 from __future__ import annotations
 
 import numpy as np
-from .._sklearn_compat import check_sample_weight, validate_data
 
+from .._sklearn_compat import check_sample_weight, validate_data
 from .namespace import (
-    check_plain_array,
     array_namespace,
+    check_plain_array,
     cupy_namespace,
     device,
     is_array,
@@ -35,7 +35,11 @@ def validate_X(est, X, *, reset, backend, ensure_min_samples=1):
         X = check_foreign_array(est, X, xp, reset=reset, ensure_min_samples=ensure_min_samples)
     else:
         X = validate_data(
-            est, X, reset=reset, dtype=[np.float64, np.float32], ensure_min_samples=ensure_min_samples
+            est,
+            X,
+            reset=reset,
+            dtype=[np.float64, np.float32],
+            ensure_min_samples=ensure_min_samples,
         )
         xp = numpy_namespace()
     if backend == "cupy" and not is_cupy_namespace(xp):
@@ -98,7 +102,9 @@ def check_foreign_array(est, X, xp, *, reset, ensure_min_samples=1):
             f"required by {type(est).__name__}."
         )
     if bool(xp.any(xp.isnan(X))):
-        raise ValueError(f"Input X contains NaN.\n{type(est).__name__} does not accept missing values encoded as NaN natively.")
+        raise ValueError(
+            f"Input X contains NaN.\n{type(est).__name__} does not accept missing values encoded as NaN natively."
+        )
     if not bool(xp.all(xp.isfinite(X))):
         raise ValueError(f"Input X contains infinity or a value too large for dtype('{X.dtype}').")
     if reset:

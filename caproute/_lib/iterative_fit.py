@@ -90,8 +90,9 @@ class IterativeFit(BaseEstimator):
         self.converged_ = False
         for init in range(n_init):
             self._verbose_init_beg(init)
-            params = self._initialize(fit_state, random_state) if do_init \
-                else self._get_parameters()
+            params = (
+                self._initialize(fit_state, random_state) if do_init else self._get_parameters()
+            )
             score = -math.inf if do_init else self._warm_score()
             history = []
             if max_iter == 0:
@@ -139,8 +140,10 @@ class IterativeFit(BaseEstimator):
                 print("  Iteration %d" % n_iter)
             elif self.verbose >= 2:
                 cur = time()
-                print("  Iteration %d\t time lapse %.5fs\t %s %.5f"
-                      % (n_iter, cur - self._iter_prev_time, self._change_label, change))
+                print(
+                    "  Iteration %d\t time lapse %.5fs\t %s %.5f"
+                    % (n_iter, cur - self._iter_prev_time, self._change_label, change)
+                )
                 self._iter_prev_time = cur
 
     def _verbose_init_end(self, score, converged):

@@ -26,7 +26,12 @@ def patches(x, kernel, stride, *, xp):
     b, h, w = (int(s) for s in x.shape[:3])
     ho, wo = (h - kh) // stride + 1, (w - kw) // stride + 1
     taps = [
-        x[:, di:di + stride * (ho - 1) + 1:stride, dj:dj + stride * (wo - 1) + 1:stride, ...]
+        x[
+            :,
+            di : di + stride * (ho - 1) + 1 : stride,
+            dj : dj + stride * (wo - 1) + 1 : stride,
+            ...,
+        ]
         for di in range(kh)
         for dj in range(kw)
     ]

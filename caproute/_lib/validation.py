@@ -12,10 +12,10 @@ import numpy as np
 
 from .._backend import (
     array_namespace,
+    check_plain_array,
     device,
     is_array,
     overflow_quiet,
-    check_plain_array,
 )
 
 
@@ -37,7 +37,9 @@ def as_array(x, *, name, xp=None, like=None):
     if is_array(x):
         return x
     if isinstance(x, (str, bytes)) or x is None:
-        raise TypeError(f"`{name}` must be an array of real floating numbers; got {type(x).__name__}.")
+        raise TypeError(
+            f"`{name}` must be an array of real floating numbers; got {type(x).__name__}."
+        )
     try:
         arr = np.asarray(x)
     except (TypeError, ValueError) as exc:
@@ -114,7 +116,9 @@ def check_same_namespace(x, ref, *, name, ref_name):
         xp_x = array_namespace(x)
         xp_ref = array_namespace(ref)
     except TypeError as exc:
-        raise TypeError(f"`{name}` and `{ref_name}` are arrays of different libraries: {exc}") from None
+        raise TypeError(
+            f"`{name}` and `{ref_name}` are arrays of different libraries: {exc}"
+        ) from None
     if xp_x is not xp_ref:
         raise TypeError(
             f"`{name}` must be an array of the same library as `{ref_name}` "
@@ -157,13 +161,17 @@ def check_scalar(value, *, name, low=None, low_inclusive=True):
     """Check a finite real number (optionally bounded below); return it as a float."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         bound = _bound_text(low, low_inclusive)
-        raise TypeError(f"`{name}` must be a real number{bound}; got {value!r} ({type(value).__name__}).")
+        raise TypeError(
+            f"`{name}` must be a real number{bound}; got {value!r} ({type(value).__name__})."
+        )
     value = float(value)
     bad = not np.isfinite(value)
     if low is not None:
         bad = bad or (value < low if low_inclusive else value <= low)
     if bad:
-        raise ValueError(f"`{name}` must be a finite real number{_bound_text(low, low_inclusive)}; got {value!r}.")
+        raise ValueError(
+            f"`{name}` must be a finite real number{_bound_text(low, low_inclusive)}; got {value!r}."
+        )
     return value
 
 
@@ -183,7 +191,9 @@ def check_axis(axis, ndim, *, name="axis"):
     if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
         raise TypeError(f"`{name}` must be an integer; got {axis!r} ({type(axis).__name__}).")
     if not -ndim <= axis < ndim:
-        raise ValueError(f"`{name}` must be in [{-ndim}, {ndim - 1}] for a {ndim}-D input; got {axis}.")
+        raise ValueError(
+            f"`{name}` must be in [{-ndim}, {ndim - 1}] for a {ndim}-D input; got {axis}."
+        )
     return int(axis) % ndim
 
 

@@ -35,8 +35,10 @@ class _RoutingClusteringBase(
     _parameter_constraints: dict = {
         "n_clusters": [Interval(numbers.Integral, 1, None, closed="left")],
         "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
-        "n_iter": [Interval(numbers.Integral, 1, None, closed="left"),
-                   Hidden(StrOptions({"deprecated"}))],
+        "n_iter": [
+            Interval(numbers.Integral, 1, None, closed="left"),
+            Hidden(StrOptions({"deprecated"})),
+        ],
         "tol": [Interval(numbers.Real, 0, None, closed="left")],
         "n_init": [Interval(numbers.Integral, 1, None, closed="left")],
         "init": [StrOptions({"k-means++", "random"}), "array-like"],
@@ -158,8 +160,9 @@ class _RoutingClusteringBase(
 
     def _initialize(self, fit_state, random_state):
         xp = fit_state["xp"]
-        centres = self._initial_centres(fit_state["Z"], fit_state["sample_weight"],
-                                        random_state, xp=xp)
+        centres = self._initial_centres(
+            fit_state["Z"], fit_state["sample_weight"], random_state, xp=xp
+        )
         return self._initial_params(fit_state, centres)
 
     def _get_parameters(self):
@@ -190,7 +193,9 @@ class _RoutingClusteringBase(
     # ------------------------------------------------------------------ prediction
     def _prepare(self, X, method):
         check_is_fitted(self)
-        X, xp = validate_X_like_fit(self, X, method=method, fitted=self._mean, backend=self._backend())
+        X, xp = validate_X_like_fit(
+            self, X, method=method, fitted=self._mean, backend=self._backend()
+        )
         return (X - self._mean) / self._scale, xp
 
     def transform(self, X):

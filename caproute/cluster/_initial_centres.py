@@ -29,8 +29,9 @@ def _sq_dist_to(X, centres, *, xp, x_sq=None):
 
 def _draw(cumulative, total, size, rng, *, xp):
     """Indices drawn with probability proportional to the increments of ``cumulative``."""
-    thresholds = xp.asarray(rng.uniform(size=size) * total, dtype=cumulative.dtype,
-                            device=device(cumulative))
+    thresholds = xp.asarray(
+        rng.uniform(size=size) * total, dtype=cumulative.dtype, device=device(cumulative)
+    )
     idx = xp.searchsorted(cumulative, thresholds, side="right")
     return xp.clip(idx, 0, cumulative.shape[0] - 1)
 
@@ -52,11 +53,12 @@ def kmeans_plusplus(X, n_clusters, *, sample_weight, rng, xp):
             continue
         cand = _draw(xp.cumulative_sum(sample_weight * closest), potential, n_trials, rng, xp=xp)
         cand_X = xp.take(X, cand, axis=0)
-        cand_closest = xp.minimum(_sq_dist_to(X, cand_X, xp=xp, x_sq=x_sq),
-                                  xp.expand_dims(closest, axis=0))
+        cand_closest = xp.minimum(
+            _sq_dist_to(X, cand_X, xp=xp, x_sq=x_sq), xp.expand_dims(closest, axis=0)
+        )
         pots = xp.sum(xp.expand_dims(sample_weight, axis=0) * cand_closest, axis=1)
         best = int(xp.argmin(pots))
-        centres.append(cand_X[best:best + 1, :])
+        centres.append(cand_X[best : best + 1, :])
         closest = cand_closest[best, :]
         potential = float(pots[best])
     return xp.concat(centres, axis=0)

@@ -6,7 +6,6 @@ import numbers
 
 from .._backend import device
 from .._sklearn_compat import Interval
-
 from ..routing._dynamic_math import couplings
 from ._base import _RoutingClusteringBase
 
@@ -214,10 +213,22 @@ default="k-means++"
             n = int(fit_state["u"].shape[0])
             D = params["D"]
             logits = xp.reshape(xp.matmul(fit_state["u"], xp.permute_dims(D, (1, 0))), (1, n, -1))
-        v, c, logits = plan.func(fit_state["U"], logits, params["v"], bias=None,
-                                 leaky=self.leaky, eps=self.eps, xp=plan.xp)
-        return {"D": params["D"] + params["v"][0, ...], "v": v, "logits": logits, "c": c,
-                "pose": v[0, ...]}, None
+        v, c, logits = plan.func(
+            fit_state["U"],
+            logits,
+            params["v"],
+            bias=None,
+            leaky=self.leaky,
+            eps=self.eps,
+            xp=plan.xp,
+        )
+        return {
+            "D": params["D"] + params["v"][0, ...],
+            "v": v,
+            "logits": logits,
+            "c": c,
+            "pose": v[0, ...],
+        }, None
 
     def _run_score(self, fit_state, params, score):
         """Mean agreement: each point's coupling-weighted cosine with the parents' directions."""

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numbers
 
-from .._sklearn_compat import Interval
-
 from .._backend import array_namespace, device
+from .._sklearn_compat import Interval
 from ..routing import _em_math
 from ..routing._options import DEFAULT_EM_EPS, broadcast_param
 from ._base import _RoutingClusteringBase
@@ -204,27 +203,49 @@ default="k-means++"
         mass_unit = float(xp.sum(w)) / K
         beta_u = broadcast_param(self.beta_u, name="beta_u", like=V, xp=xp, shapes=[(K, d), (K,)])
         beta_a = broadcast_param(self.beta_a, name="beta_a", like=V, xp=xp, shapes=[(K,)])
-        fit_state.update(V=V, a=xp.expand_dims(w, axis=0), beta_u=beta_u,
-                         beta_a=beta_a * mass_unit, lam=self.inverse_temperature / mass_unit)
+        fit_state.update(
+            V=V,
+            a=xp.expand_dims(w, axis=0),
+            beta_u=beta_u,
+            beta_a=beta_a * mass_unit,
+            lam=self.inverse_temperature / mass_unit,
+        )
 
     def _initial_params(self, fit_state, centres):
         xp, Z = fit_state["xp"], fit_state["Z"]
         K, d = self.n_clusters, int(Z.shape[1])
         # unit-variance Gaussians at the centres with equal activations: the first iteration's
         # E-step against them gives the first assignments
-        return {"mu": xp.expand_dims(centres, axis=0),
-                "var": xp.ones((1, K, d), dtype=Z.dtype, device=device(Z)),
-                "logit": xp.zeros((1, K), dtype=Z.dtype, device=device(Z)),
-                "log_norm": None, "pose": None}
+        return {
+            "mu": xp.expand_dims(centres, axis=0),
+            "var": xp.ones((1, K, d), dtype=Z.dtype, device=device(Z)),
+            "logit": xp.zeros((1, K), dtype=Z.dtype, device=device(Z)),
+            "log_norm": None,
+            "pose": None,
+        }
 
     def _iterate(self, fit_state, params):
         plan, s = fit_state["plan"], fit_state
         mu, var, logit, _, log_norm = plan.func(
-            s["V"], s["a"], params["mu"], params["var"], params["logit"], s["beta_u"],
-            s["beta_a"], lam=s["lam"], min_var=self.min_var, eps=DEFAULT_EM_EPS, xp=plan.xp,
+            s["V"],
+            s["a"],
+            params["mu"],
+            params["var"],
+            params["logit"],
+            s["beta_u"],
+            s["beta_a"],
+            lam=s["lam"],
+            min_var=self.min_var,
+            eps=DEFAULT_EM_EPS,
+            xp=plan.xp,
         )
-        return {"mu": mu, "var": var, "logit": logit, "log_norm": log_norm,
-                "pose": mu[0, ...]}, None
+        return {
+            "mu": mu,
+            "var": var,
+            "logit": logit,
+            "log_norm": log_norm,
+            "pose": mu[0, ...],
+        }, None
 
     def _run_score(self, fit_state, params, score):
         """Mean log agreement of the points in the last iteration's E-step."""

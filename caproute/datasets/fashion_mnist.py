@@ -14,8 +14,16 @@ DEBIAN_PATH = "/usr/share/datasets/fashion-mnist"
 
 #: Class names in label order (Xiao, Rasul and Vollgraf 2017).
 CLASS_NAMES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 )
 
 _FILES = {

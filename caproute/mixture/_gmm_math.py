@@ -22,6 +22,7 @@ scikit-learn's GaussianMixture so that the numbers agree with it:
 from __future__ import annotations
 
 import math
+
 from .._backend import device, linalg_errors
 from .._lib import stable_math as _math
 from .._lib.gmm_stats import Stats, add_stats
@@ -169,7 +170,9 @@ def stats_from_resp(X, resp, covariance_type, *, shift, xp):
 
 def estep_stats(X, weights, means, prec_chol, covariance_type, *, shift, xp):
     """E-step over the points X and their sufficient statistics (the reference)."""
-    log_norm, log_resp = estimate_log_prob_resp(X, weights, means, prec_chol, covariance_type, xp=xp)
+    log_norm, log_resp = estimate_log_prob_resp(
+        X, weights, means, prec_chol, covariance_type, xp=xp
+    )
     stats = stats_from_resp(X, xp.exp(log_resp), covariance_type, shift=shift, xp=xp)
     return stats._replace(loglik=xp.sum(log_norm))
 
@@ -192,8 +195,7 @@ def mstep(stats, covariance_type, reg_covar, *, xp, weights_over="sum"):
         a = stats.sx - xp.expand_dims(stats.nk, axis=1) * c
         outer = lambda p, q: xp.expand_dims(p, axis=2) * xp.expand_dims(q, axis=1)  # noqa: E731
         scatter = (
-            stats.sxx - outer(a, d) - outer(d, a)
-            + xp.reshape(stats.nk, (-1, 1, 1)) * outer(d, d)
+            stats.sxx - outer(a, d) - outer(d, a) + xp.reshape(stats.nk, (-1, 1, 1)) * outer(d, d)
         )
         cov = scatter / xp.reshape(nk, (-1, 1, 1)) + reg_covar * _eye_like(scatter, xp=xp)
     elif covariance_type == "tied":
@@ -229,7 +231,8 @@ def fit_stats(X, weights, means, prec_chol, covariance_type, *, shift, chunk_siz
     """E-step statistics over all of X, one chunk at a time (the reference implementation)."""
     total = None
     for start, stop in chunks(int(X.shape[0]), chunk_size):
-        part = estep_stats(X[start:stop, ...], weights, means, prec_chol, covariance_type,
-                           shift=shift, xp=xp)
+        part = estep_stats(
+            X[start:stop, ...], weights, means, prec_chol, covariance_type, shift=shift, xp=xp
+        )
         total = part if total is None else add_stats(total, part)
     return total

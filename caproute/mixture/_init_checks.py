@@ -9,7 +9,8 @@ from sklearn.utils import check_array
 def _check_shape(param, shape, name):
     if param.shape != shape:
         raise ValueError(
-            "The parameter '%s' should have the shape of %s, but got %s" % (name, shape, param.shape)
+            "The parameter '%s' should have the shape of %s, but got %s"
+            % (name, shape, param.shape)
         )
 
 
@@ -43,7 +44,9 @@ def _positive_definite(matrix, covariance_type):
 
 def check_precisions(precisions, covariance_type, n_components, n_features):
     precisions = check_array(
-        precisions, dtype=[np.float64, np.float32], ensure_2d=False,
+        precisions,
+        dtype=[np.float64, np.float32],
+        ensure_2d=False,
         allow_nd=covariance_type == "full",
     )
     shapes = {

@@ -13,8 +13,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from .._backend import Array, array_namespace, device, select_impl, to_numpy
-from .._config import BACKENDS
 from .._backend.estimator_input import require_host_namespace, validate_X, validate_X_like_fit
+from .._config import BACKENDS
 from .._lib.iterative_fit import IterativeFit
 from .._sklearn_compat import Interval, StrOptions
 from . import _gmm_math
@@ -180,7 +180,11 @@ class GaussianMixture(DensityMixin, IterativeFit):
             def resp_chunks():
                 for start, stop in _gmm_math.chunks(n, chunk):
                     one_hot = labels[start:stop, None] == np.arange(K)[None, :]
-                    yield start, stop, xp.asarray(one_hot.astype(np.float64), dtype=dtype, device=dev)
+                    yield (
+                        start,
+                        stop,
+                        xp.asarray(one_hot.astype(np.float64), dtype=dtype, device=dev),
+                    )
         else:
             state = rng.get_state()
 
@@ -223,7 +227,9 @@ class GaussianMixture(DensityMixin, IterativeFit):
             prec_chol = _gmm_math.precision_cholesky_from_precisions(
                 precisions_init, self.covariance_type, xp=xp
             )
-            cov = _gmm_math.covariances_from_precisions(precisions_init, self.covariance_type, xp=xp)
+            cov = _gmm_math.covariances_from_precisions(
+                precisions_init, self.covariance_type, xp=xp
+            )
         return weights, means, cov, prec_chol
 
     def _check_inits(self, X, *, xp):
@@ -233,8 +239,10 @@ class GaussianMixture(DensityMixin, IterativeFit):
         for value, check in (
             (self.weights_init, lambda v: check_weights(v, self.n_components)),
             (self.means_init, lambda v: check_means(v, self.n_components, n_features)),
-            (self.precisions_init, lambda v: check_precisions(
-                v, self.covariance_type, self.n_components, n_features)),
+            (
+                self.precisions_init,
+                lambda v: check_precisions(v, self.covariance_type, self.n_components, n_features),
+            ),
         ):
             if value is None:
                 out.append(None)
@@ -300,25 +308,42 @@ class GaussianMixture(DensityMixin, IterativeFit):
                 f"{self.n_components}, n_samples = {n}"
             )
         if self.init_params in ("kmeans", "k-means++"):
-            require_host_namespace(xp, what=(
-                f"init_params={self.init_params!r} runs scikit-learn's KMeans, which needs NumPy "
-                "input (use init_params='random' or 'random_from_data', or pass means_init)"
-            ))
+            require_host_namespace(
+                xp,
+                what=(
+                    f"init_params={self.init_params!r} runs scikit-learn's KMeans, which needs NumPy "
+                    "input (use init_params='random' or 'random_from_data', or pass means_init)"
+                ),
+            )
         # the E-step kernel is chosen once per fit, not per iteration
         plan = select_impl("gmm_estep_stats", xp, self._backend())
-        return {"X": X, "xp": xp, "inits": self._check_inits(X, xp=xp), "plan": plan,
-                "chunk_size": self._chunk(X)}
+        return {
+            "X": X,
+            "xp": xp,
+            "inits": self._check_inits(X, xp=xp),
+            "plan": plan,
+            "chunk_size": self._chunk(X),
+        }
 
     def _initialize(self, fit_state, random_state):
-        return self._initial_parameters(fit_state["X"], random_state, fit_state["inits"],
-                                        xp=fit_state["xp"])
+        return self._initial_parameters(
+            fit_state["X"], random_state, fit_state["inits"], xp=fit_state["xp"]
+        )
 
     def _iterate(self, fit_state, params):
         X, xp, plan = fit_state["X"], fit_state["xp"], fit_state["plan"]
         weights, means, _, prec_chol = params
         shift = means if self.covariance_type == "full" else None
-        stats = plan.func(X, weights, means, prec_chol, self.covariance_type, shift=shift,
-                          chunk_size=fit_state["chunk_size"], xp=plan.xp)
+        stats = plan.func(
+            X,
+            weights,
+            means,
+            prec_chol,
+            self.covariance_type,
+            shift=shift,
+            chunk_size=fit_state["chunk_size"],
+            xp=plan.xp,
+        )
         return self._params_from_stats(stats, xp=xp), float(stats.loglik) / int(X.shape[0])
 
     def _get_parameters(self):
@@ -338,7 +363,9 @@ class GaussianMixture(DensityMixin, IterativeFit):
         for a, b in _gmm_math.chunks(int(X.shape[0]), self._chunk(X)):
             part = fn(X[a:b, ...])
             if out is None:
-                out = xp.empty((int(X.shape[0]), *part.shape[1:]), dtype=part.dtype, device=device(X))
+                out = xp.empty(
+                    (int(X.shape[0]), *part.shape[1:]), dtype=part.dtype, device=device(X)
+                )
             out[a:b, ...] = part
         return out
 
@@ -348,11 +375,15 @@ class GaussianMixture(DensityMixin, IterativeFit):
         )
 
     def _labels(self, X, *, xp):
-        return self._per_chunk(X, lambda c: xp.argmax(self._log_prob_resp(c, xp=xp)[1], axis=1), xp=xp)
+        return self._per_chunk(
+            X, lambda c: xp.argmax(self._log_prob_resp(c, xp=xp)[1], axis=1), xp=xp
+        )
 
     def _validate_for(self, X, method):
         check_is_fitted(self)
-        return validate_X_like_fit(self, X, method=method, fitted=self.means_, backend=self._backend())
+        return validate_X_like_fit(
+            self, X, method=method, fitted=self.means_, backend=self._backend()
+        )
 
     def predict(self, X):
         """The most probable component of every point.
@@ -489,14 +520,26 @@ class GaussianMixture(DensityMixin, IterativeFit):
         covariances = to_numpy(self.covariances_)
         counts = rng.multinomial(n_samples, weights)
         if self.covariance_type == "full":
-            X = np.vstack([rng.multivariate_normal(m, c, int(s))
-                           for m, c, s in zip(means, covariances, counts, strict=True)])
+            X = np.vstack(
+                [
+                    rng.multivariate_normal(m, c, int(s))
+                    for m, c, s in zip(means, covariances, counts, strict=True)
+                ]
+            )
         elif self.covariance_type == "tied":
-            X = np.vstack([rng.multivariate_normal(m, covariances, int(s))
-                           for m, s in zip(means, counts, strict=True)])
+            X = np.vstack(
+                [
+                    rng.multivariate_normal(m, covariances, int(s))
+                    for m, s in zip(means, counts, strict=True)
+                ]
+            )
         else:
-            X = np.vstack([m + rng.standard_normal(size=(s, n_features)) * np.sqrt(c)
-                           for m, c, s in zip(means, covariances, counts, strict=True)])
+            X = np.vstack(
+                [
+                    m + rng.standard_normal(size=(s, n_features)) * np.sqrt(c)
+                    for m, c, s in zip(means, covariances, counts, strict=True)
+                ]
+            )
         y = np.concatenate([np.full(int(s), j, dtype=np.int64) for j, s in enumerate(counts)])
         dev = device(self.means_)
         return xp.asarray(X, dtype=xp.float64, device=dev), xp.asarray(y, device=dev)

@@ -88,13 +88,29 @@ def capsnet(
     '6,804,224'
     """
     layers = [
-        Conv2D(conv_channels, conv_kernel, activation="relu", data_format=data_format,
-               name="conv1"),
-        PrimaryCaps(primary_types, primary_dim, kernel_size=primary_kernel, stride=primary_stride,
-                    order=order, squash_eps=squash_eps, data_format=data_format,
-                    name="primary_caps"),
-        DenseCaps(n_classes, class_dim, n_iter=n_iter, weight_layout=weight_layout,
-                  use_bias=use_bias, leaky=leaky, squash_eps=squash_eps, name="class_caps"),
+        Conv2D(
+            conv_channels, conv_kernel, activation="relu", data_format=data_format, name="conv1"
+        ),
+        PrimaryCaps(
+            primary_types,
+            primary_dim,
+            kernel_size=primary_kernel,
+            stride=primary_stride,
+            order=order,
+            squash_eps=squash_eps,
+            data_format=data_format,
+            name="primary_caps",
+        ),
+        DenseCaps(
+            n_classes,
+            class_dim,
+            n_iter=n_iter,
+            weight_layout=weight_layout,
+            use_bias=use_bias,
+            leaky=leaky,
+            squash_eps=squash_eps,
+            name="class_caps",
+        ),
     ]
     return Model(layers, _layout_shape(input_shape, data_format), classes=classes, name=name)
 
@@ -175,17 +191,31 @@ def matrix_capsnet(
     >>> f"{net.n_parameters():,}"
     '318,964'
     """
-    routing = dict(n_iter=n_iter, inverse_temperature=inverse_temperature, min_var=min_var,
-                   eps=eps, beta_per_pose=beta_per_pose)
+    routing = dict(
+        n_iter=n_iter,
+        inverse_temperature=inverse_temperature,
+        min_var=min_var,
+        eps=eps,
+        beta_per_pose=beta_per_pose,
+    )
     layers = [
-        Conv2D(A, conv_kernel, stride=conv_stride, activation="relu", data_format=data_format,
-               name="conv1"),
+        Conv2D(
+            A,
+            conv_kernel,
+            stride=conv_stride,
+            activation="relu",
+            data_format=data_format,
+            name="conv1",
+        ),
         PrimaryMatrixCaps(B, data_format=data_format, name="primary_caps"),
-        ConvMatrixCaps(C, kernel_size=3, stride=2, competition=competition, name="conv_caps1",
-                       **routing),
-        ConvMatrixCaps(D, kernel_size=3, stride=1, competition=competition, name="conv_caps2",
-                       **routing),
-        ClassMatrixCaps(n_classes, coordinate_addition=coordinate_addition, name="class_caps",
-                        **routing),
+        ConvMatrixCaps(
+            C, kernel_size=3, stride=2, competition=competition, name="conv_caps1", **routing
+        ),
+        ConvMatrixCaps(
+            D, kernel_size=3, stride=1, competition=competition, name="conv_caps2", **routing
+        ),
+        ClassMatrixCaps(
+            n_classes, coordinate_addition=coordinate_addition, name="class_caps", **routing
+        ),
     ]
     return Model(layers, _layout_shape(input_shape, data_format), classes=classes, name=name)

@@ -86,7 +86,9 @@ def read_state_dict(path: os.PathLike | str) -> dict[str, np.ndarray]:
             with np.load(path, allow_pickle=False) as data:
                 return {k: data[k] for k in data.files}
         except (ValueError, OSError, EOFError) as exc:
-            raise WeightsFileError(f"{path!r} could not be read as an .npz of arrays: {exc}") from None
+            raise WeightsFileError(
+                f"{path!r} could not be read as an .npz of arrays: {exc}"
+            ) from None
     if path.endswith((".pt", ".pth", ".ckpt", ".bin")):
         raise WeightsFileError(
             f"{path!r} is a PyTorch pickle, which caproute never unpickles. Convert it once with "
@@ -159,19 +161,24 @@ def capsnet_from_torch(
     sd = dict(read_state_dict(source) if not isinstance(source, dict) else source)
     problems = []
     comp_keys = sorted(
-        (int(m.group(1)), k) for k in sd
+        (int(m.group(1)), k)
+        for k in sd
         if (m := re.fullmatch(r"primary_capsules\.capsules\.(\d+)\.weight", k))
     )
     for key in ("conv1.weight", "conv1.bias", "digit_capsules.route_weights"):
         if key not in sd:
             problems.append(f"missing tensor {key!r}")
     if not comp_keys:
-        problems.append("missing tensors 'primary_capsules.capsules.<d>.weight' (one per capsule component)")
+        problems.append(
+            "missing tensors 'primary_capsules.capsules.<d>.weight' (one per capsule component)"
+        )
     for d, key in comp_keys:
         if key.replace("weight", "bias") not in sd:
             problems.append(f"missing tensor {key.replace('weight', 'bias')!r}")
     if [d for d, _ in comp_keys] != list(range(len(comp_keys))):
-        problems.append(f"capsule components are not numbered 0..{len(comp_keys) - 1}: {[d for d, _ in comp_keys]}")
+        problems.append(
+            f"capsule components are not numbered 0..{len(comp_keys) - 1}: {[d for d, _ in comp_keys]}"
+        )
     known = {"conv1.weight", "conv1.bias", "digit_capsules.route_weights"}
     known |= {k for _, k in comp_keys} | {k.replace("weight", "bias") for _, k in comp_keys}
     extra = sorted(k for k in sd if k not in known and not k.startswith("decoder."))
@@ -184,27 +191,46 @@ def capsnet_from_torch(
     route = np.asarray(sd["digit_capsules.route_weights"])
     shapes = {comp.shape for comp in comps}
     if conv1.ndim != 4 or len(shapes) != 1 or len(comps[0].shape) != 4 or route.ndim != 4:
-        raise WeightsMismatchError("gram-ai CapsNet state dict", [
-            f"conv1.weight must be 4-D, got {conv1.shape}",
-            f"primary capsule convolutions must share one 4-D shape, got {sorted(shapes)}",
-            f"digit_capsules.route_weights must be 4-D, got {route.shape}"])
+        raise WeightsMismatchError(
+            "gram-ai CapsNet state dict",
+            [
+                f"conv1.weight must be 4-D, got {conv1.shape}",
+                f"primary capsule convolutions must share one 4-D shape, got {sorted(shapes)}",
+                f"digit_capsules.route_weights must be 4-D, got {route.shape}",
+            ],
+        )
     n_types, c1, k2, _ = comps[0].shape
     dim = len(comps)
     n_out, n_in, in_dim, out_dim = route.shape
     # one convolution with channel type * dim + d, as caproute's PrimaryCaps expects
     merged = np.stack(comps, axis=1).reshape(n_types * dim, c1, k2, k2)
-    merged_bias = np.stack([np.asarray(sd[k.replace("weight", "bias")]) for _, k in comp_keys], axis=1)
-    model = capsnet(input_shape=input_shape, conv_channels=conv1.shape[0], conv_kernel=conv1.shape[2],
-                    primary_types=n_types, primary_dim=dim, primary_kernel=k2, n_classes=n_out,
-                    class_dim=out_dim, n_iter=n_iter, order="type-major", weight_layout="torch",
-                    squash_eps=squash_eps, classes=classes)
-    return model.set_weights({
-        "conv1.weight": torch_conv_to_hwio(conv1),
-        "conv1.bias": np.asarray(sd["conv1.bias"]),
-        "primary_caps.weight": torch_conv_to_hwio(merged),
-        "primary_caps.bias": merged_bias.reshape(-1),
-        "class_caps.weight": route,
-    })
+    merged_bias = np.stack(
+        [np.asarray(sd[k.replace("weight", "bias")]) for _, k in comp_keys], axis=1
+    )
+    model = capsnet(
+        input_shape=input_shape,
+        conv_channels=conv1.shape[0],
+        conv_kernel=conv1.shape[2],
+        primary_types=n_types,
+        primary_dim=dim,
+        primary_kernel=k2,
+        n_classes=n_out,
+        class_dim=out_dim,
+        n_iter=n_iter,
+        order="type-major",
+        weight_layout="torch",
+        squash_eps=squash_eps,
+        classes=classes,
+    )
+    return model.set_weights(
+        {
+            "conv1.weight": torch_conv_to_hwio(conv1),
+            "conv1.bias": np.asarray(sd["conv1.bias"]),
+            "primary_caps.weight": torch_conv_to_hwio(merged),
+            "primary_caps.bias": merged_bias.reshape(-1),
+            "class_caps.weight": route,
+        }
+    )
 
 
 def read_keras_h5(path: os.PathLike | str) -> dict[str, np.ndarray]:
@@ -238,8 +264,10 @@ def read_keras_h5(path: os.PathLike | str) -> dict[str, np.ndarray]:
     try:
         import h5py
     except ImportError:
-        raise ImportError("reading Keras HDF5 files needs h5py: pip install 'caproute[keras]' "
-                          "(or pip install h5py).") from None
+        raise ImportError(
+            "reading Keras HDF5 files needs h5py: pip install 'caproute[keras]' "
+            "(or pip install h5py)."
+        ) from None
     path = os.fspath(path)
     try:
         f = h5py.File(path, "r")
@@ -250,7 +278,8 @@ def read_keras_h5(path: os.PathLike | str) -> dict[str, np.ndarray]:
         if "layer_names" not in root.attrs:
             raise WeightsFileError(
                 f"{path!r} is HDF5 but not a Keras 2 weights file: no 'layer_names' attribute "
-                "(Keras 3 '.weights.h5' files use another layout; save with the legacy .h5 format).")
+                "(Keras 3 '.weights.h5' files use another layout; save with the legacy .h5 format)."
+            )
         out = {}
         for layer in root.attrs["layer_names"]:
             layer = layer.decode() if isinstance(layer, bytes) else str(layer)
@@ -260,9 +289,13 @@ def read_keras_h5(path: os.PathLike | str) -> dict[str, np.ndarray]:
                 try:
                     data = np.asarray(group[wname])
                 except (KeyError, OSError) as exc:
-                    raise WeightsFileError(f"{path!r}: weight {wname!r} listed but unreadable: {exc}") from None
+                    raise WeightsFileError(
+                        f"{path!r}: weight {wname!r} listed but unreadable: {exc}"
+                    ) from None
                 short = wname.split(":")[0]
-                short = short if short.startswith(layer + "/") else f"{layer}/{short.split('/')[-1]}"
+                short = (
+                    short if short.startswith(layer + "/") else f"{layer}/{short.split('/')[-1]}"
+                )
                 out[short] = data
         return out
 
@@ -322,8 +355,13 @@ def capsnet_from_keras_h5(
     >>> net.predict(images)                                 # doctest: +SKIP
     """
     weights = read_keras_h5(path)
-    needed = [f"{conv_name}/kernel", f"{conv_name}/bias", f"{primary_name}/kernel",
-              f"{primary_name}/bias", f"{caps_name}/W"]
+    needed = [
+        f"{conv_name}/kernel",
+        f"{conv_name}/bias",
+        f"{primary_name}/kernel",
+        f"{primary_name}/bias",
+        f"{caps_name}/W",
+    ]
     problems = [f"missing tensor {k!r}" for k in needed if k not in weights]
     if problems:
         problems.append(f"the file holds {sorted(weights)}")
@@ -332,17 +370,35 @@ def capsnet_from_keras_h5(
     k2 = weights[f"{primary_name}/kernel"]
     W = weights[f"{caps_name}/W"]
     if k2.shape[-1] % primary_dim:
-        raise WeightsMismatchError(f"Keras CapsNet in {os.fspath(path)!r}", [
-            f"{primary_name}/kernel has {k2.shape[-1]} output channels, not a multiple of "
-            f"primary_dim={primary_dim}"])
+        raise WeightsMismatchError(
+            f"Keras CapsNet in {os.fspath(path)!r}",
+            [
+                f"{primary_name}/kernel has {k2.shape[-1]} output channels, not a multiple of "
+                f"primary_dim={primary_dim}"
+            ],
+        )
     n_out, _, out_dim, _ = W.shape
-    model = capsnet(input_shape=input_shape or (28, 28, k1.shape[2]), conv_channels=k1.shape[3],
-                    conv_kernel=k1.shape[0], primary_types=k2.shape[3] // primary_dim,
-                    primary_dim=primary_dim, primary_kernel=k2.shape[0], n_classes=n_out,
-                    class_dim=out_dim, n_iter=n_iter, order="position-major",
-                    weight_layout="keras", squash_eps=squash_eps, classes=classes)
-    return model.set_weights({
-        "conv1.weight": k1, "conv1.bias": weights[f"{conv_name}/bias"],
-        "primary_caps.weight": k2, "primary_caps.bias": weights[f"{primary_name}/bias"],
-        "class_caps.weight": W,
-    })
+    model = capsnet(
+        input_shape=input_shape or (28, 28, k1.shape[2]),
+        conv_channels=k1.shape[3],
+        conv_kernel=k1.shape[0],
+        primary_types=k2.shape[3] // primary_dim,
+        primary_dim=primary_dim,
+        primary_kernel=k2.shape[0],
+        n_classes=n_out,
+        class_dim=out_dim,
+        n_iter=n_iter,
+        order="position-major",
+        weight_layout="keras",
+        squash_eps=squash_eps,
+        classes=classes,
+    )
+    return model.set_weights(
+        {
+            "conv1.weight": k1,
+            "conv1.bias": weights[f"{conv_name}/bias"],
+            "primary_caps.weight": k2,
+            "primary_caps.bias": weights[f"{primary_name}/bias"],
+            "class_caps.weight": W,
+        }
+    )

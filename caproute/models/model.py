@@ -82,7 +82,9 @@ class Model:
             self._shapes.append((shape, out))
             shape = out
         if self.classes is not None and len(self.classes) != self.n_classes:
-            raise ValueError(f"`classes` has {len(self.classes)} names for {self.n_classes} outputs.")
+            raise ValueError(
+                f"`classes` has {len(self.classes)} names for {self.n_classes} outputs."
+            )
         self._weights = None if self.parameter_shapes() else {}
         self._cache = {}
         self.metadata = {}
@@ -150,8 +152,10 @@ class Model:
             rows.append((layer.name, type(layer).__name__, str(tuple(shown)), f"{count:,}"))
         w0 = max(len("layer"), *(len(r[0]) for r in rows))
         w1 = max(len("type"), *(len(r[1]) for r in rows))
-        lines = [f"Model {self.name!r}  input {self.input_shape}  {self.data_format}",
-                 f"{'layer':<{w0}}  {'type':<{w1}}  {'output shape':<22}  {'parameters':>14}"]
+        lines = [
+            f"Model {self.name!r}  input {self.input_shape}  {self.data_format}",
+            f"{'layer':<{w0}}  {'type':<{w1}}  {'output shape':<22}  {'parameters':>14}",
+        ]
         lines += [f"{a:<{w0}}  {b:<{w1}}  {c:<22}  {d:>14}" for a, b, c, d in rows]
         lines.append(f"{'total':<{w0}}  {'':<{w1}}  {'':<22}  {self.n_parameters():>14,}")
         return "\n".join(lines)
@@ -169,10 +173,15 @@ class Model:
             and :meth:`Layer.get_config`; no weights.
         """
         return {
-            "format": FORMAT, "version": FORMAT_VERSION, "name": self.name,
-            "input_shape": list(self.input_shape), "classes": self.classes,
-            "layers": [{"class": type(layer).__name__, "config": layer.get_config()}
-                       for layer in self.layers],
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "name": self.name,
+            "input_shape": list(self.input_shape),
+            "classes": self.classes,
+            "layers": [
+                {"class": type(layer).__name__, "config": layer.get_config()}
+                for layer in self.layers
+            ],
         }
 
     @classmethod
@@ -196,23 +205,35 @@ class Model:
             an unknown layer class or invalid layer arguments.
         """
         if not isinstance(config, dict) or config.get("format") != FORMAT:
-            raise ValueError(f"not a caproute model description: expected a dict with "
-                             f"format={FORMAT!r}; got {str(config)[:200]!r}.")
+            raise ValueError(
+                f"not a caproute model description: expected a dict with "
+                f"format={FORMAT!r}; got {str(config)[:200]!r}."
+            )
         if config.get("version") != FORMAT_VERSION:
-            raise ValueError(f"caproute model description version {config.get('version')!r} is "
-                             f"not supported (this caproute reads version {FORMAT_VERSION}).")
+            raise ValueError(
+                f"caproute model description version {config.get('version')!r} is "
+                f"not supported (this caproute reads version {FORMAT_VERSION})."
+            )
         layers = []
         for i, spec in enumerate(config.get("layers") or []):
             kind = spec.get("class") if isinstance(spec, dict) else None
             if kind not in LAYERS:
-                raise ValueError(f"layer {i} of the description has unknown class {kind!r}; "
-                                 f"known: {sorted(LAYERS)}.")
+                raise ValueError(
+                    f"layer {i} of the description has unknown class {kind!r}; "
+                    f"known: {sorted(LAYERS)}."
+                )
             try:
                 layers.append(_build_layer(LAYERS[kind], spec.get("config") or {}))
             except TypeError as exc:
-                raise ValueError(f"layer {i} ({kind}) of the description is invalid: {exc}") from None
-        return cls(layers, tuple(config["input_shape"]), classes=config.get("classes"),
-                   name=config.get("name", "model"))
+                raise ValueError(
+                    f"layer {i} ({kind}) of the description is invalid: {exc}"
+                ) from None
+        return cls(
+            layers,
+            tuple(config["input_shape"]),
+            classes=config.get("classes"),
+            name=config.get("name", "model"),
+        )
 
     # -- weights -------------------------------------------------------------------------------
     @property
@@ -270,10 +291,14 @@ class Model:
                 continue
             arr = np.asarray(to_host(value))
             if arr.dtype.name not in FLOAT_DTYPES:
-                problems.append(f"tensor {key!r} has dtype {arr.dtype.name}; expected float32 or float64")
+                problems.append(
+                    f"tensor {key!r} has dtype {arr.dtype.name}; expected float32 or float64"
+                )
             elif tuple(arr.shape) != expected[key]:
-                problems.append(f"tensor {key!r} has shape {shape_str(arr.shape)}; "
-                                f"expected {shape_str(expected[key])}")
+                problems.append(
+                    f"tensor {key!r} has shape {shape_str(arr.shape)}; "
+                    f"expected {shape_str(expected[key])}"
+                )
             elif not np.all(np.isfinite(arr)):
                 problems.append(f"tensor {key!r} holds NaN or inf")
             else:
@@ -311,8 +336,10 @@ class Model:
 
     def _require_weights(self):
         if self._weights is None:
-            raise RuntimeError(f"model {self.name!r} has no weights: load them with set_weights, "
-                               "caproute.models.load or an importer, or call initialize().")
+            raise RuntimeError(
+                f"model {self.name!r} has no weights: load them with set_weights, "
+                "caproute.models.load or an importer, or call initialize()."
+            )
 
     def _params_for(self, xp, dev, dtype):
         key = (xp.__name__, str(dev), str(dtype))
@@ -321,8 +348,10 @@ class Model:
             for name, arr in self._weights.items():
                 self._cache[key][name] = xp.asarray(to_device(arr, xp), dtype=dtype, device=dev)
         params = self._cache[key]
-        return [{k.split(".", 1)[1]: v for k, v in params.items() if k.split(".", 1)[0] == layer.name}
-                for layer in self.layers]
+        return [
+            {k.split(".", 1)[1]: v for k, v in params.items() if k.split(".", 1)[0] == layer.name}
+            for layer in self.layers
+        ]
 
     # -- inference -----------------------------------------------------------------------------
     def forward(self, x: Array, *, backend: str | None = None) -> Array | tuple[Array, Array]:
@@ -356,7 +385,10 @@ class Model:
     def _check_batch(self, x, xp):
         if x.dtype not in (xp.float32, xp.float64):
             raise TypeError(f"`x` must be float32 or float64; got dtype {x.dtype}.")
-        if tuple(int(s) for s in x.shape[1:]) != self.input_shape or x.ndim != len(self.input_shape) + 1:
+        if (
+            tuple(int(s) for s in x.shape[1:]) != self.input_shape
+            or x.ndim != len(self.input_shape) + 1
+        ):
             raise ValueError(
                 f"`x` must have shape (batch, {', '.join(map(str, self.input_shape))}) "
                 f"({self.data_format}); got shape {shape_str(x.shape)}."
@@ -409,7 +441,7 @@ class Model:
         out = []
         bar = _Progress(n) if progress else None
         for start in range(0, n, batch_size):
-            result = self.forward(images[start:min(n, start + batch_size), ...], backend=backend)
+            result = self.forward(images[start : min(n, start + batch_size), ...], backend=backend)
             out.append(self.layers[-1].class_scores(result, xp=xp))
             if bar:
                 bar.update(min(n, start + batch_size))
@@ -468,15 +500,18 @@ class Model:
         if images.ndim == 3:
             images = xp.expand_dims(images, axis=-1 if fmt == "NHWC" else 1)
         if images.ndim != 4:
-            raise ValueError(f"`images` must be 3-D (n, H, W) or 4-D ({'n, H, W, C' if fmt == 'NHWC' else 'n, C, H, W'}); "
-                             f"got shape {shape_str(images.shape)}.")
+            raise ValueError(
+                f"`images` must be 3-D (n, H, W) or 4-D ({'n, H, W, C' if fmt == 'NHWC' else 'n, C, H, W'}); "
+                f"got shape {shape_str(images.shape)}."
+            )
         if fmt != self.data_format:
             images = xp.permute_dims(images, (0, 2, 3, 1) if fmt == "NCHW" else (0, 3, 1, 2))
         if tuple(int(s) for s in images.shape[1:]) != self.input_shape:
             raise ValueError(
                 f"`images` must be {self.input_shape} per image in the model's layout "
                 f"({self.data_format}); got {tuple(int(s) for s in images.shape[1:])}"
-                + ("" if data_format is None else f" after reading them as {fmt}") + "."
+                + ("" if data_format is None else f" after reading them as {fmt}")
+                + "."
             )
         if xp.isdtype(kind, "integral"):
             return xp.astype(images, dtype) / 255.0
@@ -490,8 +525,17 @@ def _build_layer(cls, config):
     config = dict(config)
     args = []
     # the positional arguments of each layer, in order
-    for key in ("activation", "filters", "kernel_size", "n_types", "dim", "n_out", "out_dim",
-                "out_types", "n_classes"):
+    for key in (
+        "activation",
+        "filters",
+        "kernel_size",
+        "n_types",
+        "dim",
+        "n_out",
+        "out_dim",
+        "out_types",
+        "n_classes",
+    ):
         if key in config and _is_positional(cls, key):
             args.append(config.pop(key))
     return cls(*args, **config)
@@ -511,7 +555,9 @@ def _as_input_array(x, name="x"):
     try:
         return np.asarray(x)
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"`{name}` must be an array; could not convert {type(x).__name__}: {exc}") from None
+        raise TypeError(
+            f"`{name}` must be an array; could not convert {type(x).__name__}: {exc}"
+        ) from None
 
 
 def to_host(x):
@@ -530,7 +576,9 @@ class _Progress:
         frac = done / max(1, self.total)
         rate = done / max(1e-9, time.perf_counter() - self.t0)
         bar = "#" * int(self.width * frac)
-        sys.stderr.write(f"\r[{bar:<{self.width}}] {done}/{self.total} images, {rate:,.0f} images/s")
+        sys.stderr.write(
+            f"\r[{bar:<{self.width}}] {done}/{self.total} images, {rate:,.0f} images/s"
+        )
         sys.stderr.flush()
 
     def close(self):

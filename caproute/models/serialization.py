@@ -89,7 +89,9 @@ def load(path: os.PathLike | str) -> Model:
         config = json.loads(meta[ARCHITECTURE_KEY])
         model = Model.from_config(config)
     except (json.JSONDecodeError, ValueError, KeyError, TypeError) as exc:
-        raise WeightsFileError(f"{str(path)!r}: the architecture in its metadata is invalid: {exc}") from None
+        raise WeightsFileError(
+            f"{str(path)!r}: the architecture in its metadata is invalid: {exc}"
+        ) from None
     model.set_weights(tensors)
     model.metadata = {k: v for k, v in meta.items() if k != ARCHITECTURE_KEY}
     return model

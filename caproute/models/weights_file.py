@@ -26,9 +26,17 @@ import safetensors.numpy
 from .errors import WeightsFileError
 
 _DTYPES = {
-    "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"),
-    "I64": np.dtype("<i8"), "I32": np.dtype("<i4"), "I16": np.dtype("<i2"), "I8": np.dtype("i1"),
-    "U64": np.dtype("<u8"), "U32": np.dtype("<u4"), "U16": np.dtype("<u2"), "U8": np.dtype("u1"),
+    "F64": np.dtype("<f8"),
+    "F32": np.dtype("<f4"),
+    "F16": np.dtype("<f2"),
+    "I64": np.dtype("<i8"),
+    "I32": np.dtype("<i4"),
+    "I16": np.dtype("<i2"),
+    "I8": np.dtype("i1"),
+    "U64": np.dtype("<u8"),
+    "U32": np.dtype("<u4"),
+    "U16": np.dtype("<u2"),
+    "U8": np.dtype("u1"),
     "BOOL": np.dtype("?"),
 }
 _CODES = {dt.newbyteorder("<") if dt.itemsize > 1 else dt: code for code, dt in _DTYPES.items()}
@@ -72,9 +80,7 @@ def save_file(path, tensors, metadata=None):
     >>> arrays["a"], meta
     (array([0., 1., 2.], dtype=float32), {'note': 'hi'})
     """
-    if metadata and not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
-    ):
+    if metadata and not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
         raise TypeError("safetensors metadata must map str to str.")
     arrays = {}
     for name, value in tensors.items():
@@ -146,11 +152,15 @@ def load_file(path):
             raise bad(f"it has {size} bytes, fewer than the 8-byte header length")
         (n,) = struct.unpack("<Q", f.read(8))
         if n > _MAX_HEADER:
-            raise bad(f"the header claims {n} bytes, more than the {_MAX_HEADER} allowed "
-                      "(not safetensors?)")
+            raise bad(
+                f"the header claims {n} bytes, more than the {_MAX_HEADER} allowed "
+                "(not safetensors?)"
+            )
         if 8 + n > size:
-            raise bad(f"the header claims {n} bytes but the file has {size - 8} after the length "
-                      "(truncated or not safetensors)")
+            raise bad(
+                f"the header claims {n} bytes but the file has {size - 8} after the length "
+                "(truncated or not safetensors)"
+            )
         header = _parse_header(f.read(n), bad)
         entries = _check_entries(header, size - 8 - n, bad)
         tensors = {}
@@ -204,8 +214,9 @@ def _no_constant(name):
 def _parse_header(raw, bad):
     """The header's JSON object; ``bad(reason)`` is the error to raise."""
     try:
-        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates,
-                            parse_constant=_no_constant)
+        header = json.loads(
+            raw.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constant
+        )
     except _Duplicate as exc:
         raise bad(f"the header names {exc.args[0]!r} twice") from None
     except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
@@ -213,9 +224,9 @@ def _parse_header(raw, bad):
     if not isinstance(header, dict):
         raise bad("the header is not a JSON object")
     metadata = header.pop("__metadata__", None)
-    if metadata is not None and not (isinstance(metadata, dict) and all(
-        isinstance(v, str) for v in metadata.values()
-    )):
+    if metadata is not None and not (
+        isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())
+    ):
         raise bad("__metadata__ must map strings to strings")
     return header
 
@@ -235,19 +246,24 @@ def _check_entries(header, n_data, bad):
         if not (isinstance(shape, list) and all(_is_size(s) for s in shape)):
             raise bad(f"tensor {name!r} has shape {shape!r}, not a list of non-negative integers")
         if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(_is_size, offsets))):
-            raise bad(f"tensor {name!r} has data_offsets {offsets!r}, not two non-negative "
-                      "integers")
+            raise bad(
+                f"tensor {name!r} has data_offsets {offsets!r}, not two non-negative integers"
+            )
         if not isinstance(code, str) or (code not in _DTYPES and code != "BF16"):
             raise bad(f"tensor {name!r} has unsupported dtype {code!r}")
         begin, end = offsets
         if not begin <= end <= n_data:
-            raise bad(f"tensor {name!r} has offsets [{begin}, {end}] outside the "
-                      f"{n_data} data bytes (truncated?)")
+            raise bad(
+                f"tensor {name!r} has offsets [{begin}, {end}] outside the "
+                f"{n_data} data bytes (truncated?)"
+            )
         itemsize = 2 if code == "BF16" else _DTYPES[code].itemsize
         needed = math.prod(shape) * itemsize
         if end - begin != needed:
-            raise bad(f"tensor {name!r} holds {end - begin} bytes but shape {shape} of "
-                      f"{code} needs {needed}")
+            raise bad(
+                f"tensor {name!r} holds {end - begin} bytes but shape {shape} of "
+                f"{code} needs {needed}"
+            )
         entries[name] = (code, tuple(shape), begin, end)
     # The tensors must tile the data exactly: sorted by offsets, each begins where the previous
     # one ends, the first at 0, the last at the end of the file.
@@ -256,12 +272,19 @@ def _check_entries(header, n_data, bad):
         if begin < position:
             raise bad(f"tensors {previous!r} and {name!r} overlap")
         if begin > position:
-            where = (f"between tensors {previous!r} and {name!r}" if previous is not None
-                     else f"before the first tensor {name!r}")
-            raise bad(f"a hole of {begin - position} unused data bytes {where} "
-                      f"(bytes {position} to {begin})")
+            where = (
+                f"between tensors {previous!r} and {name!r}"
+                if previous is not None
+                else f"before the first tensor {name!r}"
+            )
+            raise bad(
+                f"a hole of {begin - position} unused data bytes {where} "
+                f"(bytes {position} to {begin})"
+            )
         position, previous = end, name
     if position != n_data:
-        raise bad(f"{n_data - position} trailing bytes after the last tensor (the tensors end "
-                  f"at byte {position} of the {n_data} data bytes)")
+        raise bad(
+            f"{n_data - position} trailing bytes after the last tensor (the tensors end "
+            f"at byte {position} of the {n_data} data bytes)"
+        )
     return entries

@@ -5,4 +5,10 @@ from .dynamic import dynamic_routing
 from .em_routing import em_routing, official_inverse_temperature
 from .squash import squash
 
-__all__ = ["dense_dynamic_routing", "dynamic_routing", "em_routing", "official_inverse_temperature", "squash"]
+__all__ = [
+    "dense_dynamic_routing",
+    "dynamic_routing",
+    "em_routing",
+    "official_inverse_temperature",
+    "squash",
+]

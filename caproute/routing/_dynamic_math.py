@@ -77,6 +77,11 @@ def votes(u, W, *, xp):
 def dense_dynamic_routing(u, W, *, n_iter, bias, leaky, eps, initial_logits=None, xp):
     """Votes from ``u`` and ``W``, then :func:`dynamic_routing`; returns ``(v, c)``."""
     return dynamic_routing(
-        votes(u, W, xp=xp), n_iter=n_iter, bias=bias, leaky=leaky, eps=eps,
-        initial_logits=initial_logits, xp=xp,
+        votes(u, W, xp=xp),
+        n_iter=n_iter,
+        bias=bias,
+        leaky=leaky,
+        eps=eps,
+        initial_logits=initial_logits,
+        xp=xp,
     )

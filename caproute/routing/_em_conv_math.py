@@ -17,7 +17,18 @@ from ._em_math import activation, log_weighted_density, m_step
 
 
 def em_routing_all_positions(
-    votes, a_in, beta_u, beta_a, *, grid, kernel, stride, inverse_temperature, min_var, eps, xp,
+    votes,
+    a_in,
+    beta_u,
+    beta_a,
+    *,
+    grid,
+    kernel,
+    stride,
+    inverse_temperature,
+    min_var,
+    eps,
+    xp,
 ):
     """Returns ``(pose, activation)``.
 
@@ -40,8 +51,9 @@ def em_routing_all_positions(
     count = to_fields(to_children(ones, "sum"))
     R = xp.zeros((n, n_in, t_out), dtype=votes.dtype, device=device(votes)) + 1.0 / (t_out * count)
     for it, lam in enumerate(inverse_temperature):
-        mu, var, logit = m_step(votes, R, a_in, beta_u, beta_a, lam=lam, min_var=min_var,
-                                eps=eps, xp=xp)
+        mu, var, logit = m_step(
+            votes, R, a_in, beta_u, beta_a, lam=lam, min_var=min_var, eps=eps, xp=xp
+        )
         if it + 1 == len(inverse_temperature):
             break
         log_ap = log_weighted_density(votes, mu, var, logit, xp=xp)  # (n, n_in, t_out)

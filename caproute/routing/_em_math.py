@@ -60,8 +60,16 @@ def activation(logit, *, xp):
 
 
 def em_routing(
-    votes, a_in, beta_u, beta_a, *, inverse_temperature, min_var, eps,
-    initial_assignments=None, xp,
+    votes,
+    a_in,
+    beta_u,
+    beta_a,
+    *,
+    inverse_temperature,
+    min_var,
+    eps,
+    initial_assignments=None,
+    xp,
 ):
     """Reference EM routing; returns ``(pose, activation, R)``.
 
@@ -92,6 +100,7 @@ def em_routing_step(votes, a_in, mu, var, logit, beta_u, beta_a, *, lam, min_var
     same vote for every parent): nothing here copies it.
     """
     R, log_norm = e_step(votes, mu, var, logit, xp=xp)
-    mu, var, logit = m_step(votes, R, a_in, beta_u, beta_a, lam=lam, min_var=min_var, eps=eps,
-                            xp=xp)
+    mu, var, logit = m_step(
+        votes, R, a_in, beta_u, beta_a, lam=lam, min_var=min_var, eps=eps, xp=xp
+    )
     return mu, var, logit, R, log_norm

@@ -52,8 +52,12 @@ def check_initial_logits(b0, like, shape, *, xp, ref_name="u_hat"):
     check_float_array(b0, name="initial_logits", xp=xp)
     if tuple(int(s) for s in b0.shape) == shape[1:]:
         b0 = xp.broadcast_to(b0, shape)
-    check_shape(b0, shape, name="initial_logits",
-                what=f"(batch, n_in, n_out) or (n_in, n_out) of `{ref_name}`")
+    check_shape(
+        b0,
+        shape,
+        name="initial_logits",
+        what=f"(batch, n_in, n_out) or (n_in, n_out) of `{ref_name}`",
+    )
     return xp.astype(b0, like.dtype)
 
 
@@ -79,8 +83,7 @@ def inverse_temperature_schedule(inverse_temperature, n_iter):
                 f"`inverse_temperature` must hold finite values > 0; got {values.tolist()}."
             )
         return tuple(float(v) for v in values)
-    lam = check_scalar(inverse_temperature, name="inverse_temperature", low=0,
-                       low_inclusive=False)
+    lam = check_scalar(inverse_temperature, name="inverse_temperature", low=0, low_inclusive=False)
     return (lam,) * n_iter
 
 
@@ -131,8 +134,9 @@ def check_assignments(R, votes, *, xp):
     R = as_array(R, name=name, xp=xp, like=votes)
     check_same_namespace(R, votes, name=name, ref_name="votes")
     check_float_array(R, name=name, ndim=3, layout="(batch, n_in, n_out)", xp=xp)
-    check_shape(R, tuple(int(s) for s in votes.shape[:3]), name=name,
-                what="(batch, n_in, n_out) of `votes`")
+    check_shape(
+        R, tuple(int(s) for s in votes.shape[:3]), name=name, what="(batch, n_in, n_out) of `votes`"
+    )
     R = xp.astype(R, votes.dtype)
     lo, hi = float(xp.min(R)), float(xp.max(R))
     if lo < 0.0 or hi > 1.0:

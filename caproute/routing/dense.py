@@ -86,11 +86,17 @@ def dense_dynamic_routing(
     check_same_namespace(W, u, name="W", ref_name="u")
     check_float_array(W, name="W", ndim=4, layout="(n_in, n_out, out_dim, in_dim)", xp=xp)
     n_out, out_dim = int(W.shape[1]), int(W.shape[2])
-    check_shape(W, (n_in, n_out, out_dim, in_dim), name="W",
-                what="(n_in, n_out, out_dim, in_dim) with n_in, in_dim of `u`")
+    check_shape(
+        W,
+        (n_in, n_out, out_dim, in_dim),
+        name="W",
+        what="(n_in, n_out, out_dim, in_dim) with n_in, in_dim of `u`",
+    )
     W = xp.astype(W, u.dtype)
     n_iter, leaky, eps, return_coupling = check_dynamic_options(n_iter, leaky, eps, return_coupling)
-    bias = check_bias(bias, u, (n_out, out_dim), xp=xp, ref_name="u", what="(n_out, out_dim) of `W`")
+    bias = check_bias(
+        bias, u, (n_out, out_dim), xp=xp, ref_name="u", what="(n_out, out_dim) of `W`"
+    )
     if initial_logits is not None:
         initial_logits = check_initial_logits(
             initial_logits, u, (batch, n_in, n_out), xp=xp, ref_name="u"
@@ -99,8 +105,14 @@ def dense_dynamic_routing(
     plan = select_impl("dense_dynamic_routing", xp, backend)
     u, W, bias, initial_logits = adopt(plan, u, W, bias, initial_logits)
     v, c = plan.func(
-        u, W, n_iter=n_iter, bias=bias, leaky=leaky, eps=eps,
-        initial_logits=initial_logits, xp=plan.xp,
+        u,
+        W,
+        n_iter=n_iter,
+        bias=bias,
+        leaky=leaky,
+        eps=eps,
+        initial_logits=initial_logits,
+        xp=plan.xp,
     )
     check_outputs_finite((v, c), given=u, name="u", xp=plan.xp)
     return (v, c) if return_coupling else v

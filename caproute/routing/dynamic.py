@@ -93,8 +93,14 @@ def dynamic_routing(
     xp = array_namespace(u_hat)
     check_float_array(u_hat, name="u_hat", ndim=4, layout=U_HAT_LAYOUT, xp=xp)
     n_iter, leaky, eps, return_coupling = check_dynamic_options(n_iter, leaky, eps, return_coupling)
-    bias = check_bias(bias, u_hat, tuple(int(s) for s in u_hat.shape[2:]), xp=xp,
-                       ref_name="u_hat", what="(n_out, dim) of `u_hat`")
+    bias = check_bias(
+        bias,
+        u_hat,
+        tuple(int(s) for s in u_hat.shape[2:]),
+        xp=xp,
+        ref_name="u_hat",
+        what="(n_out, dim) of `u_hat`",
+    )
 
     if initial_logits is not None:
         initial_logits = check_initial_logits(
@@ -104,8 +110,13 @@ def dynamic_routing(
     plan = select_impl("dynamic_routing", xp, backend)
     u_hat, bias, initial_logits = adopt(plan, u_hat, bias, initial_logits)
     v, c = plan.func(
-        u_hat, n_iter=n_iter, bias=bias, leaky=leaky, eps=eps,
-        initial_logits=initial_logits, xp=plan.xp,
+        u_hat,
+        n_iter=n_iter,
+        bias=bias,
+        leaky=leaky,
+        eps=eps,
+        initial_logits=initial_logits,
+        xp=plan.xp,
     )
     check_outputs_finite((v, c), given=u_hat, name="u_hat", xp=plan.xp)
     return (v, c) if return_coupling else v

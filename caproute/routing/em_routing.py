@@ -162,9 +162,15 @@ def em_routing(
         plan, votes, a_in, beta_u, beta_a, initial_assignments
     )
     pose, act, R = plan.func(
-        votes, a_in, beta_u, beta_a,
-        inverse_temperature=schedule, min_var=min_var, eps=eps,
-        initial_assignments=initial_assignments, xp=plan.xp,
+        votes,
+        a_in,
+        beta_u,
+        beta_a,
+        inverse_temperature=schedule,
+        min_var=min_var,
+        eps=eps,
+        initial_assignments=initial_assignments,
+        xp=plan.xp,
     )
     check_outputs_finite((pose, act, R), given=votes, name="votes", xp=plan.xp)
     return (pose, act, R) if return_assignments else (pose, act)

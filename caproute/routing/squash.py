@@ -51,7 +51,9 @@ def squash(
     xp = array_namespace(s)
     check_float_array(s, name="s", xp=xp)
     if s.ndim < 1:
-        raise ValueError(f"`s` must have at least 1 dimension (the vector axis); got ndim={s.ndim}.")
+        raise ValueError(
+            f"`s` must have at least 1 dimension (the vector axis); got ndim={s.ndim}."
+        )
     axis = check_axis(axis, s.ndim)
     eps = check_scalar(eps, name="eps", low=0, low_inclusive=False)
     plan = select_impl("squash", xp, backend)

@@ -26,7 +26,9 @@ def test_every_registered_implementation_loads(op):
 @pytest.mark.parametrize("op", OPS)
 def test_numpy_backend_runs_the_reference(op, xp):
     if xp.__name__ == "cupy":
-        pytest.skip("backend='numpy' refuses GPU input; covered in test_gpu_input_refused_by_host_backends")
+        pytest.skip(
+            "backend='numpy' refuses GPU input; covered in test_gpu_input_refused_by_host_backends"
+        )
     plan = select_impl(op, cr._backend.array_namespace(xp.zeros(1)), "numpy")
     assert plan.impl == "reference" and not plan.move_to_device
 
@@ -34,7 +36,9 @@ def test_numpy_backend_runs_the_reference(op, xp):
 @pytest.mark.parametrize("op", OPS)
 def test_auto_on_numpy_picks_numba_only_where_a_kernel_exists(op):
     plan = select_impl(op, cr._backend.numpy_namespace(), "auto")
-    expected = "numba" if "numba" in CAPABILITIES[op] and dispatch.numba_available() else "reference"
+    expected = (
+        "numba" if "numba" in CAPABILITIES[op] and dispatch.numba_available() else "reference"
+    )
     assert plan.impl == expected
 
 
@@ -42,8 +46,11 @@ def test_auto_on_numpy_picks_numba_only_where_a_kernel_exists(op):
 def test_numba_backend_without_numba_raises(op, monkeypatch):
     xp = cr._backend.numpy_namespace()
     monkeypatch.setattr(dispatch, "numba_available", lambda: False)
-    with pytest.raises(ImportError, match=r"backend='numba' needs Numba, which is not installed: "
-                                          r"pip install numba"):
+    with pytest.raises(
+        ImportError,
+        match=r"backend='numba' needs Numba, which is not installed: "
+        r"pip install numba",
+    ):
         select_impl(op, xp, "numba")
 
 
@@ -52,17 +59,22 @@ def test_numba_backend_without_kernel_raises(monkeypatch):
     reference_only = {"reference": CAPABILITIES["squash"]["reference"]}
     monkeypatch.setitem(CAPABILITIES, "reference_only_op", reference_only)
     xp = cr._backend.numpy_namespace()
-    with pytest.raises(cr.BackendUnavailableError,
-                       match=r"backend='numba': there is no Numba kernel for 'reference_only_op'; "
-                             r"it has \['reference'\]\. Use backend='auto' or 'numpy'\."):
+    with pytest.raises(
+        cr.BackendUnavailableError,
+        match=r"backend='numba': there is no Numba kernel for 'reference_only_op'; "
+        r"it has \['reference'\]\. Use backend='auto' or 'numpy'\.",
+    ):
         select_impl("reference_only_op", xp, "numba")
     assert select_impl("reference_only_op", xp, "auto").impl == "reference"
 
 
 def test_numba_backend_refuses_other_namespaces():
     xs = pytest.importorskip("array_api_strict")
-    with pytest.raises(ValueError, match=r"backend='numba' needs NumPy arrays; got arrays of namespace "
-                                         r"'array_api_strict'"):
+    with pytest.raises(
+        ValueError,
+        match=r"backend='numba' needs NumPy arrays; got arrays of namespace "
+        r"'array_api_strict'",
+    ):
         cr.dynamic_routing(xs.zeros((1, 2, 2, 2)), backend="numba")
 
 
@@ -90,7 +102,9 @@ def test_cupy_status_reports_missing_cupy(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_cupy)
     module, reason = cupy_status()
     assert module is None
-    assert "CuPy is not installed (install the CUDA extra: pip install 'caproute[cuda12]')" in reason
+    assert (
+        "CuPy is not installed (install the CUDA extra: pip install 'caproute[cuda12]')" in reason
+    )
 
 
 def test_global_config_drives_dispatch(monkeypatch):

@@ -18,7 +18,9 @@ def test_cupy_backend_moves_host_input_and_returns_device_arrays():
     v_dev = cr.dynamic_routing(u, backend="cupy")
     assert isinstance(v_dev, cupy.ndarray)
     np.testing.assert_allclose(cr.to_numpy(v_dev), v_host, rtol=1e-10)
-    pose, act = cr.em_routing(rng.normal(size=(2, 5, 3, 4)), np.ones((2, 5)), 0.0, 0.0, backend="cupy")
+    pose, act = cr.em_routing(
+        rng.normal(size=(2, 5, 3, 4)), np.ones((2, 5)), 0.0, 0.0, backend="cupy"
+    )
     assert isinstance(pose, cupy.ndarray) and isinstance(act, cupy.ndarray)
 
 
@@ -27,7 +29,9 @@ def test_gpu_input_refused_by_host_backends():
 
     u = cupy.zeros((1, 2, 2, 2))
     for backend in ("numpy", "numba"):
-        with pytest.raises(ValueError, match=f"backend='{backend}' runs on the host but the input is a CuPy array"):
+        with pytest.raises(
+            ValueError, match=f"backend='{backend}' runs on the host but the input is a CuPy array"
+        ):
             cr.dynamic_routing(u, backend=backend)
 
 

@@ -21,8 +21,9 @@ def Estimator(request):
 
 
 def _blobs(n=300, seed=0, std=0.5):
-    return make_blobs(n_samples=n, centers=[[0, 0], [6, 0], [0, 6], [6, 6]], cluster_std=std,
-                      random_state=seed)
+    return make_blobs(
+        n_samples=n, centers=[[0, 0], [6, 0], [0, 6], [6, 6]], cluster_std=std, random_state=seed
+    )
 
 
 def test_perfect_labels_on_separated_blobs(Estimator):
@@ -53,7 +54,9 @@ def test_fitted_attributes_follow_namespace_and_dtype(Estimator, xp, dtype):
     assert est.cluster_centers_.dtype == Xd.dtype and est.activations_.dtype == Xd.dtype
     assert est.transform(Xd).dtype == Xd.dtype
     rtol = 1e-4 if dtype == "float32" else 1e-10
-    np.testing.assert_allclose(cr.to_numpy(est.cluster_centers_), ref.cluster_centers_, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(
+        cr.to_numpy(est.cluster_centers_), ref.cluster_centers_, rtol=rtol, atol=rtol
+    )
     np.testing.assert_array_equal(cr.to_numpy(est.labels_), ref.labels_)
     np.testing.assert_array_equal(cr.to_numpy(est.predict(Xd)), ref.labels_)
 
@@ -135,7 +138,10 @@ def test_n_init_runs_and_verbose_output(Estimator, capsys):
     est = Estimator(n_clusters=4, random_state=0, n_init=3, verbose=2, verbose_interval=1).fit(X)
     out = capsys.readouterr().out
     assert [line for line in out.splitlines() if line.startswith("Initialization ")][::2] == [
-        "Initialization 0", "Initialization 1", "Initialization 2"]
+        "Initialization 0",
+        "Initialization 1",
+        "Initialization 2",
+    ]
     assert "shift" in out and "Initialization converged." in out
     again = Estimator(n_clusters=4, random_state=0, n_init=3).fit(X)
     np.testing.assert_array_equal(est.labels_, again.labels_)
@@ -154,7 +160,10 @@ def test_n_iter_is_deprecated_for_max_iter(Estimator):
 
 def test_convergence_warning_and_tolerance(Estimator):
     X, _ = make_blobs(n_samples=200, centers=4, cluster_std=2.5, random_state=2)
-    with pytest.warns(ConvergenceWarning, match=rf"{Estimator.__name__} did not converge after max_iter=2 iterations"):
+    with pytest.warns(
+        ConvergenceWarning,
+        match=rf"{Estimator.__name__} did not converge after max_iter=2 iterations",
+    ):
         est = Estimator(n_clusters=4, max_iter=2, tol=0.0, random_state=0).fit(X)
     assert est.n_iter_ == 2
     with warnings.catch_warnings():
@@ -169,7 +178,9 @@ def test_init_array_is_used(Estimator):
     est = Estimator(n_clusters=4, init=init, max_iter=50).fit(X)
     # the clusters keep the order of the initial centres they grew from
     np.testing.assert_allclose(est.cluster_centers_, init, atol=0.3)
-    with pytest.raises(ValueError, match=re.escape("The shape of the initial centers (3, 2) does not match")):
+    with pytest.raises(
+        ValueError, match=re.escape("The shape of the initial centers (3, 2) does not match")
+    ):
         Estimator(n_clusters=4, init=init[:3]).fit(X)
 
 
@@ -192,7 +203,9 @@ def test_labels_are_consecutive_from_zero(Estimator):
 
 def test_em_clusters_switch_themselves_off():
     X, y = make_blobs(n_samples=600, centers=[[0, 0], [8, 0], [0, 8]], random_state=0)
-    est = EMRoutingClustering(n_clusters=6, beta_a=-2.0, inverse_temperature=3.0, random_state=0).fit(X)
+    est = EMRoutingClustering(
+        n_clusters=6, beta_a=-2.0, inverse_temperature=3.0, random_state=0
+    ).fit(X)
     assert est.n_active_clusters_ == 3
     assert est.active_clusters_.sum() == 3
     assert np.all(est.activations_[~est.active_clusters_] < 0.05)
@@ -207,7 +220,9 @@ def test_em_sample_weight_acts_as_repetition_with_fixed_init():
     sw = rng.randint(0, 5, size=15)
     init = X[np.flatnonzero(sw)[:3]]
     weighted = EMRoutingClustering(n_clusters=3, init=init, max_iter=30).fit(X, sample_weight=sw)
-    repeated = EMRoutingClustering(n_clusters=3, init=init, max_iter=30).fit(np.repeat(X, sw, axis=0))
+    repeated = EMRoutingClustering(n_clusters=3, init=init, max_iter=30).fit(
+        np.repeat(X, sw, axis=0)
+    )
     np.testing.assert_allclose(weighted.cluster_centers_, repeated.cluster_centers_, rtol=1e-10)
     np.testing.assert_allclose(weighted.activations_, repeated.activations_, rtol=1e-10)
     np.testing.assert_array_equal(weighted.predict(X), repeated.predict(X))
@@ -225,7 +240,10 @@ def test_mixed_namespaces_rejected(Estimator):
     xs = pytest.importorskip("array_api_strict")
     X, _ = _blobs(n=40)
     est = Estimator(n_clusters=2, random_state=0).fit(xs.asarray(X))
-    with pytest.raises(ValueError, match=rf"Inputs passed to {Estimator.__name__}.predict\(\) must use the same namespace"):
+    with pytest.raises(
+        ValueError,
+        match=rf"Inputs passed to {Estimator.__name__}.predict\(\) must use the same namespace",
+    ):
         est.predict(X)
     # plain lists are converted into the fitted namespace
     assert type(est.predict(X.tolist())) is type(xs.asarray(X))
@@ -251,7 +269,16 @@ def _kmeans_error(X, **kwargs):
         (np.array([[1 + 1j, 2.0], [1.0, 2.0], [3.0, 4.0]]), 2),
         (np.ones(5), 2),
     ],
-    ids=["nan", "inf", "empty", "one-sample", "more-clusters-than-samples", "strings", "complex", "1d"],
+    ids=[
+        "nan",
+        "inf",
+        "empty",
+        "one-sample",
+        "more-clusters-than-samples",
+        "strings",
+        "complex",
+        "1d",
+    ],
 )
 def test_bad_input_matches_scikit_learn(Estimator, X, n_clusters):
     exc_type, message = _kmeans_error(X, n_clusters=n_clusters)
@@ -264,11 +291,26 @@ def test_bad_input_matches_scikit_learn(Estimator, X, n_clusters):
 @pytest.mark.parametrize(
     "params, match",
     [
-        ({"n_clusters": 0}, r"The 'n_clusters' parameter of {name} must be an int in the range \[1, inf\)\. Got 0 instead\."),
-        ({"n_iter": 0}, r"The 'n_iter' parameter of {name} must be an int in the range \[1, inf\)\. Got 0 instead\."),
-        ({"max_iter": 0}, r"The 'max_iter' parameter of {name} must be an int in the range \[1, inf\)\. Got 0 instead\."),
-        ({"n_init": 0}, r"The 'n_init' parameter of {name} must be an int in the range \[1, inf\)\. Got 0 instead\."),
-        ({"tol": -1.0}, r"The 'tol' parameter of {name} must be a float in the range \[0\.0, inf\)\. Got -1\.0 instead\."),
+        (
+            {"n_clusters": 0},
+            r"The 'n_clusters' parameter of {name} must be an int in the range \[1, inf\)\. Got 0 instead\.",
+        ),
+        (
+            {"n_iter": 0},
+            r"The 'n_iter' parameter of {name} must be an int in the range \[1, inf\)\. Got 0 instead\.",
+        ),
+        (
+            {"max_iter": 0},
+            r"The 'max_iter' parameter of {name} must be an int in the range \[1, inf\)\. Got 0 instead\.",
+        ),
+        (
+            {"n_init": 0},
+            r"The 'n_init' parameter of {name} must be an int in the range \[1, inf\)\. Got 0 instead\.",
+        ),
+        (
+            {"tol": -1.0},
+            r"The 'tol' parameter of {name} must be a float in the range \[0\.0, inf\)\. Got -1\.0 instead\.",
+        ),
         ({"init": "kmeans"}, r"The 'init' parameter of {name} must be a str among"),
         ({"backend": "torch"}, r"The 'backend' parameter of {name} must be a str among"),
     ],
@@ -281,9 +323,14 @@ def test_bad_parameters(Estimator, params, match):
 
 def test_em_bad_routing_options():
     X, _ = _blobs(n=40)
-    with pytest.raises(ValueError, match=r"The 'min_var' parameter of EMRoutingClustering must be a float in the range \[0\.0, inf\)\. Got -1\.0"):
+    with pytest.raises(
+        ValueError,
+        match=r"The 'min_var' parameter of EMRoutingClustering must be a float in the range \[0\.0, inf\)\. Got -1\.0",
+    ):
         EMRoutingClustering(min_var=-1.0).fit(X)
-    with pytest.raises(ValueError, match=r"`beta_u` must be a scalar, \(4, 2\), \(4,\); got shape \(3,\)\."):
+    with pytest.raises(
+        ValueError, match=r"`beta_u` must be a scalar, \(4, 2\), \(4,\); got shape \(3,\)\."
+    ):
         EMRoutingClustering(n_clusters=4, beta_u=np.zeros(3)).fit(X)
 
 

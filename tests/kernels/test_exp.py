@@ -5,8 +5,9 @@ import importlib.util
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("numba") is None,
-                                reason="numba is not installed")
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("numba") is None, reason="numba is not installed"
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +33,14 @@ def exp_loop():
 
 def test_within_two_ulp_of_numpy_on_the_normal_range(exp_loop):
     rng = np.random.default_rng(0)
-    x = np.concatenate([-rng.uniform(0, 708, 100_000), -rng.uniform(0, 1, 10_000),
-                        -np.logspace(-300, 2.85, 2_000), [0.0, -0.0, -np.log(2.0), -708.0]])
+    x = np.concatenate(
+        [
+            -rng.uniform(0, 708, 100_000),
+            -rng.uniform(0, 1, 10_000),
+            -np.logspace(-300, 2.85, 2_000),
+            [0.0, -0.0, -np.log(2.0), -708.0],
+        ]
+    )
     got, ref = exp_loop(x), np.exp(x)
     ulp = np.abs(got - ref) / np.spacing(ref)
     assert ulp.max() <= 2.0, f"worst {ulp.max():.2f} ulp at x={x[np.argmax(ulp)]!r}"

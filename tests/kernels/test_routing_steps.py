@@ -34,9 +34,15 @@ def test_dynamic_routing_step(impl, dtype, shared, leaky, with_bias):
     bias = (0.1 * rng.normal(size=(n_out, dim))).astype(dtype) if with_bias else None
     ref = _load(CAPABILITIES["dynamic_routing_step"]["reference"])
     func = _load(CAPABILITIES["dynamic_routing_step"][impl])
-    expected = ref(u_hat.astype(np.float64), logits.astype(np.float64), v.astype(np.float64),
-                   bias=None if bias is None else bias.astype(np.float64), leaky=leaky,
-                   eps=1e-8, xp=XP)
+    expected = ref(
+        u_hat.astype(np.float64),
+        logits.astype(np.float64),
+        v.astype(np.float64),
+        bias=None if bias is None else bias.astype(np.float64),
+        leaky=leaky,
+        eps=1e-8,
+        xp=XP,
+    )
     got = func(u_hat, logits, v, bias=bias, leaky=leaky, eps=1e-8, xp=XP)
     for name, g, e in zip(("v", "c", "logits"), got, expected, strict=True):
         assert g.dtype == dtype, name
@@ -64,5 +70,6 @@ def test_em_routing_step(impl, dtype, shared):
     got = func(votes, a_in, mu, var, logit, beta_u, beta_a, **opts)
     for name, g, e in zip(("mu", "var", "logit", "R", "log_norm"), got, expected, strict=True):
         assert g.dtype == dtype, name
-        np.testing.assert_allclose(g, e, **tolerance(dtype, "kernel", scale=float(np.max(np.abs(e)))),
-                                   err_msg=name)
+        np.testing.assert_allclose(
+            g, e, **tolerance(dtype, "kernel", scale=float(np.max(np.abs(e)))), err_msg=name
+        )

@@ -19,11 +19,13 @@ ATTRIBUTES = ["weights_", "means_", "covariances_", "precisions_", "precisions_c
 
 def _data(seed=0, n=(200, 150, 100)):
     rng = np.random.RandomState(seed)
-    return np.vstack([
-        rng.randn(n[0], 3),
-        rng.randn(n[1], 3) * 0.5 + [4, 4, 0],
-        rng.randn(n[2], 3) * [1, 2, 0.3] + [0, 5, 5],
-    ])
+    return np.vstack(
+        [
+            rng.randn(n[0], 3),
+            rng.randn(n[1], 3) * 0.5 + [4, 4, 0],
+            rng.randn(n[2], 3) * [1, 2, 0.3] + [0, 5, 5],
+        ]
+    )
 
 
 def _initial_params(X, covariance_type, seed=3):
@@ -84,8 +86,9 @@ def test_float32_data_stays_float32_with_float64_initial_parameters():
 @pytest.mark.parametrize("covariance_type", COV_TYPES)
 def test_same_fit_from_scikit_learn_initialisation(covariance_type, init_params, dtype):
     X = _data(seed=1).astype(dtype)
-    params = dict(n_components=3, covariance_type=covariance_type, init_params=init_params,
-                  random_state=7)
+    params = dict(
+        n_components=3, covariance_type=covariance_type, init_params=init_params, random_state=7
+    )
     ours = GaussianMixture(**params).fit(X)
     theirs = SKGaussianMixture(**params).fit(X)
     assert_same_fit(ours, theirs, X, dtype)
@@ -97,15 +100,28 @@ def test_n_init_keeps_the_same_best_initialisation(covariance_type):
     # Initialisations that reach the same optimum with the components in another order tie to
     # the last bit, and then which one is kept depends on rounding; this data's inits differ.
     rng = np.random.RandomState(5)
-    X = np.vstack([rng.randn(80, 2) * s + c for s, c in [(0.3, (0, 0)), (1.5, (3, 0)), (0.6, (0, 4)), (1.0, (5, 5))]])
-    params = dict(n_components=5, covariance_type=covariance_type, init_params="random",
-                  random_state=2, n_init=4, max_iter=300)
+    X = np.vstack(
+        [
+            rng.randn(80, 2) * s + c
+            for s, c in [(0.3, (0, 0)), (1.5, (3, 0)), (0.6, (0, 4)), (1.0, (5, 5))]
+        ]
+    )
+    params = dict(
+        n_components=5,
+        covariance_type=covariance_type,
+        init_params="random",
+        random_state=2,
+        n_init=4,
+        max_iter=300,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         ours = GaussianMixture(**params).fit(X)
         theirs = SKGaussianMixture(**params).fit(X)
-        bounds = [SKGaussianMixture(**{**params, "n_init": 1, "random_state": s}).fit(X).lower_bound_
-                  for s in range(3)]
+        bounds = [
+            SKGaussianMixture(**{**params, "n_init": 1, "random_state": s}).fit(X).lower_bound_
+            for s in range(3)
+        ]
     assert len(set(np.round(bounds, 6))) > 1  # the initialisations do lead to different optima
     assert_same_fit(ours, theirs, X, np.float64)
 
@@ -113,11 +129,15 @@ def test_n_init_keeps_the_same_best_initialisation(covariance_type):
 @pytest.mark.parametrize("covariance_type", COV_TYPES)
 def test_chunked_fit_equals_whole_fit(covariance_type):
     X = _data(seed=2)
-    params = dict(n_components=3, covariance_type=covariance_type, random_state=0, init_params="random")
+    params = dict(
+        n_components=3, covariance_type=covariance_type, random_state=0, init_params="random"
+    )
     whole = GaussianMixture(chunk_size=len(X), **params).fit(X)
     chunked = GaussianMixture(chunk_size=37, **params).fit(X)
     for name in ATTRIBUTES:
-        np.testing.assert_allclose(getattr(chunked, name), getattr(whole, name), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(
+            getattr(chunked, name), getattr(whole, name), rtol=1e-10, atol=1e-12
+        )
     assert chunked.n_iter_ == whole.n_iter_
     np.testing.assert_allclose(chunked.lower_bounds_, whole.lower_bounds_, rtol=1e-12)
 
@@ -125,8 +145,14 @@ def test_chunked_fit_equals_whole_fit(covariance_type):
 @pytest.mark.parametrize("covariance_type", COV_TYPES)
 def test_max_iter_zero_initialises_only(covariance_type):
     X = _data()
-    params = dict(n_components=3, covariance_type=covariance_type, max_iter=0, random_state=0,
-                  init_params="k-means++", n_init=3)
+    params = dict(
+        n_components=3,
+        covariance_type=covariance_type,
+        max_iter=0,
+        random_state=0,
+        init_params="k-means++",
+        n_init=3,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)  # no warning for max_iter=0
         ours = GaussianMixture(**params).fit(X)
@@ -134,7 +160,9 @@ def test_max_iter_zero_initialises_only(covariance_type):
     assert ours.n_iter_ == 0 and ours.converged_ is False and ours.lower_bound_ == -np.inf
     assert ours.lower_bounds_ == [] == theirs.lower_bounds_
     for name in ATTRIBUTES:
-        np.testing.assert_allclose(getattr(ours, name), getattr(theirs, name), rtol=1e-7, atol=1e-10)
+        np.testing.assert_allclose(
+            getattr(ours, name), getattr(theirs, name), rtol=1e-7, atol=1e-10
+        )
 
 
 def test_warm_start_continues_like_scikit_learn():
@@ -147,7 +175,9 @@ def test_warm_start_continues_like_scikit_learn():
             ours.fit(X)
             theirs.fit(X)
         for name in ATTRIBUTES:
-            np.testing.assert_allclose(getattr(ours, name), getattr(theirs, name), rtol=1e-7, atol=1e-10)
+            np.testing.assert_allclose(
+                getattr(ours, name), getattr(theirs, name), rtol=1e-7, atol=1e-10
+            )
         np.testing.assert_allclose(ours.lower_bounds_, theirs.lower_bounds_, rtol=1e-7)
 
 
@@ -204,13 +234,20 @@ BAD_CASES = {
     "weights-out-of-range": dict(n_components=2, weights_init=[1.5, -0.5]),
     "weights-shape": dict(n_components=3, weights_init=[0.5, 0.5]),
     "means-shape": dict(n_components=2, means_init=np.zeros((2, 2))),
-    "full-precision-not-pd": dict(n_components=2, precisions_init=np.stack([np.eye(3), -np.eye(3)])),
-    "tied-precision-asymmetric": dict(n_components=2, covariance_type="tied",
-                                      precisions_init=np.array([[1, 2, 0], [0, 1, 0], [0, 0, 1.0]])),
-    "diag-precision-negative": dict(n_components=2, covariance_type="diag",
-                                    precisions_init=-np.ones((2, 3))),
-    "spherical-precision-shape": dict(n_components=2, covariance_type="spherical",
-                                      precisions_init=np.ones(3)),
+    "full-precision-not-pd": dict(
+        n_components=2, precisions_init=np.stack([np.eye(3), -np.eye(3)])
+    ),
+    "tied-precision-asymmetric": dict(
+        n_components=2,
+        covariance_type="tied",
+        precisions_init=np.array([[1, 2, 0], [0, 1, 0], [0, 0, 1.0]]),
+    ),
+    "diag-precision-negative": dict(
+        n_components=2, covariance_type="diag", precisions_init=-np.ones((2, 3))
+    ),
+    "spherical-precision-shape": dict(
+        n_components=2, covariance_type="spherical", precisions_init=np.ones(3)
+    ),
     "n_components": dict(n_components=0),
     "covariance_type": dict(covariance_type="banana"),
     "init_params": dict(init_params="kmeans++"),
@@ -230,14 +267,18 @@ def test_parameter_errors_match_scikit_learn(case):
     assert str(info.value) == message.replace("SKGaussianMixture", "GaussianMixture")
 
 
-@pytest.mark.parametrize("X", [
-    np.array([[np.nan, 1.0], [1.0, 2.0], [3.0, 4.0]]),
-    np.array([[np.inf, 1.0], [1.0, 2.0], [3.0, 4.0]]),
-    np.ones((1, 2)),
-    np.empty((0, 3)),
-    np.array([["a", "b"], ["c", "d"]]),
-    np.array([[1 + 1j, 1.0], [2.0, 3.0]]),
-], ids=["nan", "inf", "one-sample", "empty", "strings", "complex"])
+@pytest.mark.parametrize(
+    "X",
+    [
+        np.array([[np.nan, 1.0], [1.0, 2.0], [3.0, 4.0]]),
+        np.array([[np.inf, 1.0], [1.0, 2.0], [3.0, 4.0]]),
+        np.ones((1, 2)),
+        np.empty((0, 3)),
+        np.array([["a", "b"], ["c", "d"]]),
+        np.array([[1 + 1j, 1.0], [2.0, 3.0]]),
+    ],
+    ids=["nan", "inf", "one-sample", "empty", "strings", "complex"],
+)
 def test_bad_data_matches_scikit_learn(X):
     exc_type, message = _sklearn_error(dict(n_components=1), X)
     with pytest.raises(exc_type) as info:
@@ -246,8 +287,16 @@ def test_bad_data_matches_scikit_learn(X):
 
 
 @pytest.mark.parametrize("covariance_type", COV_TYPES)
-@pytest.mark.parametrize("case", ["repeated-points", "fewer-distinct-than-components",
-                                  "constant-feature", "huge-scale", "tiny-scale"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "repeated-points",
+        "fewer-distinct-than-components",
+        "constant-feature",
+        "huge-scale",
+        "tiny-scale",
+    ],
+)
 def test_degenerate_data_behaves_like_scikit_learn(covariance_type, case):
     rng = np.random.RandomState(0)
     X = {
@@ -272,7 +321,9 @@ def test_degenerate_data_behaves_like_scikit_learn(covariance_type, case):
     for name in ATTRIBUTES:
         got = getattr(ours, name)
         assert np.all(np.isfinite(got)), name
-        np.testing.assert_allclose(got, getattr(theirs, name), rtol=1e-6, atol=1e-6 * np.abs(getattr(theirs, name)).max())
+        np.testing.assert_allclose(
+            got, getattr(theirs, name), rtol=1e-6, atol=1e-6 * np.abs(getattr(theirs, name)).max()
+        )
     np.testing.assert_array_equal(ours.predict(X), theirs.predict(X))
 
 
@@ -285,7 +336,11 @@ def test_other_namespaces_keep_their_arrays(xp):
     ref = GaussianMixture(**params).fit(X)
     assert type(ours.means_) is type(xp.asarray(X))
     for name in ATTRIBUTES:
-        np.testing.assert_allclose(cr.to_numpy(getattr(ours, name)), getattr(ref, name), rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(
+            cr.to_numpy(getattr(ours, name)), getattr(ref, name), rtol=1e-9, atol=1e-12
+        )
     np.testing.assert_array_equal(cr.to_numpy(ours.predict(xp.asarray(X))), ref.predict(X))
-    with pytest.raises(NotImplementedError, match="init_params='kmeans' runs scikit-learn's KMeans"):
+    with pytest.raises(
+        NotImplementedError, match="init_params='kmeans' runs scikit-learn's KMeans"
+    ):
         GaussianMixture(3).fit(xp.asarray(X))

@@ -17,7 +17,7 @@ def conv2d_loops(x, w, b, stride, padding):
     out = np.zeros((B, ho, wo, w.shape[3]))
     for y in range(ho):
         for xx in range(wo):
-            window = x[:, y * stride:y * stride + k, xx * stride:xx * stride + k, :]
+            window = x[:, y * stride : y * stride + k, xx * stride : xx * stride + k, :]
             out[:, y, xx, :] = np.tensordot(window, w, axes=([1, 2, 3], [0, 1, 2]))
     return out + (0 if b is None else b)
 
@@ -36,7 +36,7 @@ def primary_caps_np(x, w, b, n_types, dim, stride, order, eps):
             for t in range(n_types):
                 pos = y * wo + xx
                 i = t * ho * wo + pos if order == "type-major" else pos * n_types + t
-                caps[:, i, :] = out[:, y, xx, t * dim:(t + 1) * dim]
+                caps[:, i, :] = out[:, y, xx, t * dim : (t + 1) * dim]
     return squash_np(caps, eps)
 
 
@@ -115,7 +115,9 @@ def conv_matrix_caps_all_np(pose, act, W, beta_u, beta_a, k, stride, lambdas, mi
                 for iy, ix, t in _window(pose, act, y, x, k, stride):
                     di, dj = iy - y * stride, ix - x * stride
                     for j in range(t_out):
-                        edges.append(((iy, ix, t), (y, x, j), _vote(pose[b, iy, ix, t], W[di, dj, t, j])))
+                        edges.append(
+                            ((iy, ix, t), (y, x, j), _vote(pose[b, iy, ix, t], W[di, dj, t, j]))
+                        )
         fan = {}
         for child, _, _ in edges:
             fan[child] = fan.get(child, 0) + 1
@@ -145,7 +147,10 @@ def conv_matrix_caps_all_np(pose, act, W, beta_u, beta_a, k, stride, lambdas, mi
                 total = {}
                 for e, (child, _, _) in enumerate(edges):
                     total.setdefault(child, []).append(logs[e])
-                lse = {c: max(v) + math.log(sum(math.exp(x - max(v)) for x in v)) for c, v in total.items()}
+                lse = {
+                    c: max(v) + math.log(sum(math.exp(x - max(v)) for x in v))
+                    for c, v in total.items()
+                }
                 R = [math.exp(logs[e] - lse[c]) for e, (c, _, _) in enumerate(edges)]
         for (y, x, j), m in mu.items():
             out_pose[b, y, x, j] = m

@@ -14,8 +14,8 @@ from caproute.models.weights_file import save_file
 
 from . import reference as ref
 
-
 # ---------------------------------------------------------------- PyTorch (gram-ai layout) ----
+
 
 def _torch_capsnet(torch, c1=16, n_types=6, dim=8, n_out=10, out_dim=16, eps=1e-8):
     nn = torch.nn
@@ -65,7 +65,9 @@ def _torch_capsnet(torch, c1=16, n_types=6, dim=8, n_out=10, out_dim=16, eps=1e-
 
 @pytest.fixture(scope="module")
 def torch_net():
-    torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install torch==2.13.0)")
+    torch = pytest.importorskip(
+        "torch", reason="PyTorch is not installed (pip install torch==2.13.0)"
+    )
     torch.manual_seed(0)
     net = _torch_capsnet(torch).eval()
     x = torch.rand(6, 1, 28, 28)
@@ -93,26 +95,43 @@ def test_gram_ai_state_dict(torch_net, tmp_path, container):
     else:
         source = sd
     model = models.capsnet_from_torch(source)
-    assert model.parameter_shapes()["class_caps.weight"] == (10, 216, 8, 16)  # kept in the torch layout
+    assert model.parameter_shapes()["class_caps.weight"] == (
+        10,
+        216,
+        8,
+        16,
+    )  # kept in the torch layout
     _check(model, x, expected)
     for backend in ("numpy", "numba"):
-        np.testing.assert_allclose(model.predict_scores(x[:, 0], backend=backend), expected,
-                                   rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(
+            model.predict_scores(x[:, 0], backend=backend), expected, rtol=1e-5, atol=1e-7
+        )
 
 
 def test_file_from_safetensors_package(torch_net, tmp_path):
     torch, net, x, expected, _ = torch_net
     st = pytest.importorskip("safetensors.torch", reason="the safetensors package is not installed")
-    st.save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "m.safetensors"))
+    st.save_file(
+        {k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "m.safetensors")
+    )
     _check(models.capsnet_from_torch(tmp_path / "m.safetensors"), x, expected)
 
 
 def test_convert_torch_command(torch_net, tmp_path):
     torch, net, x, expected, _ = torch_net
     torch.save({"epoch": 3, "state_dict": net.state_dict()}, tmp_path / "ckpt.pt")
-    out = subprocess.run([sys.executable, "-m", "caproute.cli", "convert-torch",
-                          str(tmp_path / "ckpt.pt"), str(tmp_path / "ckpt.safetensors")],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "caproute.cli",
+            "convert-torch",
+            str(tmp_path / "ckpt.pt"),
+            str(tmp_path / "ckpt.safetensors"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     assert "wrote" in out.stdout
     _check(models.capsnet_from_torch(tmp_path / "ckpt.safetensors"), x, expected)
@@ -132,11 +151,14 @@ def test_gram_ai_mismatches_listed(torch_net):
     assert "unexpected tensor 'fc.weight'" in msg
     bad = dict(sd)
     bad["digit_capsules.route_weights"] = bad["digit_capsules.route_weights"][:, :100]
-    with pytest.raises(WeightsMismatchError, match=r"tensor 'class_caps.weight' has shape \(10, 100, 8, 16\)"):
+    with pytest.raises(
+        WeightsMismatchError, match=r"tensor 'class_caps.weight' has shape \(10, 100, 8, 16\)"
+    ):
         models.capsnet_from_torch(bad)
 
 
 # ---------------------------------------------------------------- Keras HDF5 ----------------
+
 
 def _keras_forward(x, k1, b1, k2, b2, W, dim, eps=1e-7):
     """The common Keras CapsNet, in NumPy: position-major primary capsules, W[j, i] @ u_i,
@@ -156,7 +178,9 @@ def _keras_forward(x, k1, b1, k2, b2, W, dim, eps=1e-7):
 
 
 def _write_keras_h5(path, weights, full_model):
-    h5py = pytest.importorskip("h5py", reason="h5py is not installed (pip install 'caproute[keras]')")
+    h5py = pytest.importorskip(
+        "h5py", reason="h5py is not installed (pip install 'caproute[keras]')"
+    )
     with h5py.File(path, "w") as f:
         root = f.create_group("model_weights") if full_model else f
         names = ["input_1", "conv1", "primarycap_conv2d", "primarycap_reshape", "digitcaps"]
@@ -176,7 +200,8 @@ def test_keras_h5(tmp_path, full_model):
     weights = {
         "conv1/kernel": 0.2 * rng.normal(size=(5, 5, 1, c1)).astype(np.float32),
         "conv1/bias": 0.1 * rng.normal(size=c1).astype(np.float32),
-        "primarycap_conv2d/kernel": 0.2 * rng.normal(size=(5, 5, c1, n_types * dim)).astype(np.float32),
+        "primarycap_conv2d/kernel": 0.2
+        * rng.normal(size=(5, 5, c1, n_types * dim)).astype(np.float32),
         "primarycap_conv2d/bias": 0.1 * rng.normal(size=n_types * dim).astype(np.float32),
         "digitcaps/W": 0.3 * rng.normal(size=(10, 9 * n_types, 16, dim)).astype(np.float32),
     }
@@ -184,7 +209,9 @@ def test_keras_h5(tmp_path, full_model):
     _write_keras_h5(path, weights, full_model)
     model = models.capsnet_from_keras_h5(path, primary_dim=dim, input_shape=(14, 14, 1))
     x = rng.random((3, 14, 14, 1)).astype(np.float32)
-    expected = _keras_forward(x.astype(np.float64), *(w.astype(np.float64) for w in weights.values()), dim)
+    expected = _keras_forward(
+        x.astype(np.float64), *(w.astype(np.float64) for w in weights.values()), dim
+    )
     np.testing.assert_allclose(model.predict_scores(x), expected, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(model.predict_scores(x, dtype="float64"), expected, rtol=1e-11)
     assert models.read_keras_h5(path).keys() == weights.keys()

@@ -24,7 +24,8 @@ def run(layer, input_shape, params, x, xp, dtype, backend="auto"):
     moved like a model's); a (pose, activation) pair goes to the layer directly."""
     if not isinstance(x, tuple):
         net = models.Model([layer], input_shape).set_weights(
-            {f"{layer.name}.{k}": v for k, v in params.items()})
+            {f"{layer.name}.{k}": v for k, v in params.items()}
+        )
         return net.forward(as_xp(x, xp, dtype), backend=backend)
     layer.check_input_shape(input_shape)
     shapes = layer.parameter_shapes(input_shape)
@@ -34,8 +35,9 @@ def run(layer, input_shape, params, x, xp, dtype, backend="auto"):
 
 
 def close(actual, expected, dtype):
-    np.testing.assert_allclose(np.asarray(actual), expected, rtol=50 * rtol_for(dtype),
-                               atol=50 * atol_for(dtype))
+    np.testing.assert_allclose(
+        np.asarray(actual), expected, rtol=50 * rtol_for(dtype), atol=50 * atol_for(dtype)
+    )
 
 
 @pytest.mark.parametrize("stride,padding", [(1, 0), (2, 1), (3, 2)])
@@ -44,8 +46,14 @@ def test_conv2d_matches_loops(xp, dtype, stride, padding, c_in):
     rng = np.random.default_rng(stride)
     x = rng.normal(size=(2, 9, 8, c_in))
     w, b = rng.normal(size=(3, 3, c_in, 5)), rng.normal(size=5)
-    out = run(Conv2D(5, 3, stride=stride, padding=padding, name="c"), (9, 8, c_in),
-              {"weight": w, "bias": b}, x, xp, dtype)
+    out = run(
+        Conv2D(5, 3, stride=stride, padding=padding, name="c"),
+        (9, 8, c_in),
+        {"weight": w, "bias": b},
+        x,
+        xp,
+        dtype,
+    )
     close(out, ref.conv2d_loops(x, w, b, stride, padding), dtype)
 
 
@@ -53,19 +61,37 @@ def test_conv2d_nchw_is_nhwc_transposed(xp, dtype):
     rng = np.random.default_rng(1)
     x = rng.normal(size=(2, 7, 7, 2))
     w = rng.normal(size=(3, 3, 2, 4))
-    nhwc = run(Conv2D(4, 3, use_bias=False, activation="relu", name="c"), (7, 7, 2),
-               {"weight": w}, x, xp, dtype)
-    nchw = run(Conv2D(4, 3, use_bias=False, activation="relu", data_format="NCHW", name="c"),
-               (2, 7, 7), {"weight": w}, np.transpose(x, (0, 3, 1, 2)), xp, dtype)
+    nhwc = run(
+        Conv2D(4, 3, use_bias=False, activation="relu", name="c"),
+        (7, 7, 2),
+        {"weight": w},
+        x,
+        xp,
+        dtype,
+    )
+    nchw = run(
+        Conv2D(4, 3, use_bias=False, activation="relu", data_format="NCHW", name="c"),
+        (2, 7, 7),
+        {"weight": w},
+        np.transpose(x, (0, 3, 1, 2)),
+        xp,
+        dtype,
+    )
     close(np.transpose(np.asarray(nchw), (0, 2, 3, 1)), np.asarray(nhwc), dtype)
     close(nhwc, np.maximum(ref.conv2d_loops(x, w, None, 1, 0), 0), dtype)
 
 
-@pytest.mark.parametrize("name,func", [
-    ("relu", lambda z: np.maximum(z, 0)), ("sigmoid", lambda z: 1 / (1 + np.exp(-z))),
-    ("tanh", np.tanh), ("elu", lambda z: np.where(z > 0, z, np.expm1(np.minimum(z, 0)))),
-    ("softplus", lambda z: np.log1p(np.exp(z))), ("linear", lambda z: z),
-])
+@pytest.mark.parametrize(
+    "name,func",
+    [
+        ("relu", lambda z: np.maximum(z, 0)),
+        ("sigmoid", lambda z: 1 / (1 + np.exp(-z))),
+        ("tanh", np.tanh),
+        ("elu", lambda z: np.where(z > 0, z, np.expm1(np.minimum(z, 0)))),
+        ("softplus", lambda z: np.log1p(np.exp(z))),
+        ("linear", lambda z: z),
+    ],
+)
 def test_activations(xp, dtype, name, func):
     x = np.linspace(-4, 4, 2 * 3 * 3 * 2).reshape(2, 3, 3, 2)
     close(run(Activation(name, name="a"), (3, 3, 2), {}, x, xp, dtype), func(x), dtype)
@@ -96,14 +122,19 @@ def test_dense_caps_every_weight_layout(xp, dtype, layout, use_bias, leaky):
     n_in, d, n_out, o = 12, 4, 3, 5
     u = ref.squash_np(rng.normal(size=(2, n_in, d)), 1e-8)
     W = 0.5 * rng.normal(size=(n_in, n_out, o, d))  # caproute layout
-    stored = {"caproute": W, "keras": W.transpose(1, 0, 2, 3), "torch": W.transpose(1, 0, 3, 2),
-              "tf": W.transpose(0, 3, 1, 2).reshape(n_in, d, n_out * o)}[layout]
+    stored = {
+        "caproute": W,
+        "keras": W.transpose(1, 0, 2, 3),
+        "torch": W.transpose(1, 0, 3, 2),
+        "tf": W.transpose(0, 3, 1, 2).reshape(n_in, d, n_out * o),
+    }[layout]
     params = {"weight": stored}
     bias = rng.normal(size=(n_out, o)) if use_bias else None
     if use_bias:
         params["bias"] = bias
-    layer = DenseCaps(n_out, o, n_iter=3, weight_layout=layout, use_bias=use_bias, leaky=leaky,
-                      name="d")
+    layer = DenseCaps(
+        n_out, o, n_iter=3, weight_layout=layout, use_bias=use_bias, leaky=leaky, name="d"
+    )
     out = run(layer, (n_in, d), params, u, xp, dtype)
     close(out, ref.dense_caps_np(u, W, 3, bias, leaky, 1e-8), dtype)
 
@@ -111,8 +142,12 @@ def test_dense_caps_every_weight_layout(xp, dtype, layout, use_bias, leaky):
 def test_primary_matrix_caps(xp, dtype):
     rng = np.random.default_rng(4)
     x = rng.normal(size=(2, 4, 5, 3))
-    p = {"pose_weight": rng.normal(size=(1, 1, 3, 32)), "pose_bias": rng.normal(size=32),
-         "act_weight": rng.normal(size=(1, 1, 3, 2)), "act_bias": rng.normal(size=2)}
+    p = {
+        "pose_weight": rng.normal(size=(1, 1, 3, 32)),
+        "pose_bias": rng.normal(size=32),
+        "act_weight": rng.normal(size=(1, 1, 3, 2)),
+        "act_bias": rng.normal(size=2),
+    }
     pose, act = run(PrimaryMatrixCaps(2, name="pm"), (4, 5, 3), p, x, xp, dtype)
     ep, ea = ref.primary_matrix_caps_np(x, *p.values(), 2)
     close(pose, ep, dtype)
@@ -130,10 +165,23 @@ def test_conv_matrix_caps(xp, dtype, competition, stride):
     pose, act = _matrix_inputs(rng)
     W = 0.5 * rng.normal(size=(3, 3, 2, 3, 4, 4))
     beta_u, beta_a = rng.normal(size=3), rng.normal(size=3)
-    layer = ConvMatrixCaps(3, kernel_size=3, stride=stride, n_iter=3, competition=competition,
-                           inverse_temperature=0.05, name="cc")
-    out_pose, out_act = run(layer, ((5, 5, 2, 16), (5, 5, 2)),
-                            {"weight": W, "beta_u": beta_u, "beta_a": beta_a}, (pose, act), xp, dtype)
+    layer = ConvMatrixCaps(
+        3,
+        kernel_size=3,
+        stride=stride,
+        n_iter=3,
+        competition=competition,
+        inverse_temperature=0.05,
+        name="cc",
+    )
+    out_pose, out_act = run(
+        layer,
+        ((5, 5, 2, 16), (5, 5, 2)),
+        {"weight": W, "beta_u": beta_u, "beta_a": beta_a},
+        (pose, act),
+        xp,
+        dtype,
+    )
     func = ref.conv_matrix_caps_np if competition == "position" else ref.conv_matrix_caps_all_np
     ep, ea = func(pose, act, W, beta_u, beta_a, 3, stride, [0.05] * 3, 5e-4, 1e-8)
     close(out_pose, ep, dtype)
@@ -150,8 +198,12 @@ def test_competition_matters_only_where_fields_overlap():
     outs = {}
     for stride in (3, 1):
         for comp in ("position", "all"):
-            layer = ConvMatrixCaps(3, stride=stride, competition=comp, inverse_temperature=0.1, name="c")
-            outs[stride, comp] = np.asarray(run(layer, ((6, 6, 2, 16), (6, 6, 2)), p, (pose, act), np, "float64")[1])
+            layer = ConvMatrixCaps(
+                3, stride=stride, competition=comp, inverse_temperature=0.1, name="c"
+            )
+            outs[stride, comp] = np.asarray(
+                run(layer, ((6, 6, 2, 16), (6, 6, 2)), p, (pose, act), np, "float64")[1]
+            )
     np.testing.assert_allclose(outs[3, "position"], outs[3, "all"], rtol=1e-12)
     assert np.max(np.abs(outs[1, "position"] - outs[1, "all"])) > 1e-6
 
@@ -162,10 +214,22 @@ def test_class_matrix_caps(xp, dtype, coord):
     pose, act = _matrix_inputs(rng, h=3, w=2, t=2)
     W = 0.5 * rng.normal(size=(2, 4, 4, 4))
     beta_u, beta_a = rng.normal(size=(4, 16)), rng.normal(size=4)
-    layer = ClassMatrixCaps(4, n_iter=2, coordinate_addition=coord, beta_per_pose=True,
-                            inverse_temperature=[0.02, 0.05], name="cls")
-    out_pose, out_act = run(layer, ((3, 2, 2, 16), (3, 2, 2)),
-                            {"weight": W, "beta_u": beta_u, "beta_a": beta_a}, (pose, act), xp, dtype)
+    layer = ClassMatrixCaps(
+        4,
+        n_iter=2,
+        coordinate_addition=coord,
+        beta_per_pose=True,
+        inverse_temperature=[0.02, 0.05],
+        name="cls",
+    )
+    out_pose, out_act = run(
+        layer,
+        ((3, 2, 2, 16), (3, 2, 2)),
+        {"weight": W, "beta_u": beta_u, "beta_a": beta_a},
+        (pose, act),
+        xp,
+        dtype,
+    )
     ep, ea = ref.class_matrix_caps_np(pose, act, W, beta_u, beta_a, [0.02, 0.05], 5e-4, 1e-8, coord)
     close(out_pose, ep, dtype)
     close(out_act, ea, dtype)
@@ -182,21 +246,27 @@ def test_numba_and_reference_agree_on_a_capsnet():
 def test_numba_and_reference_agree_on_a_matrix_capsnet():
     net = models.matrix_capsnet(4, 4, 4, 4).initialize(random_state=1)
     x = np.random.default_rng(0).random((3, 28, 28))
-    np.testing.assert_allclose(net.predict_scores(x, backend="numpy", dtype="float64"),
-                               net.predict_scores(x, backend="numba", dtype="float64"), rtol=1e-10)
+    np.testing.assert_allclose(
+        net.predict_scores(x, backend="numpy", dtype="float64"),
+        net.predict_scores(x, backend="numba", dtype="float64"),
+        rtol=1e-10,
+    )
 
 
-@pytest.mark.parametrize("make,match", [
-    (lambda: Conv2D(0, 3), "`filters` must be an int >= 1; got 0"),
-    (lambda: Conv2D(2, 3, padding=-1), "`padding` must be an int >= 0; got -1"),
-    (lambda: Conv2D(2, 3, activation="gelu"), "`activation` must be one of"),
-    (lambda: Conv2D(2, 3, data_format="NWHC"), "`data_format` must be one of"),
-    (lambda: PrimaryCaps(4, 8, order="row-major"), "`order` must be one of"),
-    (lambda: DenseCaps(10, 16, weight_layout="jax"), "`weight_layout` must be one of"),
-    (lambda: ConvMatrixCaps(4, competition="global"), "`competition` must be one of"),
-    (lambda: ClassMatrixCaps(10, inverse_temperature=-1.0), "`inverse_temperature` must be"),
-    (lambda: Conv2D(2, 3, name="a.b"), "`name` must be a non-empty string without '.'"),
-])
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda: Conv2D(0, 3), "`filters` must be an int >= 1; got 0"),
+        (lambda: Conv2D(2, 3, padding=-1), "`padding` must be an int >= 0; got -1"),
+        (lambda: Conv2D(2, 3, activation="gelu"), "`activation` must be one of"),
+        (lambda: Conv2D(2, 3, data_format="NWHC"), "`data_format` must be one of"),
+        (lambda: PrimaryCaps(4, 8, order="row-major"), "`order` must be one of"),
+        (lambda: DenseCaps(10, 16, weight_layout="jax"), "`weight_layout` must be one of"),
+        (lambda: ConvMatrixCaps(4, competition="global"), "`competition` must be one of"),
+        (lambda: ClassMatrixCaps(10, inverse_temperature=-1.0), "`inverse_temperature` must be"),
+        (lambda: Conv2D(2, 3, name="a.b"), "`name` must be a non-empty string without '.'"),
+    ],
+)
 def test_bad_layer_arguments(make, match):
     with pytest.raises(ValueError, match=match):
         make()

@@ -26,7 +26,10 @@ def test_capsnet_paper_shapes():
 
 def test_matrix_capsnet_variants():
     net = models.matrix_capsnet(8, 4, 6, 5, input_shape=(28, 28, 1))
-    assert [layer.output_shape(s) for layer, (s, _) in zip(net.layers, net._shapes)][-1] == ((10, 16), (10,))
+    assert [layer.output_shape(s) for layer, (s, _) in zip(net.layers, net._shapes)][-1] == (
+        (10, 16),
+        (10,),
+    )
     assert net.parameter_shapes()["conv_caps1.weight"] == (3, 3, 4, 6, 4, 4)
     assert net.parameter_shapes()["conv_caps2.weight"] == (3, 3, 6, 5, 4, 4)
     assert net.parameter_shapes()["class_caps.weight"] == (5, 10, 4, 4)
@@ -40,7 +43,9 @@ def test_summary_lists_every_layer(small_capsnet):
 
 
 def test_config_round_trip(small_capsnet):
-    again = models.Model.from_config(small_capsnet.get_config()).set_weights(small_capsnet.get_weights())
+    again = models.Model.from_config(small_capsnet.get_config()).set_weights(
+        small_capsnet.get_weights()
+    )
     assert again.get_config() == small_capsnet.get_config()
     x = np.random.default_rng(0).random((4, 28, 28)).astype(np.float32)
     np.testing.assert_array_equal(again.predict_scores(x), small_capsnet.predict_scores(x))
@@ -84,7 +89,9 @@ def test_nchw_model_matches_nhwc_model(small_capsnet):
     cfg["input_shape"] = [1, 28, 28]
     nchw = models.Model.from_config(cfg).set_weights(small_capsnet.get_weights())
     img = np.random.default_rng(4).random((3, 28, 28)).astype(np.float32)
-    np.testing.assert_allclose(nchw.predict_scores(img), small_capsnet.predict_scores(img), rtol=1e-5)
+    np.testing.assert_allclose(
+        nchw.predict_scores(img), small_capsnet.predict_scores(img), rtol=1e-5
+    )
 
 
 def test_every_weight_problem_reported_at_once(small_capsnet):
@@ -116,17 +123,40 @@ def test_model_without_weights():
         models.capsnet().predict(np.zeros((1, 28, 28)))
 
 
-@pytest.mark.parametrize("images,kwargs,exc,match", [
-    (np.zeros((2, 27, 28)), {}, ValueError, r"`images` must be \(28, 28, 1\) per image .* got \(27, 28, 1\)"),
-    (np.zeros((2, 28)), {}, ValueError, r"`images` must be 3-D \(n, H, W\) or 4-D"),
-    (np.zeros((2, 28, 28), dtype=bool), {}, TypeError, "`images` must hold integers"),
-    (np.full((1, 28, 28), np.nan), {}, ValueError, "`images` holds NaN or inf"),
-    (np.zeros((1, 28, 28)), {"dtype": "float16"}, ValueError, "`dtype` must be 'float32' or 'float64'"),
-    (np.zeros((1, 28, 28)), {"batch_size": 0}, ValueError, "`batch_size` must be an integer >= 1"),
-    (np.zeros((1, 28, 28)), {"data_format": "HWC"}, ValueError, "`data_format` must be 'NHWC', 'NCHW' or None"),
-    (np.zeros((1, 28, 28)), {"backend": "torch"}, ValueError, "backend"),
-    ("not images", {}, TypeError, "`images` must hold integers"),
-])
+@pytest.mark.parametrize(
+    "images,kwargs,exc,match",
+    [
+        (
+            np.zeros((2, 27, 28)),
+            {},
+            ValueError,
+            r"`images` must be \(28, 28, 1\) per image .* got \(27, 28, 1\)",
+        ),
+        (np.zeros((2, 28)), {}, ValueError, r"`images` must be 3-D \(n, H, W\) or 4-D"),
+        (np.zeros((2, 28, 28), dtype=bool), {}, TypeError, "`images` must hold integers"),
+        (np.full((1, 28, 28), np.nan), {}, ValueError, "`images` holds NaN or inf"),
+        (
+            np.zeros((1, 28, 28)),
+            {"dtype": "float16"},
+            ValueError,
+            "`dtype` must be 'float32' or 'float64'",
+        ),
+        (
+            np.zeros((1, 28, 28)),
+            {"batch_size": 0},
+            ValueError,
+            "`batch_size` must be an integer >= 1",
+        ),
+        (
+            np.zeros((1, 28, 28)),
+            {"data_format": "HWC"},
+            ValueError,
+            "`data_format` must be 'NHWC', 'NCHW' or None",
+        ),
+        (np.zeros((1, 28, 28)), {"backend": "torch"}, ValueError, "backend"),
+        ("not images", {}, TypeError, "`images` must hold integers"),
+    ],
+)
 def test_bad_images(small_capsnet, images, kwargs, exc, match):
     with pytest.raises(exc, match=match):
         small_capsnet.predict(images, **kwargs)
@@ -166,8 +196,10 @@ def test_cupy_backend_matches_host():
         pytest.skip(f"no usable CUDA device: {cupy_status()[1]}")
     import cupy
 
-    for net in (models.capsnet(conv_channels=16, primary_types=4).initialize(random_state=0),
-                models.matrix_capsnet(8, 4, 4, 4, competition="all").initialize(random_state=0)):
+    for net in (
+        models.capsnet(conv_channels=16, primary_types=4).initialize(random_state=0),
+        models.matrix_capsnet(8, 4, 4, 4, competition="all").initialize(random_state=0),
+    ):
         img = np.random.default_rng(0).integers(0, 256, (5, 28, 28)).astype(np.uint8)
         host = net.predict_scores(img, backend="numpy", dtype="float64")
         dev = net.predict_scores(img, backend="cupy", dtype="float64")

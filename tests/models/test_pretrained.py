@@ -22,9 +22,10 @@ def test_recorded_subset_accuracy_exactly(name, backend, subset):
     assert acc == models.pretrained_info(name)["subset_accuracy"]
 
 
-@pytest.mark.skipif(not datasets.fashion_mnist_available(),
-                    reason="the full Fashion-MNIST set is not installed "
-                           "(apt-get install dataset-fashion-mnist)")
+@pytest.mark.skipif(
+    not datasets.fashion_mnist_available(),
+    reason="the full Fashion-MNIST set is not installed (apt-get install dataset-fashion-mnist)",
+)
 @pytest.mark.parametrize("name", NAMES)
 def test_recorded_full_test_accuracy_exactly(name):
     images, labels = datasets.load_fashion_mnist("test")

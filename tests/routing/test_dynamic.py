@@ -19,8 +19,11 @@ def test_matches_seed_equations(xp, dtype, n_iter, leaky, with_bias):
     u = _votes((2, 7, 3, 5), dtype, seed=n_iter)
     bias = _votes((3, 5), dtype, seed=99, scale=0.3) if with_bias else None
     v, c = cr.dynamic_routing(
-        as_xp(u, xp), n_iter, bias=None if bias is None else as_xp(bias, xp),
-        leaky=leaky, return_coupling=True,
+        as_xp(u, xp),
+        n_iter,
+        bias=None if bias is None else as_xp(bias, xp),
+        leaky=leaky,
+        return_coupling=True,
     )
     v_ref, c_ref = dynamic_routing_loops(u, n_iter, bias=bias, leaky=leaky)
     np.testing.assert_allclose(cr.to_numpy(v), v_ref, rtol=rtol_for(dtype), atol=atol_for(dtype))
@@ -39,7 +42,9 @@ def test_single_child_single_parent_by_hand(xp, dtype):
     # s = 2: |s|^2 = 4, v = 4/5 * 2 / sqrt(4 + eps) = 0.8 (eps = 1e-8 is below float32 resolution)
     u = as_xp(np.full((1, 1, 1, 1), 2.0, dtype=dtype), xp)
     v = cr.dynamic_routing(u, n_iter=3)
-    np.testing.assert_allclose(cr.to_numpy(v), [[[0.8 * 2 / math.sqrt(4 + 1e-8)]]], rtol=rtol_for(dtype))
+    np.testing.assert_allclose(
+        cr.to_numpy(v), [[[0.8 * 2 / math.sqrt(4 + 1e-8)]]], rtol=rtol_for(dtype)
+    )
 
 
 def test_two_parents_by_hand(xp):
@@ -93,7 +98,9 @@ def test_invariant_to_permuting_children(xp, dtype):
     perm = np.random.default_rng(1).permutation(8)
     v1, c1 = cr.dynamic_routing(as_xp(u, xp), 3, return_coupling=True)
     v2, c2 = cr.dynamic_routing(as_xp(u[:, perm], xp), 3, return_coupling=True)
-    np.testing.assert_allclose(cr.to_numpy(v2), cr.to_numpy(v1), rtol=rtol_for(dtype) * 10, atol=atol_for(dtype))
+    np.testing.assert_allclose(
+        cr.to_numpy(v2), cr.to_numpy(v1), rtol=rtol_for(dtype) * 10, atol=atol_for(dtype)
+    )
     np.testing.assert_allclose(cr.to_numpy(c2), cr.to_numpy(c1)[:, perm], rtol=rtol_for(dtype) * 10)
 
 
@@ -101,7 +108,9 @@ def test_agreement_raises_coupling_to_agreeing_parent(xp):
     rng = np.random.default_rng(3)
     n_in = 12
     u = rng.normal(scale=0.3, size=(1, n_in, 3, 4))
-    u[0, :, 1] = np.array([1.0, -1.0, 0.5, 0.0]) + 0.05 * rng.normal(size=(n_in, 4))  # agree on parent 1
+    u[0, :, 1] = np.array([1.0, -1.0, 0.5, 0.0]) + 0.05 * rng.normal(
+        size=(n_in, 4)
+    )  # agree on parent 1
     couplings = []
     for n_iter in (1, 2, 3):
         _, c = cr.dynamic_routing(as_xp(u, xp), n_iter, return_coupling=True)
@@ -118,7 +127,9 @@ def test_batch_one_and_one_iteration(xp, dtype):
     np.testing.assert_allclose(cr.to_numpy(c), 0.5)
     s = u.astype(np.float64).sum(axis=1) / 2
     n2 = (s**2).sum(-1, keepdims=True)
-    np.testing.assert_allclose(cr.to_numpy(v), n2 / (1 + n2) * s / np.sqrt(n2 + 1e-8), rtol=rtol_for(dtype))
+    np.testing.assert_allclose(
+        cr.to_numpy(v), n2 / (1 + n2) * s / np.sqrt(n2 + 1e-8), rtol=rtol_for(dtype)
+    )
 
 
 def test_accepts_array_likes_and_float32_bias_cast():
@@ -135,35 +146,94 @@ GOOD = np.zeros((2, 3, 4, 5))
 @pytest.mark.parametrize(
     "args, kwargs, exc, match",
     [
-        ((np.zeros((2, 3, 4)),), {}, ValueError,
-         r"`u_hat` must be 4-D \(batch, n_in, n_out, dim\); got ndim=3 with shape \(2, 3, 4\)\."),
-        ((np.zeros((2, 3, 4, 5), dtype=np.int64),), {}, TypeError,
-         r"`u_hat` must have a real floating dtype \(float32 or float64\); got int64\."),
-        ((np.zeros((2, 3, 4, 5), dtype=np.complex128),), {}, TypeError,
-         r"`u_hat` must have a real floating dtype \(float32 or float64\); got complex128\."),
-        ((np.zeros((2, 0, 4, 5)),), {}, ValueError,
-         r"`u_hat` must have at least one element along every axis; got shape \(2, 0, 4, 5\)\."),
-        ((np.full((2, 3, 4, 5), np.nan),), {}, ValueError,
-         r"`u_hat` must contain only finite values; got 120 NaN and 0 inf\."),
-        ((np.full((2, 3, 4, 5), np.inf),), {}, ValueError,
-         r"`u_hat` must contain only finite values; got 0 NaN and 120 inf\."),
-        (("votes",), {}, TypeError, r"`u_hat` must be an array of real floating numbers; got str\."),
+        (
+            (np.zeros((2, 3, 4)),),
+            {},
+            ValueError,
+            r"`u_hat` must be 4-D \(batch, n_in, n_out, dim\); got ndim=3 with shape \(2, 3, 4\)\.",
+        ),
+        (
+            (np.zeros((2, 3, 4, 5), dtype=np.int64),),
+            {},
+            TypeError,
+            r"`u_hat` must have a real floating dtype \(float32 or float64\); got int64\.",
+        ),
+        (
+            (np.zeros((2, 3, 4, 5), dtype=np.complex128),),
+            {},
+            TypeError,
+            r"`u_hat` must have a real floating dtype \(float32 or float64\); got complex128\.",
+        ),
+        (
+            (np.zeros((2, 0, 4, 5)),),
+            {},
+            ValueError,
+            r"`u_hat` must have at least one element along every axis; got shape \(2, 0, 4, 5\)\.",
+        ),
+        (
+            (np.full((2, 3, 4, 5), np.nan),),
+            {},
+            ValueError,
+            r"`u_hat` must contain only finite values; got 120 NaN and 0 inf\.",
+        ),
+        (
+            (np.full((2, 3, 4, 5), np.inf),),
+            {},
+            ValueError,
+            r"`u_hat` must contain only finite values; got 0 NaN and 120 inf\.",
+        ),
+        (
+            ("votes",),
+            {},
+            TypeError,
+            r"`u_hat` must be an array of real floating numbers; got str\.",
+        ),
         ((GOOD, 0), {}, ValueError, r"`n_iter` must be an integer >= 1; got 0\."),
         ((GOOD, 2.5), {}, TypeError, r"`n_iter` must be an integer >= 1; got 2\.5 \(float\)\."),
         ((GOOD, True), {}, TypeError, r"`n_iter` must be an integer >= 1; got True \(bool\)\."),
-        ((GOOD,), {"bias": np.zeros((4,))}, ValueError,
-         r"`bias` must be 2-D \(n_out, dim\); got ndim=1 with shape \(4,\)\."),
-        ((GOOD,), {"bias": np.zeros((5, 4))}, ValueError,
-         r"`bias` must have shape \(n_out, dim\) of `u_hat` = \(4, 5\); got shape \(5, 4\)\."),
-        ((GOOD,), {"bias": np.full((4, 5), np.nan)}, ValueError,
-         r"`bias` must contain only finite values; got 20 NaN and 0 inf\."),
+        (
+            (GOOD,),
+            {"bias": np.zeros((4,))},
+            ValueError,
+            r"`bias` must be 2-D \(n_out, dim\); got ndim=1 with shape \(4,\)\.",
+        ),
+        (
+            (GOOD,),
+            {"bias": np.zeros((5, 4))},
+            ValueError,
+            r"`bias` must have shape \(n_out, dim\) of `u_hat` = \(4, 5\); got shape \(5, 4\)\.",
+        ),
+        (
+            (GOOD,),
+            {"bias": np.full((4, 5), np.nan)},
+            ValueError,
+            r"`bias` must contain only finite values; got 20 NaN and 0 inf\.",
+        ),
         ((GOOD,), {"eps": 0.0}, ValueError, r"`eps` must be a finite real number > 0; got 0\.0\."),
-        ((GOOD,), {"eps": -1.0}, ValueError, r"`eps` must be a finite real number > 0; got -1\.0\."),
-        ((GOOD,), {"leaky": "yes"}, TypeError, r"`leaky` must be True or False; got 'yes' \(str\)\."),
-        ((GOOD,), {"return_coupling": 1}, TypeError,
-         r"`return_coupling` must be True or False; got 1 \(int\)\."),
-        ((GOOD,), {"backend": "torch"}, ValueError,
-         r"`backend` must be one of 'auto', 'numpy', 'numba', 'cupy'; got 'torch'\."),
+        (
+            (GOOD,),
+            {"eps": -1.0},
+            ValueError,
+            r"`eps` must be a finite real number > 0; got -1\.0\.",
+        ),
+        (
+            (GOOD,),
+            {"leaky": "yes"},
+            TypeError,
+            r"`leaky` must be True or False; got 'yes' \(str\)\.",
+        ),
+        (
+            (GOOD,),
+            {"return_coupling": 1},
+            TypeError,
+            r"`return_coupling` must be True or False; got 1 \(int\)\.",
+        ),
+        (
+            (GOOD,),
+            {"backend": "torch"},
+            ValueError,
+            r"`backend` must be one of 'auto', 'numpy', 'numba', 'cupy'; got 'torch'\.",
+        ),
     ],
 )
 def test_bad_input(args, kwargs, exc, match):
@@ -173,7 +243,10 @@ def test_bad_input(args, kwargs, exc, match):
 
 def test_bad_input_array_api_strict():
     xs = pytest.importorskip("array_api_strict")
-    with pytest.raises(TypeError, match=r"`u_hat` must have a real floating dtype \(float32 or float64\); got int32\."):
+    with pytest.raises(
+        TypeError,
+        match=r"`u_hat` must have a real floating dtype \(float32 or float64\); got int32\.",
+    ):
         cr.dynamic_routing(xs.zeros((1, 2, 2, 2), dtype=xs.int32))
     with pytest.raises(TypeError, match=r"`bias` must be an array of the same library as `u_hat`"):
         cr.dynamic_routing(xs.zeros((1, 2, 2, 2)), bias=np.zeros((2, 2)))
@@ -194,8 +267,9 @@ def test_initial_logits_match_oracle_and_broadcast(xp):
     u = _votes((2, 5, 3, 4), "float64", seed=8)
     b0 = np.random.default_rng(9).normal(size=(5, 3))
     v, c = cr.dynamic_routing(as_xp(u, xp), 2, initial_logits=as_xp(b0, xp), return_coupling=True)
-    v_full, _ = cr.dynamic_routing(as_xp(u, xp), 2, initial_logits=as_xp(np.stack([b0, b0]), xp),
-                                   return_coupling=True)
+    v_full, _ = cr.dynamic_routing(
+        as_xp(u, xp), 2, initial_logits=as_xp(np.stack([b0, b0]), xp), return_coupling=True
+    )
     np.testing.assert_allclose(cr.to_numpy(v), cr.to_numpy(v_full), rtol=1e-14)
     v_ref, c_ref = dynamic_routing_loops(u, 2, initial_logits=np.stack([b0, b0]))
     np.testing.assert_allclose(cr.to_numpy(v), v_ref, rtol=1e-11)
@@ -205,12 +279,18 @@ def test_initial_logits_match_oracle_and_broadcast(xp):
 @pytest.mark.parametrize(
     "b0, exc, match",
     [
-        (np.zeros((2, 3)), ValueError,
-         r"`initial_logits` must have shape \(batch, n_in, n_out\) or \(n_in, n_out\) of `u_hat` = "
-         r"\(2, 3, 4\); got shape \(2, 3\)\."),
+        (
+            np.zeros((2, 3)),
+            ValueError,
+            r"`initial_logits` must have shape \(batch, n_in, n_out\) or \(n_in, n_out\) of `u_hat` = "
+            r"\(2, 3, 4\); got shape \(2, 3\)\.",
+        ),
         (np.full((3, 4), np.inf), ValueError, r"`initial_logits` must contain only finite values"),
-        (np.zeros((3, 4), dtype=bool), TypeError,
-         r"`initial_logits` must have a real floating dtype \(float32 or float64\); got bool\."),
+        (
+            np.zeros((3, 4), dtype=bool),
+            TypeError,
+            r"`initial_logits` must have a real floating dtype \(float32 or float64\); got bool\.",
+        ),
     ],
 )
 def test_bad_initial_logits(b0, exc, match):

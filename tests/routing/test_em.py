@@ -17,8 +17,12 @@ def _problem(batch=2, n_in=6, n_out=3, pose_dim=4, dtype="float64", seed=0):
 
 
 def _full(value, shape):
-    return np.broadcast_to(np.asarray(value, dtype=np.float64).reshape(
-        np.shape(value) + (1,) * (len(shape) - np.ndim(value))), shape)
+    return np.broadcast_to(
+        np.asarray(value, dtype=np.float64).reshape(
+            np.shape(value) + (1,) * (len(shape) - np.ndim(value))
+        ),
+        shape,
+    )
 
 
 @pytest.mark.parametrize("n_iter", [1, 2, 3])
@@ -40,15 +44,23 @@ def test_matches_seed_equations(xp, dtype, n_iter, beta_u, beta_a, schedule):
     if schedule == "sequence":
         schedule = [0.2 * (t + 1) for t in range(n_iter)]
     lambdas = (
-        official_inverse_temperature(n_iter) if schedule is None
-        else [schedule] * n_iter if np.isscalar(schedule) else schedule
+        official_inverse_temperature(n_iter)
+        if schedule is None
+        else [schedule] * n_iter
+        if np.isscalar(schedule)
+        else schedule
     )
-    to_param = (lambda b: b) if np.isscalar(beta_u) else (lambda b: as_xp(np.asarray(b, dtype=dtype), xp))
+    to_param = (
+        (lambda b: b) if np.isscalar(beta_u) else (lambda b: as_xp(np.asarray(b, dtype=dtype), xp))
+    )
     pose, act, R = cr.em_routing(
-        as_xp(votes, xp), as_xp(a_in, xp),
+        as_xp(votes, xp),
+        as_xp(a_in, xp),
         beta_u if np.isscalar(beta_u) else to_param(beta_u),
         beta_a if np.isscalar(beta_a) else as_xp(np.asarray(beta_a, dtype=dtype), xp),
-        n_iter, inverse_temperature=schedule, return_assignments=True,
+        n_iter,
+        inverse_temperature=schedule,
+        return_assignments=True,
     )
     # the oracle sees the parameters as the dtype the routing saw them
     bu = _full(np.asarray(beta_u, dtype=dtype), (n_out, pose_dim))
@@ -62,7 +74,9 @@ def test_matches_seed_equations(xp, dtype, n_iter, beta_u, beta_a, schedule):
 
 def test_keeps_dtype_and_namespace(xp, dtype):
     votes, a_in = _problem(batch=1, dtype=dtype)
-    pose, act, R = cr.em_routing(as_xp(votes, xp), as_xp(a_in, xp), 0.0, 0.0, 1, return_assignments=True)
+    pose, act, R = cr.em_routing(
+        as_xp(votes, xp), as_xp(a_in, xp), 0.0, 0.0, 1, return_assignments=True
+    )
     for out in (pose, act, R):
         assert type(out) is type(as_xp(votes, xp)) and out.dtype == as_xp(votes, xp).dtype
     assert pose.shape == (1, 3, 4) and act.shape == (1, 3) and R.shape == (1, 6, 3)
@@ -74,8 +88,9 @@ def test_two_votes_by_hand(xp, dtype):
     # cost = (beta_u + log 1) * 2 = 1, a = logistic(lambda * (beta_a - cost)) = logistic(1).
     votes = as_xp(np.array([0.0, 2.0], dtype=dtype).reshape(1, 2, 1, 1), xp)
     a_in = as_xp(np.ones((1, 2), dtype=dtype), xp)
-    pose, act = cr.em_routing(votes, a_in, beta_u=0.5, beta_a=2.0, n_iter=1,
-                              inverse_temperature=1.0, min_var=0.0)
+    pose, act = cr.em_routing(
+        votes, a_in, beta_u=0.5, beta_a=2.0, n_iter=1, inverse_temperature=1.0, min_var=0.0
+    )
     np.testing.assert_allclose(cr.to_numpy(pose), [[[1.0]]], rtol=rtol_for(dtype))
     np.testing.assert_allclose(cr.to_numpy(act), [[1 / (1 + math.exp(-1.0))]], rtol=rtol_for(dtype))
 
@@ -84,8 +99,16 @@ def test_e_step_by_hand(xp):
     # Two parents, 1-D votes: the children vote (0, 10), (2, 11) and (4, 12).
     votes = np.array([[[0.0], [10.0]], [[2.0], [11.0]], [[4.0], [12.0]]]).reshape(1, 3, 2, 1)
     a_in = np.ones((1, 3))
-    _, act, R = cr.em_routing(as_xp(votes, xp), as_xp(a_in, xp), 0.0, 0.0, 2,
-                              inverse_temperature=1.0, min_var=0.0, return_assignments=True)
+    _, act, R = cr.em_routing(
+        as_xp(votes, xp),
+        as_xp(a_in, xp),
+        0.0,
+        0.0,
+        2,
+        inverse_temperature=1.0,
+        min_var=0.0,
+        return_assignments=True,
+    )
     # iteration 1 M-step with R = 1/2: parent 0 mean 2, var 8/3; parent 1 mean 11, var 2/3;
     # sum R = 1.5 each; cost_j = log(sigma_j) * 1.5; a_j = logistic(-cost_j).
     var = np.array([8 / 3, 2 / 3])
@@ -99,8 +122,15 @@ def test_e_step_by_hand(xp):
 
 def test_assignments_sum_to_one_and_activations_in_unit_interval(xp, dtype):
     votes, a_in = _problem(batch=3, n_in=10, n_out=5, pose_dim=16, dtype=dtype)
-    _, act, R = cr.em_routing(as_xp(votes, xp), as_xp(a_in, xp), 0.1, 0.2, 3,
-                              inverse_temperature=0.05, return_assignments=True)
+    _, act, R = cr.em_routing(
+        as_xp(votes, xp),
+        as_xp(a_in, xp),
+        0.1,
+        0.2,
+        3,
+        inverse_temperature=0.05,
+        return_assignments=True,
+    )
     np.testing.assert_allclose(cr.to_numpy(R).sum(axis=-1), 1.0, rtol=rtol_for(dtype) * 10)
     act = cr.to_numpy(act)
     assert np.all((act > 0) & (act < 1))
@@ -145,8 +175,9 @@ def test_degenerate_inputs_stay_finite(xp, dtype, min_var):
     # identical votes (zero variance), all-zero activations, and activations of exactly 1
     votes = as_xp(np.ones((2, 4, 3, 16), dtype=dtype), xp)
     for a in (np.zeros((2, 4), dtype=dtype), np.ones((2, 4), dtype=dtype)):
-        pose, act, R = cr.em_routing(votes, as_xp(a, xp), 0.0, 0.0, 3, min_var=min_var,
-                                     return_assignments=True)
+        pose, act, R = cr.em_routing(
+            votes, as_xp(a, xp), 0.0, 0.0, 3, min_var=min_var, return_assignments=True
+        )
         for out in (pose, act, R):
             assert np.all(np.isfinite(cr.to_numpy(out)))
 
@@ -164,42 +195,110 @@ A_IN = np.ones((2, 3))
 @pytest.mark.parametrize(
     "args, kwargs, exc, match",
     [
-        ((np.zeros((2, 3, 4)), A_IN, 0.0, 0.0), {}, ValueError,
-         r"`votes` must be 4-D \(batch, n_in, n_out, pose_dim\); got ndim=3 with shape \(2, 3, 4\)\."),
-        ((VOTES.astype(np.int32), A_IN, 0.0, 0.0), {}, TypeError,
-         r"`votes` must have a real floating dtype \(float32 or float64\); got int32\."),
-        ((np.full_like(VOTES, np.nan), A_IN, 0.0, 0.0), {}, ValueError,
-         r"`votes` must contain only finite values; got 120 NaN and 0 inf\."),
-        ((VOTES, np.ones((2, 4)), 0.0, 0.0), {}, ValueError,
-         r"`a_in` must have shape \(batch, n_in\) of `votes` = \(2, 3\); got shape \(2, 4\)\."),
-        ((VOTES, np.ones((2, 3, 1)), 0.0, 0.0), {}, ValueError,
-         r"`a_in` must be 2-D \(batch, n_in\); got ndim=3 with shape \(2, 3, 1\)\."),
-        ((VOTES, np.full((2, 3), 1.5), 0.0, 0.0), {}, ValueError,
-         r"`a_in` must hold activations in \[0, 1\]; got values in \[1\.5, 1\.5\]\."),
-        ((VOTES, np.full((2, 3), np.inf), 0.0, 0.0), {}, ValueError,
-         r"`a_in` must contain only finite values; got 0 NaN and 6 inf\."),
-        ((VOTES, A_IN, np.zeros(3), 0.0), {}, ValueError,
-         r"`beta_u` must be a scalar, \(4, 5\), \(4,\); got shape \(3,\)\."),
-        ((VOTES, A_IN, 0.0, np.zeros((4, 5))), {}, ValueError,
-         r"`beta_a` must be a scalar, \(4,\); got shape \(4, 5\)\."),
-        ((VOTES, A_IN, float("nan"), 0.0), {}, ValueError,
-         r"`beta_u` must contain only finite values; got 1 NaN and 0 inf\."),
-        ((VOTES, A_IN, "0", 0.0), {}, TypeError,
-         r"`beta_u` must be an array of real floating numbers; got str\."),
+        (
+            (np.zeros((2, 3, 4)), A_IN, 0.0, 0.0),
+            {},
+            ValueError,
+            r"`votes` must be 4-D \(batch, n_in, n_out, pose_dim\); got ndim=3 with shape \(2, 3, 4\)\.",
+        ),
+        (
+            (VOTES.astype(np.int32), A_IN, 0.0, 0.0),
+            {},
+            TypeError,
+            r"`votes` must have a real floating dtype \(float32 or float64\); got int32\.",
+        ),
+        (
+            (np.full_like(VOTES, np.nan), A_IN, 0.0, 0.0),
+            {},
+            ValueError,
+            r"`votes` must contain only finite values; got 120 NaN and 0 inf\.",
+        ),
+        (
+            (VOTES, np.ones((2, 4)), 0.0, 0.0),
+            {},
+            ValueError,
+            r"`a_in` must have shape \(batch, n_in\) of `votes` = \(2, 3\); got shape \(2, 4\)\.",
+        ),
+        (
+            (VOTES, np.ones((2, 3, 1)), 0.0, 0.0),
+            {},
+            ValueError,
+            r"`a_in` must be 2-D \(batch, n_in\); got ndim=3 with shape \(2, 3, 1\)\.",
+        ),
+        (
+            (VOTES, np.full((2, 3), 1.5), 0.0, 0.0),
+            {},
+            ValueError,
+            r"`a_in` must hold activations in \[0, 1\]; got values in \[1\.5, 1\.5\]\.",
+        ),
+        (
+            (VOTES, np.full((2, 3), np.inf), 0.0, 0.0),
+            {},
+            ValueError,
+            r"`a_in` must contain only finite values; got 0 NaN and 6 inf\.",
+        ),
+        (
+            (VOTES, A_IN, np.zeros(3), 0.0),
+            {},
+            ValueError,
+            r"`beta_u` must be a scalar, \(4, 5\), \(4,\); got shape \(3,\)\.",
+        ),
+        (
+            (VOTES, A_IN, 0.0, np.zeros((4, 5))),
+            {},
+            ValueError,
+            r"`beta_a` must be a scalar, \(4,\); got shape \(4, 5\)\.",
+        ),
+        (
+            (VOTES, A_IN, float("nan"), 0.0),
+            {},
+            ValueError,
+            r"`beta_u` must contain only finite values; got 1 NaN and 0 inf\.",
+        ),
+        (
+            (VOTES, A_IN, "0", 0.0),
+            {},
+            TypeError,
+            r"`beta_u` must be an array of real floating numbers; got str\.",
+        ),
         ((VOTES, A_IN, 0.0, 0.0, 0), {}, ValueError, r"`n_iter` must be an integer >= 1; got 0\."),
-        ((VOTES, A_IN, 0.0, 0.0), {"min_var": -1e-3}, ValueError,
-         r"`min_var` must be a finite real number >= 0; got -0\.001\."),
-        ((VOTES, A_IN, 0.0, 0.0), {"eps": 0}, ValueError,
-         r"`eps` must be a finite real number > 0; got 0\.0\."),
-        ((VOTES, A_IN, 0.0, 0.0), {"inverse_temperature": -1.0}, ValueError,
-         r"`inverse_temperature` must be a finite real number > 0; got -1\.0\."),
-        ((VOTES, A_IN, 0.0, 0.0, 3), {"inverse_temperature": [1.0, 2.0]}, ValueError,
-         r"`inverse_temperature` as a sequence must hold one value per iteration \(n_iter=3\); "
-         r"got shape \(2,\)\."),
-        ((VOTES, A_IN, 0.0, 0.0, 2), {"inverse_temperature": [1.0, float("nan")]}, ValueError,
-         r"`inverse_temperature` must hold finite values > 0; got \[1\.0, nan\]\."),
-        ((VOTES, A_IN, 0.0, 0.0), {"return_assignments": None}, TypeError,
-         r"`return_assignments` must be True or False; got None \(NoneType\)\."),
+        (
+            (VOTES, A_IN, 0.0, 0.0),
+            {"min_var": -1e-3},
+            ValueError,
+            r"`min_var` must be a finite real number >= 0; got -0\.001\.",
+        ),
+        (
+            (VOTES, A_IN, 0.0, 0.0),
+            {"eps": 0},
+            ValueError,
+            r"`eps` must be a finite real number > 0; got 0\.0\.",
+        ),
+        (
+            (VOTES, A_IN, 0.0, 0.0),
+            {"inverse_temperature": -1.0},
+            ValueError,
+            r"`inverse_temperature` must be a finite real number > 0; got -1\.0\.",
+        ),
+        (
+            (VOTES, A_IN, 0.0, 0.0, 3),
+            {"inverse_temperature": [1.0, 2.0]},
+            ValueError,
+            r"`inverse_temperature` as a sequence must hold one value per iteration \(n_iter=3\); "
+            r"got shape \(2,\)\.",
+        ),
+        (
+            (VOTES, A_IN, 0.0, 0.0, 2),
+            {"inverse_temperature": [1.0, float("nan")]},
+            ValueError,
+            r"`inverse_temperature` must hold finite values > 0; got \[1\.0, nan\]\.",
+        ),
+        (
+            (VOTES, A_IN, 0.0, 0.0),
+            {"return_assignments": None},
+            TypeError,
+            r"`return_assignments` must be True or False; got None \(NoneType\)\.",
+        ),
     ],
 )
 def test_bad_input(args, kwargs, exc, match):
@@ -228,11 +327,19 @@ def test_initial_assignments_continue_routing_where_it_stopped(xp, dtype):
 def test_initial_assignments_match_oracle(xp):
     votes, a_in = _problem(seed=12)
     R0 = np.random.default_rng(13).dirichlet(np.ones(3), size=(2, 6))
-    pose, act, R = cr.em_routing(as_xp(votes, xp), as_xp(a_in, xp), 0.2, 0.1, 2,
-                                 inverse_temperature=0.5, initial_assignments=as_xp(R0, xp),
-                                 return_assignments=True)
-    p_ref, a_ref, R_ref = em_routing_loops(votes, a_in, np.full((3, 4), 0.2), np.full(3, 0.1),
-                                           [0.5, 0.5], min_var=5e-4, initial_R=R0)
+    pose, act, R = cr.em_routing(
+        as_xp(votes, xp),
+        as_xp(a_in, xp),
+        0.2,
+        0.1,
+        2,
+        inverse_temperature=0.5,
+        initial_assignments=as_xp(R0, xp),
+        return_assignments=True,
+    )
+    p_ref, a_ref, R_ref = em_routing_loops(
+        votes, a_in, np.full((3, 4), 0.2), np.full(3, 0.1), [0.5, 0.5], min_var=5e-4, initial_R=R0
+    )
     np.testing.assert_allclose(cr.to_numpy(pose), p_ref, rtol=1e-10)
     np.testing.assert_allclose(cr.to_numpy(act), a_ref, rtol=1e-10)
     np.testing.assert_allclose(cr.to_numpy(R), R_ref, rtol=1e-10)
@@ -241,16 +348,28 @@ def test_initial_assignments_match_oracle(xp):
 @pytest.mark.parametrize(
     "R0, exc, match",
     [
-        (np.full((2, 3), 0.25), ValueError,
-         r"`initial_assignments` must be 3-D \(batch, n_in, n_out\); got ndim=2 with shape \(2, 3\)\."),
-        (np.full((2, 3, 5), 0.2), ValueError,
-         r"`initial_assignments` must have shape \(batch, n_in, n_out\) of `votes` = \(2, 3, 4\); "
-         r"got shape \(2, 3, 5\)\."),
-        (np.full((2, 3, 4), 0.3), ValueError,
-         r"`initial_assignments` rows must sum to 1 over the parents \(axis -1\); "
-         r"the largest deviation is 0\.2\."),
-        (np.tile([1.5, -0.5, 0.0, 0.0], (2, 3, 1)), ValueError,
-         r"`initial_assignments` must hold values in \[0, 1\]; got values in \[-0\.5, 1\.5\]\."),
+        (
+            np.full((2, 3), 0.25),
+            ValueError,
+            r"`initial_assignments` must be 3-D \(batch, n_in, n_out\); got ndim=2 with shape \(2, 3\)\.",
+        ),
+        (
+            np.full((2, 3, 5), 0.2),
+            ValueError,
+            r"`initial_assignments` must have shape \(batch, n_in, n_out\) of `votes` = \(2, 3, 4\); "
+            r"got shape \(2, 3, 5\)\.",
+        ),
+        (
+            np.full((2, 3, 4), 0.3),
+            ValueError,
+            r"`initial_assignments` rows must sum to 1 over the parents \(axis -1\); "
+            r"the largest deviation is 0\.2\.",
+        ),
+        (
+            np.tile([1.5, -0.5, 0.0, 0.0], (2, 3, 1)),
+            ValueError,
+            r"`initial_assignments` must hold values in \[0, 1\]; got values in \[-0\.5, 1\.5\]\.",
+        ),
     ],
 )
 def test_bad_initial_assignments(R0, exc, match):

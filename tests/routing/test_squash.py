@@ -9,7 +9,9 @@ def test_values_by_hand(xp, dtype):
     s = as_xp(np.array([[3.0, 4.0], [0.0, 0.0], [0.0, -1.0]], dtype=dtype), xp)
     v = cr.to_numpy(cr.squash(s, eps=1e-12))
     # |s| = 5: length 25/26 along (0.6, 0.8); |s| = 1: length 1/2
-    np.testing.assert_allclose(v, [[0.6 * 25 / 26, 0.8 * 25 / 26], [0, 0], [0, -0.5]], rtol=rtol_for(dtype))
+    np.testing.assert_allclose(
+        v, [[0.6 * 25 / 26, 0.8 * 25 / 26], [0, 0], [0, -0.5]], rtol=rtol_for(dtype)
+    )
     assert v.dtype == np.dtype(dtype)
 
 
@@ -25,13 +27,42 @@ def test_axis_and_length_below_one(xp, dtype):
 @pytest.mark.parametrize(
     "args, kwargs, exc, match",
     [
-        ((np.zeros(3, dtype=np.int8),), {}, TypeError,
-         r"`s` must have a real floating dtype \(float32 or float64\); got int8\."),
-        ((np.array(1.0),), {}, ValueError, r"`s` must have at least 1 dimension \(the vector axis\); got ndim=0\."),
-        ((np.zeros((2, 3)),), {"axis": 2}, ValueError, r"`axis` must be in \[-2, 1\] for a 2-D input; got 2\."),
-        ((np.zeros((2, 3)),), {"axis": 0.5}, TypeError, r"`axis` must be an integer; got 0\.5 \(float\)\."),
-        ((np.array([1.0, np.nan]),), {}, ValueError, r"`s` must contain only finite values; got 1 NaN and 0 inf\."),
-        ((np.zeros(3),), {"eps": float("inf")}, ValueError, r"`eps` must be a finite real number > 0; got inf\."),
+        (
+            (np.zeros(3, dtype=np.int8),),
+            {},
+            TypeError,
+            r"`s` must have a real floating dtype \(float32 or float64\); got int8\.",
+        ),
+        (
+            (np.array(1.0),),
+            {},
+            ValueError,
+            r"`s` must have at least 1 dimension \(the vector axis\); got ndim=0\.",
+        ),
+        (
+            (np.zeros((2, 3)),),
+            {"axis": 2},
+            ValueError,
+            r"`axis` must be in \[-2, 1\] for a 2-D input; got 2\.",
+        ),
+        (
+            (np.zeros((2, 3)),),
+            {"axis": 0.5},
+            TypeError,
+            r"`axis` must be an integer; got 0\.5 \(float\)\.",
+        ),
+        (
+            (np.array([1.0, np.nan]),),
+            {},
+            ValueError,
+            r"`s` must contain only finite values; got 1 NaN and 0 inf\.",
+        ),
+        (
+            (np.zeros(3),),
+            {"eps": float("inf")},
+            ValueError,
+            r"`eps` must be a finite real number > 0; got inf\.",
+        ),
     ],
 )
 def test_bad_input(args, kwargs, exc, match):

@@ -27,27 +27,46 @@ def hwio(w):
 
 
 def build_capsnet(arrays, args):
-    net = models.capsnet(conv_channels=args["conv_channels"], primary_types=args["primary_types"],
-                         primary_dim=args["primary_dim"], class_dim=args["class_dim"],
-                         n_iter=args["n_iter"], classes=CLASS_NAMES, name="capsnet-fashion-mnist")
-    return net.set_weights({
-        "conv1.weight": hwio(arrays["conv1.weight"]), "conv1.bias": arrays["conv1.bias"],
-        "primary_caps.weight": hwio(arrays["primary.weight"]),
-        "primary_caps.bias": arrays["primary.bias"],
-        "class_caps.weight": arrays["W"],
-    })
+    net = models.capsnet(
+        conv_channels=args["conv_channels"],
+        primary_types=args["primary_types"],
+        primary_dim=args["primary_dim"],
+        class_dim=args["class_dim"],
+        n_iter=args["n_iter"],
+        classes=CLASS_NAMES,
+        name="capsnet-fashion-mnist",
+    )
+    return net.set_weights(
+        {
+            "conv1.weight": hwio(arrays["conv1.weight"]),
+            "conv1.bias": arrays["conv1.bias"],
+            "primary_caps.weight": hwio(arrays["primary.weight"]),
+            "primary_caps.bias": arrays["primary.bias"],
+            "class_caps.weight": arrays["W"],
+        }
+    )
 
 
 def build_matrix_capsnet(arrays, args):
-    net = models.matrix_capsnet(args["A"], args["B"], args["C"], args["D"], n_iter=args["n_iter"],
-                                inverse_temperature=args["inverse_temperature"],
-                                competition="position", classes=CLASS_NAMES,
-                                name="matrix-capsnet-fashion-mnist")
+    net = models.matrix_capsnet(
+        args["A"],
+        args["B"],
+        args["C"],
+        args["D"],
+        n_iter=args["n_iter"],
+        inverse_temperature=args["inverse_temperature"],
+        competition="position",
+        classes=CLASS_NAMES,
+        name="matrix-capsnet-fashion-mnist",
+    )
     weights = {}
     for key, value in arrays.items():
         layer, pname = key.split(".", 1)
-        weights[f"{layer}.{pname}"] = hwio(value) if pname.endswith("weight") and value.ndim == 4 \
-            and layer in ("conv1", "primary_caps") else value
+        weights[f"{layer}.{pname}"] = (
+            hwio(value)
+            if pname.endswith("weight") and value.ndim == 4 and layer in ("conv1", "primary_caps")
+            else value
+        )
     return net.set_weights(weights)
 
 
@@ -75,15 +94,21 @@ def main():
 
     test_acc, secs = accuracy(net, *load_fashion_mnist("test"))
     subset_acc, _ = accuracy(net, *load_fashion_mnist_subset())
-    print(f"caproute test accuracy {test_acc:.4f} ({secs:.1f} s), subset {subset_acc:.4f}, "
-          f"torch said {meta['torch_test_accuracy']:.4f}")
+    print(
+        f"caproute test accuracy {test_acc:.4f} ({secs:.1f} s), subset {subset_acc:.4f}, "
+        f"torch said {meta['torch_test_accuracy']:.4f}"
+    )
 
     filename = opts.name + ".safetensors"
     record = {
-        "architecture": meta["architecture"], "n_parameters": net.n_parameters(),
-        "training_command": opts.command, "epochs": meta["epochs"],
-        "test_accuracy": test_acc, "subset_accuracy": subset_acc,
-        "torch_test_accuracy": meta["torch_test_accuracy"], "notes": opts.notes,
+        "architecture": meta["architecture"],
+        "n_parameters": net.n_parameters(),
+        "training_command": opts.command,
+        "epochs": meta["epochs"],
+        "test_accuracy": test_acc,
+        "subset_accuracy": subset_acc,
+        "torch_test_accuracy": meta["torch_test_accuracy"],
+        "notes": opts.notes,
     }
     path = os.path.join(PRETRAINED, filename)
     models.save(net, path, metadata={k: json.dumps(v) for k, v in record.items()})

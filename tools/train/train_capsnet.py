@@ -74,8 +74,9 @@ def main():
     log = Log(out + "/log.txt")
     data = load_data(args.device)
     x, y = data["train"]
-    model = CapsNet(args.conv_channels, args.primary_types, args.primary_dim,
-                    args.class_dim, 10, args.n_iter).to(args.device)
+    model = CapsNet(
+        args.conv_channels, args.primary_types, args.primary_dim, args.class_dim, 10, args.n_iter
+    ).to(args.device)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, args.decay)
     log(f"args {vars(args)}; {sum(p.numel() for p in model.parameters())} parameters")
@@ -94,8 +95,12 @@ def main():
         sched.step()
         acc = accuracy(model, *data["test"])
         log(f"epoch {epoch} mean loss {total / (k + 1):.4f} test accuracy (torch) {acc:.4f}")
-        meta = {"architecture": "capsnet", "epochs": epoch, "torch_test_accuracy": acc,
-                "args": vars(args)}
+        meta = {
+            "architecture": "capsnet",
+            "epochs": epoch,
+            "torch_test_accuracy": acc,
+            "args": vars(args),
+        }
         save_checkpoint(out + "/checkpoint", dict(model.named_parameters()), meta)
 
 

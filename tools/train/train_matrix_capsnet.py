@@ -56,8 +56,11 @@ def em_routing(votes, a_in, beta_u, beta_a, lambdas):
         logit = lam * (beta_a - cost.sum(-1))
         if it + 1 < len(lambdas):
             inv = 0.5 / var
-            quad = ((V2 @ inv[..., None]).squeeze(-1) - 2 * (V @ (mu * inv)[..., None]).squeeze(-1)
-                    + (mu * mu * inv).sum(-1, keepdim=True))
+            quad = (
+                (V2 @ inv[..., None]).squeeze(-1)
+                - 2 * (V @ (mu * inv)[..., None]).squeeze(-1)
+                + (mu * mu * inv).sum(-1, keepdim=True)
+            )
             log_p = -quad - 0.5 * torch.log(var).sum(-1, keepdim=True) - d * HALF_LOG_2PI
             R = torch.softmax(log_p + nn.functional.logsigmoid(logit)[..., None], dim=1)
     return mu, torch.sigmoid(logit)
@@ -132,12 +135,17 @@ class MatrixCapsNet(nn.Module):
     def export(self):
         """Tensors under caproute's names (conv kernels still in PyTorch layout)."""
         return {
-            "conv1.weight": self.conv1.weight, "conv1.bias": self.conv1.bias,
-            "primary_caps.pose_weight": self.pose.weight, "primary_caps.pose_bias": self.pose.bias,
-            "primary_caps.act_weight": self.act.weight, "primary_caps.act_bias": self.act.bias,
-            **{f"{name}.{p}": getattr(getattr(self, name), p)
-               for name in ("conv_caps1", "conv_caps2", "class_caps")
-               for p in ("weight", "beta_u", "beta_a")},
+            "conv1.weight": self.conv1.weight,
+            "conv1.bias": self.conv1.bias,
+            "primary_caps.pose_weight": self.pose.weight,
+            "primary_caps.pose_bias": self.pose.bias,
+            "primary_caps.act_weight": self.act.weight,
+            "primary_caps.act_bias": self.act.bias,
+            **{
+                f"{name}.{p}": getattr(getattr(self, name), p)
+                for name in ("conv_caps1", "conv_caps2", "class_caps")
+                for p in ("weight", "beta_u", "beta_a")
+            },
         }
 
 
@@ -154,8 +162,12 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--max-minutes", type=float, default=1e9,
-                    help="stop after the first epoch that ends past this wall time")
+    ap.add_argument(
+        "--max-minutes",
+        type=float,
+        default=1e9,
+        help="stop after the first epoch that ends past this wall time",
+    )
     ap.add_argument("--out", default="tools/train/runs/matrix_capsnet")
     args = ap.parse_args()
 
@@ -165,8 +177,9 @@ def main():
     log = Log(out + "/log.txt")
     data = load_data(args.device)
     x, y = data["train"]
-    model = MatrixCapsNet(args.A, args.B, args.C, args.D, args.n_iter,
-                          args.inverse_temperature).to(args.device)
+    model = MatrixCapsNet(args.A, args.B, args.C, args.D, args.n_iter, args.inverse_temperature).to(
+        args.device
+    )
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     steps_per_epoch = math.ceil(len(x) / args.batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(
@@ -192,8 +205,12 @@ def main():
                 log(f"epoch {epoch} step {k} loss {loss.item():.4f} margin {margin:.2f}")
         acc = accuracy(model, *data["test"])
         log(f"epoch {epoch} mean loss {total / (k + 1):.4f} test accuracy (torch) {acc:.4f}")
-        meta = {"architecture": "matrix_capsnet", "epochs": epoch, "torch_test_accuracy": acc,
-                "args": vars(args)}
+        meta = {
+            "architecture": "matrix_capsnet",
+            "epochs": epoch,
+            "torch_test_accuracy": acc,
+            "args": vars(args),
+        }
         save_checkpoint(out + "/checkpoint", model.export(), meta)
         if log.t0 and (__import__("time").perf_counter() - log.t0) / 60 > args.max_minutes:
             log("time budget reached; stopping")

@@ -140,8 +140,9 @@ def _dense_routing_batch(u, Wt, n_iter, bias, has_bias, leaky, eps, b0, has_b0, 
                     b[j, i] = b0[n, i, j]
         e = np.empty((n_out, n_in), dtype=u.dtype)
         s = np.empty((n_out, out_dim), dtype=u.dtype)
-        _route_one_soa(U, n_iter, bias, has_bias, leaky, eps, b, e, s, v_out[n],
-                       np.empty(n_in), np.empty(n_in))
+        _route_one_soa(
+            U, n_iter, bias, has_bias, leaky, eps, b, e, s, v_out[n], np.empty(n_in), np.empty(n_in)
+        )
         for i in range(n_in):
             for j in range(n_out):
                 c_out[n, i, j] = e[j, i]
@@ -161,7 +162,9 @@ def dynamic_routing(u_hat, *, n_iter, bias, leaky, eps, initial_logits=None, xp=
     """Numba dynamic routing with the reference's signature; returns ``(v, c)``."""
     u_hat = np.ascontiguousarray(u_hat)
     batch, n_in, n_out, dim = u_hat.shape
-    bias, has_bias, b0, has_b0, v, c = _common(u_hat.dtype, batch, n_in, n_out, dim, bias, initial_logits)
+    bias, has_bias, b0, has_b0, v, c = _common(
+        u_hat.dtype, batch, n_in, n_out, dim, bias, initial_logits
+    )
     eps = u_hat.dtype.type(eps)
     _dynamic_routing_batch(u_hat, n_iter, bias, has_bias, leaky, eps, b0, has_b0, v, c)
     return v, c
@@ -173,7 +176,9 @@ def dense_routing(u, W, *, n_iter, bias, leaky, eps, initial_logits=None, xp=Non
     batch, n_in, _ = u.shape
     n_out, out_dim = W.shape[1], W.shape[2]
     Wt = np.ascontiguousarray(np.transpose(W, (1, 2, 3, 0)))  # the size of W, once per call
-    bias, has_bias, b0, has_b0, v, c = _common(u.dtype, batch, n_in, n_out, out_dim, bias, initial_logits)
+    bias, has_bias, b0, has_b0, v, c = _common(
+        u.dtype, batch, n_in, n_out, out_dim, bias, initial_logits
+    )
     eps = u.dtype.type(eps)
     _dense_routing_batch(u, Wt, n_iter, bias, has_bias, leaky, eps, b0, has_b0, v, c)
     return v, c

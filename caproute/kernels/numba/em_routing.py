@@ -115,8 +115,18 @@ def _em_batch(V, a, beta_u, beta_a, lambdas, min_var, eps, R, mu, act):
         _em_one(V[n], a[n], beta_u, beta_a, lambdas, min_var, eps, R[n], mu[n], act[n])
 
 
-def em_routing(votes, a_in, beta_u, beta_a, *, inverse_temperature, min_var, eps,
-               initial_assignments=None, xp=None):
+def em_routing(
+    votes,
+    a_in,
+    beta_u,
+    beta_a,
+    *,
+    inverse_temperature,
+    min_var,
+    eps,
+    initial_assignments=None,
+    xp=None,
+):
     """Numba EM routing with the reference's signature; returns ``(pose, activation, R)``."""
     votes = np.ascontiguousarray(votes)
     dtype = votes.dtype
@@ -128,8 +138,15 @@ def em_routing(votes, a_in, beta_u, beta_a, *, inverse_temperature, min_var, eps
     mu = np.empty((batch, n_out, dim), dtype=dtype)
     act = np.empty((batch, n_out), dtype=dtype)
     _em_batch(
-        votes, np.ascontiguousarray(a_in, dtype=dtype), np.ascontiguousarray(beta_u, dtype=dtype),
-        np.ascontiguousarray(beta_a, dtype=dtype), np.asarray(inverse_temperature, dtype=dtype),
-        dtype.type(min_var), dtype.type(eps), R, mu, act,
+        votes,
+        np.ascontiguousarray(a_in, dtype=dtype),
+        np.ascontiguousarray(beta_u, dtype=dtype),
+        np.ascontiguousarray(beta_a, dtype=dtype),
+        np.asarray(inverse_temperature, dtype=dtype),
+        dtype.type(min_var),
+        dtype.type(eps),
+        R,
+        mu,
+        act,
     )
     return mu, act, R

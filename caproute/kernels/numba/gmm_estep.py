@@ -85,8 +85,9 @@ def _maha_triangular(U, mu, xb, nb, db, y, out):
         if j < D:
             u0, u1, u2, u3 = U[i, j], U[i + 1, j], U[i + 2, j], U[i + 3, j]
             for b in range(nb):
-                y[j, b] = (((y[j, b] + db[i, b] * u0) + db[i + 1, b] * u1)
-                           + db[i + 2, b] * u2) + db[i + 3, b] * u3
+                y[j, b] = (
+                    ((y[j, b] + db[i, b] * u0) + db[i + 1, b] * u1) + db[i + 2, b] * u2
+                ) + db[i + 3, b] * u3
         i += 4
     for i in range(i, D):
         for j in range(i, D):
@@ -275,8 +276,20 @@ def fit_stats(X, weights, means, prec_chol, covariance_type, *, shift, chunk_siz
         log_det = np.log(np.diagonal(pc, axis1=1, axis2=2)).sum(axis=1)
         sxx = np.zeros((n_groups, K, D, D))
         shift64 = f64(shift)
-        _full(Xf, log_w, mu, pc, log_det, shift64, bool(np.array_equal(shift64, mu)),
-              n_groups, nk, sx, sxx, loglik)
+        _full(
+            Xf,
+            log_w,
+            mu,
+            pc,
+            log_det,
+            shift64,
+            bool(np.array_equal(shift64, mu)),
+            n_groups,
+            nk,
+            sx,
+            sxx,
+            loglik,
+        )
         sxx = _mirror(sxx.sum(axis=0))
     elif covariance_type == "tied":
         log_det = np.array([np.log(np.diagonal(pc)).sum()])
@@ -290,8 +303,9 @@ def fit_stats(X, weights, means, prec_chol, covariance_type, *, shift, chunk_siz
         _diag(Xf, log_w, mu, f64(prec), f64(log_det), n_groups, nk, sx, sxx, loglik)
         sxx = sxx.sum(axis=0)
     cast = lambda a: np.asarray(a, dtype=dtype)  # noqa: E731
-    return Stats(cast(nk.sum(axis=0)), cast(sx.sum(axis=0)), cast(sxx),
-                 cast(loglik.sum()), int(N), shift)
+    return Stats(
+        cast(nk.sum(axis=0)), cast(sx.sum(axis=0)), cast(sxx), cast(loglik.sum()), int(N), shift
+    )
 
 
 def _mirror(upper):

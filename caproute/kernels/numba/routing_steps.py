@@ -89,8 +89,16 @@ def dynamic_routing_step(u_hat, logits, v, *, bias, leaky, eps, xp=None):
     b_out = np.empty((batch, n_in, n_out), dtype=dtype)
     c_out = np.empty((batch, n_in, n_out), dtype=dtype)
     s_part = np.empty((batch, _n_chunks(n_in), n_out, dim), dtype=dtype)
-    _dynamic_step_chunks(u_hat, jstep, np.ascontiguousarray(logits, dtype=dtype),
-                         np.ascontiguousarray(v, dtype=dtype), leaky, b_out, c_out, s_part)
+    _dynamic_step_chunks(
+        u_hat,
+        jstep,
+        np.ascontiguousarray(logits, dtype=dtype),
+        np.ascontiguousarray(v, dtype=dtype),
+        leaky,
+        b_out,
+        c_out,
+        s_part,
+    )
     v_out = np.empty((batch, n_out, dim), dtype=dtype)
     _dynamic_step_parents(s_part, bias, has_bias, dtype.type(eps), v_out)
     return v_out, c_out, b_out
@@ -188,7 +196,8 @@ def em_routing_step(votes, a_in, mu, var, logit, beta_u, beta_a, *, lam, min_var
     # the E-step's per-parent terms, from the previous parents (small: batch x n_out x dim)
     inv2var = np.ascontiguousarray(0.5 / var)
     const = np.ascontiguousarray(
-        _log_sigmoid(np.asarray(logit, dtype=dtype)) - 0.5 * np.sum(np.log(var), axis=-1)
+        _log_sigmoid(np.asarray(logit, dtype=dtype))
+        - 0.5 * np.sum(np.log(var), axis=-1)
         - dim * dtype.type(_HALF_LOG_2PI)
     )
     n_chunks = _n_chunks(n_in)

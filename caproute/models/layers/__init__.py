@@ -6,8 +6,28 @@ from .capsules import WEIGHT_LAYOUTS, DenseCaps, PrimaryCaps
 from .conv import Conv2D
 from .matrix_caps import ClassMatrixCaps, ConvMatrixCaps, PrimaryMatrixCaps
 
-LAYERS = {cls.__name__: cls for cls in (Activation, Conv2D, PrimaryCaps, DenseCaps,
-                                         PrimaryMatrixCaps, ConvMatrixCaps, ClassMatrixCaps)}
+LAYERS = {
+    cls.__name__: cls
+    for cls in (
+        Activation,
+        Conv2D,
+        PrimaryCaps,
+        DenseCaps,
+        PrimaryMatrixCaps,
+        ConvMatrixCaps,
+        ClassMatrixCaps,
+    )
+}
 
-__all__ = ["LAYERS", "WEIGHT_LAYOUTS", "Activation", "ClassMatrixCaps", "Conv2D", "ConvMatrixCaps",
-           "DenseCaps", "Layer", "PrimaryCaps", "PrimaryMatrixCaps"]
+__all__ = [
+    "LAYERS",
+    "WEIGHT_LAYOUTS",
+    "Activation",
+    "ClassMatrixCaps",
+    "Conv2D",
+    "ConvMatrixCaps",
+    "DenseCaps",
+    "Layer",
+    "PrimaryCaps",
+    "PrimaryMatrixCaps",
+]

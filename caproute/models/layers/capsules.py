@@ -62,8 +62,18 @@ class PrimaryCaps(Layer):
 
     output_layout = "(batch, n_caps, dim)"
 
-    def __init__(self, n_types, dim, *, kernel_size=9, stride=2, order="type-major",
-                 squash_eps=1e-8, data_format="NHWC", name="primary_caps"):
+    def __init__(
+        self,
+        n_types,
+        dim,
+        *,
+        kernel_size=9,
+        stride=2,
+        order="type-major",
+        squash_eps=1e-8,
+        data_format="NHWC",
+        name="primary_caps",
+    ):
         super().__init__(name=name)
         self.n_types = check_int(n_types, name="n_types", min_value=1, noun="int")
         self.dim = check_int(dim, name="dim", min_value=1, noun="int")
@@ -74,17 +84,29 @@ class PrimaryCaps(Layer):
         self.data_format = check_choice(data_format, name="data_format", choices=DATA_FORMATS)
 
     def get_config(self):
-        return {"n_types": self.n_types, "dim": self.dim, "kernel_size": self.kernel_size,
-                "stride": self.stride, "order": self.order, "squash_eps": self.squash_eps,
-                "data_format": self.data_format, "name": self.name}
+        return {
+            "n_types": self.n_types,
+            "dim": self.dim,
+            "kernel_size": self.kernel_size,
+            "stride": self.stride,
+            "order": self.order,
+            "squash_eps": self.squash_eps,
+            "data_format": self.data_format,
+            "name": self.name,
+        }
 
     def _grid(self, input_shape):
         h, w, c = spatial_shape(input_shape, self.data_format)
         if h < self.kernel_size or w < self.kernel_size:
-            raise ValueError(f"layer {self.name!r}: a {self.kernel_size}x{self.kernel_size} "
-                             f"kernel does not fit a {h}x{w} map.")
-        return (conv_output_size(h, self.kernel_size, self.stride, 0),
-                conv_output_size(w, self.kernel_size, self.stride, 0), c)
+            raise ValueError(
+                f"layer {self.name!r}: a {self.kernel_size}x{self.kernel_size} "
+                f"kernel does not fit a {h}x{w} map."
+            )
+        return (
+            conv_output_size(h, self.kernel_size, self.stride, 0),
+            conv_output_size(w, self.kernel_size, self.stride, 0),
+            c,
+        )
 
     check_input_shape = _grid
 
@@ -153,34 +175,58 @@ class DenseCaps(Layer):
 
     output_layout = "(batch, n_out, out_dim)"
 
-    def __init__(self, n_out, out_dim, *, n_iter=3, weight_layout="caproute", use_bias=False,
-                 leaky=False, squash_eps=1e-8, name="class_caps"):
+    def __init__(
+        self,
+        n_out,
+        out_dim,
+        *,
+        n_iter=3,
+        weight_layout="caproute",
+        use_bias=False,
+        leaky=False,
+        squash_eps=1e-8,
+        name="class_caps",
+    ):
         super().__init__(name=name)
         self.n_out = check_int(n_out, name="n_out", min_value=1, noun="int")
         self.out_dim = check_int(out_dim, name="out_dim", min_value=1, noun="int")
         self.n_iter = check_int(n_iter, name="n_iter", min_value=1, noun="int")
-        self.weight_layout = check_choice(weight_layout, name="weight_layout",
-                                          choices=WEIGHT_LAYOUTS)
+        self.weight_layout = check_choice(
+            weight_layout, name="weight_layout", choices=WEIGHT_LAYOUTS
+        )
         self.use_bias = check_bool(use_bias, name="use_bias")
         self.leaky = check_bool(leaky, name="leaky")
         self.squash_eps = check_scalar(squash_eps, name="squash_eps", low=0, low_inclusive=False)
 
     def get_config(self):
-        return {"n_out": self.n_out, "out_dim": self.out_dim, "n_iter": self.n_iter,
-                "weight_layout": self.weight_layout, "use_bias": self.use_bias,
-                "leaky": self.leaky, "squash_eps": self.squash_eps, "name": self.name}
+        return {
+            "n_out": self.n_out,
+            "out_dim": self.out_dim,
+            "n_iter": self.n_iter,
+            "weight_layout": self.weight_layout,
+            "use_bias": self.use_bias,
+            "leaky": self.leaky,
+            "squash_eps": self.squash_eps,
+            "name": self.name,
+        }
 
     def check_input_shape(self, input_shape):
         if len(input_shape) != 2:
-            raise ValueError(f"layer {self.name!r} takes capsules (n_in, in_dim) per sample; "
-                             f"got per-sample shape {tuple(input_shape)}.")
+            raise ValueError(
+                f"layer {self.name!r} takes capsules (n_in, in_dim) per sample; "
+                f"got per-sample shape {tuple(input_shape)}."
+            )
 
     def parameter_shapes(self, input_shape):
         self.check_input_shape(input_shape)
         n_in, d = input_shape
         n, o = self.n_out, self.out_dim
-        weight = {"caproute": (n_in, n, o, d), "keras": (n, n_in, o, d),
-                  "torch": (n, n_in, d, o), "tf": (n_in, d, n * o)}[self.weight_layout]
+        weight = {
+            "caproute": (n_in, n, o, d),
+            "keras": (n, n_in, o, d),
+            "torch": (n, n_in, d, o),
+            "tf": (n_in, d, n * o),
+        }[self.weight_layout]
         shapes = {"weight": weight}
         if self.use_bias:
             shapes["bias"] = (n, o)
@@ -236,8 +282,13 @@ class DenseCaps(Layer):
         """
         W = self.native_weight(params["weight"], xp=xp)
         return dense_dynamic_routing(
-            u, W, n_iter=self.n_iter, bias=params.get("bias"), leaky=self.leaky,
-            eps=self.squash_eps, backend=backend,
+            u,
+            W,
+            n_iter=self.n_iter,
+            bias=params.get("bias"),
+            leaky=self.leaky,
+            eps=self.squash_eps,
+            backend=backend,
         )
 
     @staticmethod

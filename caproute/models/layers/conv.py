@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from ..._lib.patches import pad_hw, patches
 from ..._lib.validation import check_bool, check_choice, check_int
 from .activations import apply_activation, check_activation
 from .base import Layer, conv_output_size
-from ..._lib.patches import pad_hw, patches
 
 DATA_FORMATS = ("NHWC", "NCHW")
 
@@ -30,9 +30,11 @@ def conv2d(x, weight, bias, *, stride, padding, xp):
     else:
         out = None
         for di in range(kh):
-            row = patches(x[:, di:di + stride * (ho - 1) + 1, ...], (1, kw), stride, xp=xp)
-            term = xp.matmul(xp.reshape(row, (b * ho * wo, kw * c_in)),
-                             xp.reshape(weight[di, ...], (kw * c_in, c_out)))
+            row = patches(x[:, di : di + stride * (ho - 1) + 1, ...], (1, kw), stride, xp=xp)
+            term = xp.matmul(
+                xp.reshape(row, (b * ho * wo, kw * c_in)),
+                xp.reshape(weight[di, ...], (kw * c_in, c_out)),
+            )
             out = term if out is None else out + term
     if bias is not None:
         out = out + bias
@@ -100,8 +102,18 @@ class Conv2D(Layer):
     (2, 4, 4, 4)
     """
 
-    def __init__(self, filters, kernel_size, *, stride=1, padding=0, activation=None,
-                 use_bias=True, data_format="NHWC", name="conv"):
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        *,
+        stride=1,
+        padding=0,
+        activation=None,
+        use_bias=True,
+        data_format="NHWC",
+        name="conv",
+    ):
         super().__init__(name=name)
         self.filters = check_int(filters, name="filters", min_value=1, noun="int")
         self.kernel_size = check_int(kernel_size, name="kernel_size", min_value=1, noun="int")
@@ -112,9 +124,16 @@ class Conv2D(Layer):
         self.data_format = check_choice(data_format, name="data_format", choices=DATA_FORMATS)
 
     def get_config(self):
-        return {"filters": self.filters, "kernel_size": self.kernel_size, "stride": self.stride,
-                "padding": self.padding, "activation": self.activation,
-                "use_bias": self.use_bias, "data_format": self.data_format, "name": self.name}
+        return {
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "stride": self.stride,
+            "padding": self.padding,
+            "activation": self.activation,
+            "use_bias": self.use_bias,
+            "data_format": self.data_format,
+            "name": self.name,
+        }
 
     output_layout = "(batch, H, W, C) or (batch, C, H, W)"
 
@@ -143,7 +162,8 @@ class Conv2D(Layer):
 
     def forward(self, x, params, *, xp, backend):
         x = to_nhwc(x, self.data_format, xp=xp)
-        out = conv2d(x, params["weight"], params.get("bias"), stride=self.stride,
-                     padding=self.padding, xp=xp)
+        out = conv2d(
+            x, params["weight"], params.get("bias"), stride=self.stride, padding=self.padding, xp=xp
+        )
         out = apply_activation(out, self.activation, xp=xp)
         return from_nhwc(out, self.data_format, xp=xp)

@@ -10,9 +10,12 @@ from __future__ import annotations
 import math
 
 from ..._backend import adopt, device, select_impl
+from ..._lib.patches import patches
 from ..._lib.validation import check_choice, check_int
 from ...routing._options import (
     DEFAULT_EM_EPS as DEFAULT_EPS,
+)
+from ...routing._options import (
     DEFAULT_MIN_VAR,
     broadcast_param,
     check_em_options,
@@ -21,15 +24,18 @@ from ...routing.em_routing import em_routing
 from .activations import apply_activation
 from .base import Layer, conv_output_size
 from .conv import DATA_FORMATS, conv2d, spatial_shape, to_nhwc
-from ..._lib.patches import patches
 
 COMPETITION = ("position", "all")
 POSE = 16
 
 
 def _check_map(input_shape, name):
-    if (len(input_shape) != 2 or len(input_shape[0]) != 4 or input_shape[0][3] != POSE
-            or tuple(input_shape[1]) != tuple(input_shape[0][:3])):
+    if (
+        len(input_shape) != 2
+        or len(input_shape[0]) != 4
+        or input_shape[0][3] != POSE
+        or tuple(input_shape[1]) != tuple(input_shape[0][:3])
+    ):
         raise ValueError(
             f"layer {name!r} takes a map of matrix capsules, per sample (pose (H, W, n_types, 16), "
             f"activation (H, W, n_types)); got {input_shape!r}."
@@ -51,34 +57,58 @@ class _EMOptions:
         self.beta_per_pose = bool(beta_per_pose)
 
     def _routing_config(self):
-        return {"n_iter": self.n_iter, "inverse_temperature": self.inverse_temperature,
-                "min_var": self.min_var, "eps": self.eps, "beta_per_pose": self.beta_per_pose}
+        return {
+            "n_iter": self.n_iter,
+            "inverse_temperature": self.inverse_temperature,
+            "min_var": self.min_var,
+            "eps": self.eps,
+            "beta_per_pose": self.beta_per_pose,
+        }
 
     def _beta_shapes(self, n_out):
         return {"beta_u": (n_out, POSE) if self.beta_per_pose else (n_out,), "beta_a": (n_out,)}
 
     def _route(self, votes, a_in, params, backend):
         return em_routing(
-            votes, a_in, params["beta_u"], params["beta_a"], n_iter=self.n_iter,
-            inverse_temperature=self.inverse_temperature, min_var=self.min_var, eps=self.eps,
+            votes,
+            a_in,
+            params["beta_u"],
+            params["beta_a"],
+            n_iter=self.n_iter,
+            inverse_temperature=self.inverse_temperature,
+            min_var=self.min_var,
+            eps=self.eps,
             backend=backend,
         )
 
     def _route_all_positions(self, votes, a_in, params, grid, xp, backend):
         """EM routing where parents at every position compete for a child (the op
         ``em_routing_all_positions``, dispatched like every routing function)."""
-        _, schedule, _, _ = check_em_options(self.n_iter, self.inverse_temperature,
-                                             self.min_var, self.eps)
+        _, schedule, _, _ = check_em_options(
+            self.n_iter, self.inverse_temperature, self.min_var, self.eps
+        )
         n_out, pose_dim = (int(s) for s in votes.shape[2:])
-        beta_u = broadcast_param(params["beta_u"], name="beta_u", like=votes, xp=xp,
-                                 shapes=[(n_out, pose_dim), (n_out,)])
-        beta_a = broadcast_param(params["beta_a"], name="beta_a", like=votes, xp=xp,
-                                 shapes=[(n_out,)])
+        beta_u = broadcast_param(
+            params["beta_u"], name="beta_u", like=votes, xp=xp, shapes=[(n_out, pose_dim), (n_out,)]
+        )
+        beta_a = broadcast_param(
+            params["beta_a"], name="beta_a", like=votes, xp=xp, shapes=[(n_out,)]
+        )
         plan = select_impl("em_routing_all_positions", xp, backend)
         votes, a_in, beta_u, beta_a = adopt(plan, votes, a_in, beta_u, beta_a)
-        return plan.func(votes, a_in, beta_u, beta_a, grid=grid, kernel=self.kernel_size,
-                         stride=self.stride, inverse_temperature=schedule,
-                         min_var=self.min_var, eps=self.eps, xp=plan.xp)
+        return plan.func(
+            votes,
+            a_in,
+            beta_u,
+            beta_a,
+            grid=grid,
+            kernel=self.kernel_size,
+            stride=self.stride,
+            inverse_temperature=schedule,
+            min_var=self.min_var,
+            eps=self.eps,
+            xp=plan.xp,
+        )
 
     def initializer_scale(self, name, shape):
         """Standard deviation of random initial values: 0 for the betas, 1/2 for the transforms.
@@ -151,8 +181,9 @@ class PrimaryMatrixCaps(Layer):
 
     output_layout = "(batch, H, W, n_types, 16), (batch, H, W, n_types)"
 
-    def __init__(self, n_types, *, kernel_size=1, stride=1, data_format="NHWC",
-                 name="primary_caps"):
+    def __init__(
+        self, n_types, *, kernel_size=1, stride=1, data_format="NHWC", name="primary_caps"
+    ):
         super().__init__(name=name)
         self.n_types = check_int(n_types, name="n_types", min_value=1, noun="int")
         self.kernel_size = check_int(kernel_size, name="kernel_size", min_value=1, noun="int")
@@ -160,24 +191,38 @@ class PrimaryMatrixCaps(Layer):
         self.data_format = check_choice(data_format, name="data_format", choices=DATA_FORMATS)
 
     def get_config(self):
-        return {"n_types": self.n_types, "kernel_size": self.kernel_size, "stride": self.stride,
-                "data_format": self.data_format, "name": self.name}
+        return {
+            "n_types": self.n_types,
+            "kernel_size": self.kernel_size,
+            "stride": self.stride,
+            "data_format": self.data_format,
+            "name": self.name,
+        }
 
     def _grid(self, input_shape):
         h, w, c = spatial_shape(input_shape, self.data_format)
         if h < self.kernel_size or w < self.kernel_size:
-            raise ValueError(f"layer {self.name!r}: a {self.kernel_size}x{self.kernel_size} "
-                             f"kernel does not fit a {h}x{w} map.")
-        return (conv_output_size(h, self.kernel_size, self.stride, 0),
-                conv_output_size(w, self.kernel_size, self.stride, 0), c)
+            raise ValueError(
+                f"layer {self.name!r}: a {self.kernel_size}x{self.kernel_size} "
+                f"kernel does not fit a {h}x{w} map."
+            )
+        return (
+            conv_output_size(h, self.kernel_size, self.stride, 0),
+            conv_output_size(w, self.kernel_size, self.stride, 0),
+            c,
+        )
 
     check_input_shape = _grid
 
     def parameter_shapes(self, input_shape):
         _, _, c = self._grid(input_shape)
         k, t = self.kernel_size, self.n_types
-        return {"pose_weight": (k, k, c, t * POSE), "pose_bias": (t * POSE,),
-                "act_weight": (k, k, c, t), "act_bias": (t,)}
+        return {
+            "pose_weight": (k, k, c, t * POSE),
+            "pose_bias": (t * POSE,),
+            "act_weight": (k, k, c, t),
+            "act_bias": (t,),
+        }
 
     def output_shape(self, input_shape):
         ho, wo, _ = self._grid(input_shape)
@@ -185,12 +230,14 @@ class PrimaryMatrixCaps(Layer):
 
     def forward(self, x, params, *, xp, backend):
         x = to_nhwc(x, self.data_format, xp=xp)
-        pose = conv2d(x, params["pose_weight"], params["pose_bias"], stride=self.stride,
-                      padding=0, xp=xp)
+        pose = conv2d(
+            x, params["pose_weight"], params["pose_bias"], stride=self.stride, padding=0, xp=xp
+        )
         b, ho, wo, _ = (int(s) for s in pose.shape)
         pose = xp.reshape(pose, (b, ho, wo, self.n_types, POSE))
-        act = conv2d(x, params["act_weight"], params["act_bias"], stride=self.stride,
-                     padding=0, xp=xp)
+        act = conv2d(
+            x, params["act_weight"], params["act_bias"], stride=self.stride, padding=0, xp=xp
+        )
         return pose, apply_activation(act, "sigmoid", xp=xp)
 
 
@@ -257,9 +304,20 @@ class ConvMatrixCaps(_EMOptions, Layer):
 
     output_layout = "(batch, H, W, n_types, 16), (batch, H, W, n_types)"
 
-    def __init__(self, out_types, *, kernel_size=3, stride=1, n_iter=3, competition="position",
-                 inverse_temperature=None, min_var=DEFAULT_MIN_VAR, eps=DEFAULT_EPS,
-                 beta_per_pose=False, name="conv_caps"):
+    def __init__(
+        self,
+        out_types,
+        *,
+        kernel_size=3,
+        stride=1,
+        n_iter=3,
+        competition="position",
+        inverse_temperature=None,
+        min_var=DEFAULT_MIN_VAR,
+        eps=DEFAULT_EPS,
+        beta_per_pose=False,
+        name="conv_caps",
+    ):
         super().__init__(name=name)
         self.out_types = check_int(out_types, name="out_types", min_value=1, noun="int")
         self.kernel_size = check_int(kernel_size, name="kernel_size", min_value=1, noun="int")
@@ -268,15 +326,22 @@ class ConvMatrixCaps(_EMOptions, Layer):
         self._set_routing(n_iter, inverse_temperature, min_var, eps, beta_per_pose)
 
     def get_config(self):
-        return {"out_types": self.out_types, "kernel_size": self.kernel_size,
-                "stride": self.stride, "competition": self.competition,
-                **self._routing_config(), "name": self.name}
+        return {
+            "out_types": self.out_types,
+            "kernel_size": self.kernel_size,
+            "stride": self.stride,
+            "competition": self.competition,
+            **self._routing_config(),
+            "name": self.name,
+        }
 
     def check_input_shape(self, input_shape):
         h, w, _ = _check_map(input_shape, self.name)
         if h < self.kernel_size or w < self.kernel_size:
-            raise ValueError(f"layer {self.name!r}: a {self.kernel_size}x{self.kernel_size} "
-                             f"kernel does not fit a {h}x{w} map.")
+            raise ValueError(
+                f"layer {self.name!r}: a {self.kernel_size}x{self.kernel_size} "
+                f"kernel does not fit a {h}x{w} map."
+            )
 
     def parameter_shapes(self, input_shape):
         _, _, t_in = _check_map(input_shape, self.name)
@@ -303,8 +368,9 @@ class ConvMatrixCaps(_EMOptions, Layer):
         if self.competition == "position":
             mu, a_out = self._route(votes, a_in, params, backend)
         else:
-            mu, a_out = self._route_all_positions(votes, a_in, params, (b, h, w, ho, wo), xp,
-                                                  backend)
+            mu, a_out = self._route_all_positions(
+                votes, a_in, params, (b, h, w, ho, wo), xp, backend
+            )
         return (xp.reshape(mu, (b, ho, wo, t_out, POSE)), xp.reshape(a_out, (b, ho, wo, t_out)))
 
 
@@ -356,17 +422,30 @@ class ClassMatrixCaps(_EMOptions, Layer):
 
     output_layout = "(batch, n_classes, 16), (batch, n_classes)"
 
-    def __init__(self, n_classes, *, n_iter=3, coordinate_addition=True,
-                 inverse_temperature=None, min_var=DEFAULT_MIN_VAR, eps=DEFAULT_EPS,
-                 beta_per_pose=False, name="class_caps"):
+    def __init__(
+        self,
+        n_classes,
+        *,
+        n_iter=3,
+        coordinate_addition=True,
+        inverse_temperature=None,
+        min_var=DEFAULT_MIN_VAR,
+        eps=DEFAULT_EPS,
+        beta_per_pose=False,
+        name="class_caps",
+    ):
         super().__init__(name=name)
         self.n_classes = check_int(n_classes, name="n_classes", min_value=1, noun="int")
         self.coordinate_addition = bool(coordinate_addition)
         self._set_routing(n_iter, inverse_temperature, min_var, eps, beta_per_pose)
 
     def get_config(self):
-        return {"n_classes": self.n_classes, "coordinate_addition": self.coordinate_addition,
-                **self._routing_config(), "name": self.name}
+        return {
+            "n_classes": self.n_classes,
+            "coordinate_addition": self.coordinate_addition,
+            **self._routing_config(),
+            "name": self.name,
+        }
 
     def check_input_shape(self, input_shape):
         _check_map(input_shape, self.name)
@@ -383,8 +462,7 @@ class ClassMatrixCaps(_EMOptions, Layer):
         b, h, w, t_in = (int(s) for s in act.shape)
         votes = _matrix_votes(pose, params["weight"], xp=xp)  # (b, h, w, t_in, n_cls, 16)
         if self.coordinate_addition:
-            votes = votes + coordinate_offsets(h, w, dtype=votes.dtype,
-                                           device=device(votes), xp=xp)
+            votes = votes + coordinate_offsets(h, w, dtype=votes.dtype, device=device(votes), xp=xp)
         votes = xp.reshape(votes, (b, h * w * t_in, self.n_classes, POSE))
         return self._route(votes, xp.reshape(act, (b, h * w * t_in)), params, backend)
 
