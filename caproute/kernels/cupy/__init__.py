@@ -1,1 +1,0 @@
-"""CuPy kernels: CuPy arrays in and out, built once per device, no validation inside."""
