@@ -76,6 +76,6 @@ def test_readme_example_runs():
     blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
     assert blocks, "README.md has no python example"
     namespace = {}
-    exec(compile(blocks[0], "README.md", "exec"), namespace)  # noqa: S102
+    exec(compile(blocks[0], "README.md", "exec"), namespace)
     assert namespace["v"].shape == (32, 10, 16)
     assert namespace["gm"].means_.shape == (3, 2)

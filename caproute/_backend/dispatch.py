@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from .._config import get_config, validate_backend
 from .namespace import (

@@ -79,7 +79,7 @@ def xp_asarray_like(X, like):
 def check_foreign_array(est, X, xp, *, reset, ensure_min_samples=1):
     """scikit-learn's checks and messages for an Array API array that is not NumPy's."""
     if xp.isdtype(X.dtype, "complex floating"):
-        raise ValueError("Complex data not supported\n{}\n".format(X))
+        raise ValueError(f"Complex data not supported\n{X}\n")
     if X.ndim != 2:
         raise ValueError(
             f"Expected 2D array, got {X.ndim}D array instead. Reshape your data either using "
@@ -103,7 +103,8 @@ def check_foreign_array(est, X, xp, *, reset, ensure_min_samples=1):
         )
     if bool(xp.any(xp.isnan(X))):
         raise ValueError(
-            f"Input X contains NaN.\n{type(est).__name__} does not accept missing values encoded as NaN natively."
+            f"Input X contains NaN.\n{type(est).__name__} does not accept missing values "
+            "encoded as NaN natively."
         )
     if not bool(xp.all(xp.isfinite(X))):
         raise ValueError(f"Input X contains infinity or a value too large for dtype('{X.dtype}').")

@@ -116,19 +116,23 @@ def cupy_status():
         )
     try:
         n_devices = cupy.cuda.runtime.getDeviceCount()
-    except Exception as exc:  # CUDARuntimeError has no stable import path across versions
+    # CUDARuntimeError has no stable import path across CuPy versions, hence the broad catches
+    except Exception as exc:  # noqa: BLE001
         return None, f"CuPy is installed but no CUDA device is usable: {exc}"
     if n_devices < 1:
         return None, "CuPy is installed but no CUDA device was found."
     try:
         driver = cupy.cuda.runtime.driverGetVersion()
         runtime = cupy.cuda.runtime.runtimeGetVersion()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001
         return None, f"CuPy is installed but the CUDA driver cannot be queried: {exc}"
-    if driver < runtime:
+    # CUDA minor-version compatibility: a 12.x runtime runs on any 12.y driver (y < x
+    # included), so only an older major version means the driver cannot run it
+    if driver // 1000 < runtime // 1000:
         return None, (
             f"the CUDA driver (version {driver}) is older than the CUDA runtime CuPy uses "
-            f"({runtime}); update the NVIDIA driver or install a CuPy built for an older CUDA."
+            f"({runtime}): a driver for CUDA {runtime // 1000} or newer is needed; update the "
+            "NVIDIA driver or install a CuPy built for an older CUDA."
         )
     return cupy, None
 

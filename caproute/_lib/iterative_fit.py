@@ -129,7 +129,7 @@ class IterativeFit(BaseEstimator):
     # -- verbose output (scikit-learn's format) ------------------------------------------------
     def _verbose_init_beg(self, n_init):
         if self.verbose >= 1:
-            print("Initialization %d" % n_init)
+            print(f"Initialization {n_init}")
         if self.verbose >= 2:
             self._init_prev_time = time()
             self._iter_prev_time = self._init_prev_time
@@ -137,12 +137,13 @@ class IterativeFit(BaseEstimator):
     def _verbose_iter_end(self, n_iter, change):
         if n_iter % self.verbose_interval == 0:
             if self.verbose == 1:
-                print("  Iteration %d" % n_iter)
+                print(f"  Iteration {n_iter}")
             elif self.verbose >= 2:
                 cur = time()
+                lapse = cur - self._iter_prev_time
                 print(
-                    "  Iteration %d\t time lapse %.5fs\t %s %.5f"
-                    % (n_iter, cur - self._iter_prev_time, self._change_label, change)
+                    f"  Iteration {n_iter}\t time lapse {lapse:.5f}s\t "
+                    f"{self._change_label} {change:.5f}"
                 )
                 self._iter_prev_time = cur
 

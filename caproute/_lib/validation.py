@@ -170,7 +170,8 @@ def check_scalar(value, *, name, low=None, low_inclusive=True):
         bad = bad or (value < low if low_inclusive else value <= low)
     if bad:
         raise ValueError(
-            f"`{name}` must be a finite real number{_bound_text(low, low_inclusive)}; got {value!r}."
+            f"`{name}` must be a finite real number{_bound_text(low, low_inclusive)}; "
+            f"got {value!r}."
         )
     return value
 

@@ -37,7 +37,8 @@ def _draw(cumulative, total, size, rng, *, xp):
 
 
 def kmeans_plusplus(X, n_clusters, *, sample_weight, rng, xp):
-    """``n_clusters`` centres (rows of X) chosen by greedy k-means++; X is (n_samples, n_features)."""
+    """``n_clusters`` centres (rows of X) chosen by greedy k-means++; X is (n_samples,
+    n_features)."""
     n_samples = X.shape[0]
     n_trials = 2 + int(math.log(n_clusters))
     cum_w = xp.cumulative_sum(sample_weight)

@@ -311,8 +311,9 @@ class GaussianMixture(DensityMixin, IterativeFit):
             require_host_namespace(
                 xp,
                 what=(
-                    f"init_params={self.init_params!r} runs scikit-learn's KMeans, which needs NumPy "
-                    "input (use init_params='random' or 'random_from_data', or pass means_init)"
+                    f"init_params={self.init_params!r} runs scikit-learn's KMeans, which needs "
+                    "NumPy input (use init_params='random' or 'random_from_data', or pass "
+                    "means_init)"
                 ),
             )
         # the E-step kernel is chosen once per fit, not per iteration
@@ -510,9 +511,10 @@ class GaussianMixture(DensityMixin, IterativeFit):
         check_is_fitted(self)
         xp = array_namespace(self.means_)
         if n_samples < 1:
+            # scikit-learn's message, which prints n_components where it means n_samples
             raise ValueError(
-                "Invalid value for 'n_samples': %d . The sampling requires at least one "
-                "sample." % (self.n_components)
+                f"Invalid value for 'n_samples': {self.n_components:d} . The sampling requires "
+                "at least one sample."
             )
         n_features = int(self.means_.shape[1])
         rng = check_random_state(self.random_state)

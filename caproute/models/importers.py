@@ -172,12 +172,13 @@ def capsnet_from_torch(
         problems.append(
             "missing tensors 'primary_capsules.capsules.<d>.weight' (one per capsule component)"
         )
-    for d, key in comp_keys:
+    for _, key in comp_keys:
         if key.replace("weight", "bias") not in sd:
             problems.append(f"missing tensor {key.replace('weight', 'bias')!r}")
     if [d for d, _ in comp_keys] != list(range(len(comp_keys))):
         problems.append(
-            f"capsule components are not numbered 0..{len(comp_keys) - 1}: {[d for d, _ in comp_keys]}"
+            f"capsule components are not numbered 0..{len(comp_keys) - 1}: "
+            f"{[d for d, _ in comp_keys]}"
         )
     known = {"conv1.weight", "conv1.bias", "digit_capsules.route_weights"}
     known |= {k for _, k in comp_keys} | {k.replace("weight", "bias") for _, k in comp_keys}

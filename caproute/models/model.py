@@ -121,7 +121,7 @@ class Model:
             ``{"<layer>.<parameter>": shape}`` for every parameter.
         """
         shapes = {}
-        for layer, (in_shape, _) in zip(self.layers, self._shapes):
+        for layer, (in_shape, _) in zip(self.layers, self._shapes, strict=True):
             for pname, shape in layer.parameter_shapes(in_shape).items():
                 shapes[f"{layer.name}.{pname}"] = tuple(shape)
         return shapes
@@ -146,7 +146,7 @@ class Model:
         """
         shapes = self.parameter_shapes()
         rows = []
-        for layer, (_, out) in zip(self.layers, self._shapes):
+        for layer, (_, out) in zip(self.layers, self._shapes, strict=True):
             shown = out[0] if isinstance(out[0], tuple) else out
             count = sum(math.prod(s) for k, s in shapes.items() if k.split(".")[0] == layer.name)
             rows.append((layer.name, type(layer).__name__, str(tuple(shown)), f"{count:,}"))
@@ -161,7 +161,10 @@ class Model:
         return "\n".join(lines)
 
     def __repr__(self):
-        return f"<caproute Model {self.name!r}: {len(self.layers)} layers, {self.n_parameters():,} parameters>"
+        return (
+            f"<caproute Model {self.name!r}: {len(self.layers)} layers, "
+            f"{self.n_parameters():,} parameters>"
+        )
 
     def get_config(self) -> dict[str, Any]:
         """The architecture as JSON-able data; :meth:`from_config` rebuilds the model.
@@ -328,7 +331,7 @@ class Model:
         """
         rng = np.random.default_rng(random_state)
         arrays = {}
-        for layer, (in_shape, _) in zip(self.layers, self._shapes):
+        for layer, (in_shape, _) in zip(self.layers, self._shapes, strict=True):
             for pname, shape in layer.parameter_shapes(in_shape).items():
                 scale = layer.initializer_scale(pname, shape)
                 arrays[f"{layer.name}.{pname}"] = (scale * rng.standard_normal(shape)).astype(dtype)
@@ -378,7 +381,7 @@ class Model:
             x = to_device(x, xp)
         self._check_batch(x, xp)
         params = self._params_for(xp, device(x), x.dtype)
-        for layer, p in zip(self.layers, params):
+        for layer, p in zip(self.layers, params, strict=True):
             x = layer.forward(x, p, xp=xp, backend=backend)
         return x
 
@@ -501,7 +504,8 @@ class Model:
             images = xp.expand_dims(images, axis=-1 if fmt == "NHWC" else 1)
         if images.ndim != 4:
             raise ValueError(
-                f"`images` must be 3-D (n, H, W) or 4-D ({'n, H, W, C' if fmt == 'NHWC' else 'n, C, H, W'}); "
+                "`images` must be 3-D (n, H, W) or 4-D "
+                f"({'n, H, W, C' if fmt == 'NHWC' else 'n, C, H, W'}); "
                 f"got shape {shape_str(images.shape)}."
             )
         if fmt != self.data_format:

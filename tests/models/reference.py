@@ -140,7 +140,7 @@ def conv_matrix_caps_all_np(pose, act, W, beta_u, beta_a, k, stride, lambdas, mi
                 logit[parent] = lam * (beta_a[parent[2]] - cost)
             if it + 1 < len(lambdas):
                 logs = []
-                for child, parent, v in edges:
+                for _child, parent, v in edges:
                     lp = -np.sum((v - mu[parent]) ** 2 / (2 * var[parent]))
                     lp -= 0.5 * np.sum(np.log(2 * math.pi * var[parent]))
                     logs.append(lp + math.log(sigmoid(logit[parent])))

@@ -26,7 +26,9 @@ def test_capsnet_paper_shapes():
 
 def test_matrix_capsnet_variants():
     net = models.matrix_capsnet(8, 4, 6, 5, input_shape=(28, 28, 1))
-    assert [layer.output_shape(s) for layer, (s, _) in zip(net.layers, net._shapes)][-1] == (
+    assert [layer.output_shape(s) for layer, (s, _) in zip(net.layers, net._shapes, strict=True)][
+        -1
+    ] == (
         (10, 16),
         (10,),
     )

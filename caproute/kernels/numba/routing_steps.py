@@ -7,8 +7,8 @@ into its own partial buffer, and the partials are added in chunk order afterward
 not depend on the thread count or the schedule. The votes may be a broadcasting view with a
 zero stride on the parent axis (every child casting the same vote for every parent): the
 kernels then read the one vote per child (``jstep = 0``) from the array the view was made of,
-contiguous, and never copy the broadcast. Entry points have the reference's signatures (NumPy in, NumPy out) and
-validate nothing.
+contiguous, and never copy the broadcast. Entry points have the reference's signatures
+(NumPy in, NumPy out) and validate nothing.
 """
 
 from __future__ import annotations

@@ -53,7 +53,8 @@ def spatial_shape(input_shape, data_format):
     """(H, W, C) of a per-sample shape in either layout."""
     if len(input_shape) != 3:
         raise ValueError(
-            f"expected a per-sample input of 3 axes ({'H, W, C' if data_format == 'NHWC' else 'C, H, W'}); "
+            "expected a per-sample input of 3 axes "
+            f"({'H, W, C' if data_format == 'NHWC' else 'C, H, W'}); "
             f"got shape {tuple(input_shape)}."
         )
     if data_format == "NCHW":
