@@ -11,7 +11,7 @@ import warnings
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from .._backend import array_namespace, device, select_impl
+from .._backend import Array, array_namespace, device, select_impl
 from .._backend.estimator_input import (
     small_array_like,
     validate_sample_weight,
@@ -198,7 +198,7 @@ class _RoutingClusteringBase(
         )
         return (X - self._mean) / self._scale, xp
 
-    def transform(self, X):
+    def transform(self, X: Array) -> Array:
         """Each point's assignment to every cluster, as a new child would be routed.
 
         Parameters
@@ -215,7 +215,7 @@ class _RoutingClusteringBase(
         Z, xp = self._prepare(X, "transform")
         return self._assign(Z, xp=xp)
 
-    def predict(self, X):
+    def predict(self, X: Array) -> Array:
         """The cluster each point routes to most.
 
         Parameters

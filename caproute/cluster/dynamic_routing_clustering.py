@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numbers
 
-from .._backend import device
+from .._backend import Array, device
 from .._sklearn_compat import Interval
 from ..routing._dynamic_math import couplings
 from ._base import _RoutingClusteringBase
@@ -170,7 +170,7 @@ default="k-means++"
         self.n_iter = n_iter
         self.backend = backend
 
-    def fit(self, X, y=None):
+    def fit(self, X: Array, y: None = None) -> DynamicRoutingClustering:
         """Cluster ``X`` by routing its points (children) to ``n_clusters`` parents.
 
         Parameters

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numbers
 
-from .._backend import array_namespace, device
+from .._backend import Array, array_namespace, device
 from .._sklearn_compat import Interval
 from ..routing import _em_math
 from ..routing._options import DEFAULT_EM_EPS, broadcast_param
@@ -167,7 +167,9 @@ default="k-means++"
         self.n_iter = n_iter
         self.backend = backend
 
-    def fit(self, X, y=None, sample_weight=None):
+    def fit(
+        self, X: Array, y: None = None, sample_weight: Array | None = None
+    ) -> EMRoutingClustering:
         """Cluster ``X`` by routing its points (children) to ``n_clusters`` parents.
 
         Parameters
@@ -275,7 +277,7 @@ default="k-means++"
     def _assign(self, Z, *, xp):
         return self._e_step(Z, xp=xp)[0][0, ...]
 
-    def score_samples(self, X):
+    def score_samples(self, X: Array) -> Array:
         """Log of each point's total agreement ``sum_j a_j N(x | mu_j, sigma_j^2)``.
 
         Parameters
@@ -292,7 +294,7 @@ default="k-means++"
         log_norm = self._e_step(Z, xp=xp)[1][0, ...]
         return log_norm - Z.shape[1] * xp.log(self._scale)
 
-    def score(self, X, y=None):
+    def score(self, X: Array, y: None = None) -> float:
         """Mean of :meth:`score_samples` over X: higher means the parents explain X better.
 
         Parameters

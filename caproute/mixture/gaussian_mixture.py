@@ -386,7 +386,7 @@ class GaussianMixture(DensityMixin, IterativeFit):
             self, X, method=method, fitted=self.means_, backend=self._backend()
         )
 
-    def predict(self, X):
+    def predict(self, X: Array) -> Array:
         """The most probable component of every point.
 
         Parameters
@@ -402,7 +402,7 @@ class GaussianMixture(DensityMixin, IterativeFit):
         X, xp = self._validate_for(X, "predict")
         return self._labels(X, xp=xp)
 
-    def predict_proba(self, X):
+    def predict_proba(self, X: Array) -> Array:
         """Posterior probability of every component for every point.
 
         Parameters
@@ -418,7 +418,7 @@ class GaussianMixture(DensityMixin, IterativeFit):
         X, xp = self._validate_for(X, "predict_proba")
         return self._per_chunk(X, lambda c: xp.exp(self._log_prob_resp(c, xp=xp)[1]), xp=xp)
 
-    def score_samples(self, X):
+    def score_samples(self, X: Array) -> Array:
         """Log-likelihood of every point under the mixture.
 
         Parameters
@@ -434,7 +434,7 @@ class GaussianMixture(DensityMixin, IterativeFit):
         X, xp = self._validate_for(X, "score_samples")
         return self._per_chunk(X, lambda c: self._log_prob_resp(c, xp=xp)[0], xp=xp)
 
-    def score(self, X, y=None):
+    def score(self, X: Array, y: None = None) -> float:
         """Mean log-likelihood of X under the mixture.
 
         Parameters
@@ -463,7 +463,7 @@ class GaussianMixture(DensityMixin, IterativeFit):
         }[self.covariance_type]
         return int(cov_params + n_features * K + K - 1)
 
-    def bic(self, X):
+    def bic(self, X: Array) -> float:
         """Bayesian information criterion on X (lower is better).
 
         Parameters
@@ -478,7 +478,7 @@ class GaussianMixture(DensityMixin, IterativeFit):
         """
         return -2 * self.score(X) * X.shape[0] + self._n_parameters() * math.log(X.shape[0])
 
-    def aic(self, X):
+    def aic(self, X: Array) -> float:
         """Akaike information criterion on X (lower is better).
 
         Parameters
@@ -493,7 +493,7 @@ class GaussianMixture(DensityMixin, IterativeFit):
         """
         return -2 * self.score(X) * X.shape[0] + 2 * self._n_parameters()
 
-    def sample(self, n_samples=1):
+    def sample(self, n_samples: int = 1) -> tuple[Array, Array]:
         """Draw points from the fitted mixture (scikit-learn's random stream).
 
         Parameters
