@@ -6,8 +6,9 @@ It follows scikit-learn's ``BaseMixture.fit_predict`` step for step: ``n_init`` 
 previous fit with a single run; ``max_iter=0`` only initialises; a ``ConvergenceWarning`` when
 the best run did not converge; scikit-learn's verbose messages.
 
-A subclass supplies the algorithm through these hooks (``fit_state`` is whatever the subclass
-needs during one fit: the validated data, its namespace, the selected kernels):
+A subclass supplies the algorithm through these hooks (``fit_state`` is a dict of whatever the
+subclass needs during one fit: the validated data, its namespace, the selected kernels; the
+driver adds ``n_runs``, the number of runs of this fit):
 
 - ``_start_fit(X, y, **fit_params) -> fit_state`` validates the data once;
 - ``_initialize(fit_state, random_state) -> params``;
@@ -84,6 +85,7 @@ class IterativeFit(BaseEstimator):
         max_iter = self._effective_max_iter()
         do_init = not (self.warm_start and hasattr(self, "converged_"))
         n_init = self.n_init if do_init else 1
+        fit_state["n_runs"] = n_init
         random_state = check_random_state(self.random_state)
         best = None
         last_change = math.inf

@@ -11,7 +11,7 @@ import warnings
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from .._backend import Array, array_namespace, device, select_impl
+from .._backend import Array, array_namespace, device, select_impl, to_numpy
 from .._backend.estimator_input import (
     small_array_like,
     validate_sample_weight,
@@ -168,6 +168,11 @@ class _RoutingClusteringBase(
     def _get_parameters(self):
         return self._state
 
+    def _run_score(self, fit_state, params, score):
+        if fit_state["n_runs"] == 1:  # a single run needs no score to be chosen by
+            return 0.0
+        return self._objective(fit_state, params)
+
     def _set_parameters(self, params):
         self._state = params
 
@@ -175,20 +180,28 @@ class _RoutingClusteringBase(
         xp, Z = fit_state["xp"], fit_state["Z"]
         self._end_state(self._state, xp=xp)
         labels = xp.argmax(self._assign(Z, xp=xp), axis=1)
-        self._reorder(labels, xp=xp)
-        self.labels_ = xp.argmax(self._assign(Z, xp=xp), axis=1)
+        if self._reorder(labels, xp=xp):
+            # recomputed, not relabelled, so that ties resolve as predict(X) resolves them
+            labels = xp.argmax(self._assign(Z, xp=xp), axis=1)
+        self.labels_ = labels
         self.active_clusters_ = self.activations_ > 0.5
         self.n_active_clusters_ = int(xp.sum(xp.astype(self.active_clusters_, xp.int64)))
         self._n_features_out = self.n_clusters
 
     def _reorder(self, labels, *, xp):
         """Put the clusters that own training points first (keeping their order), so labels
-        run 0 .. m-1 without gaps, as scikit-learn's clusterers promise."""
-        counts = [int(xp.sum(xp.astype(labels == j, xp.int64))) for j in range(self.n_clusters)]
+        run 0 .. m-1 without gaps, as scikit-learn's clusterers promise. Returns whether the
+        clusters moved."""
+        one_hot = xp.expand_dims(labels, axis=1) == xp.arange(
+            self.n_clusters, device=device(labels)
+        )
+        counts = to_numpy(xp.sum(xp.astype(one_hot, xp.int64), axis=0))  # one transfer
         order = [j for j in range(self.n_clusters) if counts[j] > 0]
         order += [j for j in range(self.n_clusters) if counts[j] == 0]
-        if order != list(range(self.n_clusters)):
-            self._permute(xp.asarray(order, device=device(labels)), xp=xp)
+        if order == list(range(self.n_clusters)):
+            return False
+        self._permute(xp.asarray(order, device=device(labels)), xp=xp)
+        return True
 
     # ------------------------------------------------------------------ prediction
     def _prepare(self, X, method):

@@ -230,7 +230,7 @@ default="k-means++"
             "pose": v[0, ...],
         }, None
 
-    def _run_score(self, fit_state, params, score):
+    def _objective(self, fit_state, params):
         """Mean agreement: each point's coupling-weighted cosine with the parents' directions."""
         xp = fit_state["xp"]
         v = params["pose"]

@@ -249,7 +249,7 @@ default="k-means++"
             "pose": mu[0, ...],
         }, None
 
-    def _run_score(self, fit_state, params, score):
+    def _objective(self, fit_state, params):
         """Mean log agreement of the points in the last iteration's E-step."""
         xp = fit_state["xp"]
         return float(xp.mean(params["log_norm"]))

@@ -1,0 +1,367 @@
+"""GPU Gaussian-mixture E-step fused with its sufficient statistics (numba-cuda).
+
+Two launches per E-step, whatever the number of points:
+
+1. ``estep_<type>``: a grid of ``G`` blocks of ``BLOCK`` threads. Block ``g`` takes the tiles of
+   ``BLOCK`` points ``g, g + G, g + 2G, ...``. Per tile, three phases separated by
+   ``syncthreads``:
+
+   a. log-probabilities: one (point, component) pair per thread (points fastest, so a warp
+      reads one component's parameters), ``-0.5 (D log 2 pi + maha) + log_det_k + log w_k``
+      into the block's own rows of a global scratch ``(K, BLOCK)``;
+   b. one point per thread: max-shifted log-sum-exp over the components (the point's
+      log-likelihood, kept in shared memory), the responsibilities overwrite the scratch;
+   c. every statistic entry (``nk[k]``, ``sx[k, i]``, the upper triangle of ``sxx[k]`` or the
+      diagonal terms, the log-likelihood) has one owner thread, which adds the tile's points in
+      order to the block's row of partial sums.
+
+   Per-component ``log_det`` and ``log w`` are computed by each block once, into its scratch.
+2. ``reduce``: one thread per output value adds the blocks' partial sums in block order and
+   mirrors the symmetric scatter matrices.
+
+No float atomics, no warp shuffles: every sum has a fixed order, so the results are the same
+from run to run (they depend only on the shapes, through the grid size). D and K may be any
+size: the only shared array holds one value per point of a tile. The (n_samples, K)
+responsibilities are never stored, only a tile's.
+
+Entry point: :func:`fit_stats`, with the reference's signature
+(``caproute.mixture._gmm_math.fit_stats``); it takes arrays of ``xp`` (CuPy on a GPU, NumPy in
+the CUDA simulator) and validates nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+from numba import cuda
+
+from ..._lib.gmm_stats import Stats
+from ._launch import launch_stream, per_dtype
+
+__all__ = ["BLOCK", "MAX_GRID", "PTX_SPECS", "SCRATCH_BUDGET", "fit_stats"]
+
+BLOCK = 256  # threads per block = points per tile; the simulator tests lower it
+MAX_GRID = 1024  # most blocks of the E-step kernel (each owns a row of partial sums)
+SCRATCH_BUDGET = 1 << 23  # most elements of partial sums and scratch, all blocks together
+_SHARED_POINTS = 1024  # size of the per-point shared buffer: CUDA's most threads per block
+_LOG_2PI = math.log(2.0 * math.pi)
+COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+
+
+@per_dtype
+def _kernels(dtype):
+    """The E-step kernels (one per covariance type) and the reduction, for one dtype."""
+    zero = dtype(0)
+    neg_half = dtype(-0.5)
+    neg_inf = dtype(-np.inf)
+
+    # ------------------------------------------------------------------ device functions
+    @cuda.jit(device=True, inline="always")
+    def tri_row(t, D):
+        """Row i of the t-th entry of a D x D upper triangle stored row by row (exact)."""
+        lo = 0
+        hi = D - 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if (mid * (2 * D - mid + 1)) // 2 <= t:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    @cuda.jit(device=True, inline="always")
+    def maha_tri(X, p, means, prec, k, ku, D):
+        """|(x_p - mu_k) U|^2 for the upper-triangular U = prec[ku]."""
+        acc = zero
+        for j in range(D):
+            y = zero
+            for i in range(j + 1):
+                y += (X[p, i] - means[k, i]) * prec[ku, i, j]
+            acc += y * y
+        return acc
+
+    @cuda.jit(device=True, inline="always")
+    def maha_diag(X, p, means, prec, k, ku, D):
+        acc = zero
+        for i in range(D):
+            d = X[p, i] - means[k, i]
+            u = prec[k, i]
+            acc += (d * d) * (u * u)
+        return acc
+
+    @cuda.jit(device=True, inline="always")
+    def maha_spherical(X, p, means, prec, k, ku, D):
+        acc = zero
+        for i in range(D):
+            d = X[p, i] - means[k, i]
+            acc += d * d
+        u = prec[k, 0]
+        return acc * (u * u)
+
+    @cuda.jit(device=True, inline="always")
+    def logdet_tri(prec, ku, D, n_feat):
+        acc = zero
+        for i in range(D):
+            acc += math.log(prec[ku, i, i])
+        return acc
+
+    @cuda.jit(device=True, inline="always")
+    def logdet_diag(prec, ku, D, n_feat):
+        acc = zero
+        for i in range(D):
+            acc += math.log(prec[ku, i])
+        return acc
+
+    @cuda.jit(device=True, inline="always")
+    def logdet_spherical(prec, ku, D, n_feat):
+        return n_feat * math.log(prec[ku, 0])
+
+    # sxx entry q of a tile: sums over its nb points, in order; r[k, b] = sc[lp0 + k * tp + b]
+    @cuda.jit(device=True, inline="always")
+    def sxx_full(X, shift, sc, lp0, tp, p0, nb, q, D):
+        """sum_b r_bk (x_bi - c_ki)(x_bj - c_kj), i <= j."""
+        T = (D * (D + 1)) // 2
+        k = q // T
+        t = q - k * T
+        i = tri_row(t, D)
+        j = i + t - (i * (2 * D - i + 1)) // 2
+        ci = shift[k, i]
+        cj = shift[k, j]
+        base = lp0 + k * tp
+        acc = zero
+        for b in range(nb):
+            acc += ((X[p0 + b, i] - ci) * sc[base + b]) * (X[p0 + b, j] - cj)
+        return acc
+
+    @cuda.jit(device=True, inline="always")
+    def sxx_tied(X, shift, sc, lp0, tp, p0, nb, q, D):
+        """sum_b x_bi x_bj, i <= j."""
+        i = tri_row(q, D)
+        j = i + q - (i * (2 * D - i + 1)) // 2
+        acc = zero
+        for b in range(nb):
+            acc += X[p0 + b, i] * X[p0 + b, j]
+        return acc
+
+    @cuda.jit(device=True, inline="always")
+    def sxx_diag(X, shift, sc, lp0, tp, p0, nb, q, D):
+        """sum_b r_bk x_bi^2."""
+        k = q // D
+        i = q - k * D
+        base = lp0 + k * tp
+        acc = zero
+        for b in range(nb):
+            x = X[p0 + b, i]
+            acc += sc[base + b] * (x * x)
+        return acc
+
+    # ------------------------------------------------------------------ E-step kernels
+    def make_estep(maha, logdet, sxx_entry, per_component_prec):
+        uk = 1 if per_component_prec else 0  # prec[k * uk]: tied shares prec[0]
+
+        def estep(X, weights, means, prec, shift, dlog2pi, n_feat, scratch, partial):
+            """Partial statistics of this block's tiles into partial[blockIdx]; scratch[blockIdx]
+            holds log_det (K), log w (K) and a tile's log-probabilities (K, blockDim)."""
+            N = X.shape[0]
+            D = X.shape[1]
+            K = means.shape[0]
+            L = partial.shape[1]
+            tid = cuda.threadIdx.x
+            tp = cuda.blockDim.x
+            blk = cuda.blockIdx.x
+            n_blk = cuda.gridDim.x
+            sc = scratch[blk]
+            acc = partial[blk]
+            lnorm = cuda.shared.array(_SHARED_POINTS, dtype)  # points' log-likelihoods
+            lp0 = 2 * K
+            n_nk_sx = K + K * D
+            for k in range(tid, K, tp):
+                sc[k] = logdet(prec, k * uk, D, n_feat)
+                sc[K + k] = math.log(weights[k])
+            for e in range(tid, L, tp):
+                acc[e] = zero
+            cuda.syncthreads()
+            n_tiles = (N + tp - 1) // tp
+            for tile in range(blk, n_tiles, n_blk):
+                p0 = tile * tp
+                nb = min(tp, N - p0)
+                # a. log-probabilities, one (point, component) pair per thread
+                for pair in range(tid, K * nb, tp):
+                    k = pair // nb
+                    b = pair - k * nb
+                    m = maha(X, p0 + b, means, prec, k, k * uk, D)
+                    sc[lp0 + k * tp + b] = neg_half * (dlog2pi + m) + sc[k] + sc[K + k]
+                cuda.syncthreads()
+                # b. responsibilities and log-likelihood, one point per thread
+                for b in range(tid, nb, tp):
+                    mx = neg_inf
+                    for k in range(K):
+                        v = sc[lp0 + k * tp + b]
+                        if v > mx:
+                            mx = v
+                    if not math.isfinite(mx):
+                        mx = zero
+                    s = zero
+                    for k in range(K):
+                        s += math.exp(sc[lp0 + k * tp + b] - mx)
+                    ln = math.log(s) + mx
+                    for k in range(K):
+                        sc[lp0 + k * tp + b] = math.exp(sc[lp0 + k * tp + b] - ln)
+                    lnorm[b] = ln
+                cuda.syncthreads()
+                # c. every entry of the statistics has one owner; points added in order
+                for e in range(tid, L, tp):
+                    s = zero
+                    if e < K:
+                        base = lp0 + e * tp
+                        for b in range(nb):
+                            s += sc[base + b]
+                    elif e < n_nk_sx:
+                        k = (e - K) // D
+                        i = e - K - k * D
+                        base = lp0 + k * tp
+                        for b in range(nb):
+                            s += sc[base + b] * X[p0 + b, i]
+                    elif e < L - 1:
+                        s = sxx_entry(X, shift, sc, lp0, tp, p0, nb, e - n_nk_sx, D)
+                    else:
+                        for b in range(nb):
+                            s += lnorm[b]
+                    acc[e] += s
+                cuda.syncthreads()
+
+        return estep
+
+    estep_py = {
+        "full": make_estep(maha_tri, logdet_tri, sxx_full, True),
+        "tied": make_estep(maha_tri, logdet_tri, sxx_tied, False),
+        "diag": make_estep(maha_diag, logdet_diag, sxx_diag, True),
+        "spherical": make_estep(maha_spherical, logdet_spherical, sxx_diag, True),
+    }
+
+    # ------------------------------------------------------------------ reduction
+    def reduce(partial, K, D, n_sym, out):
+        """out = [nk (K), sx (K*D), sxx, loglik]: the blocks' partial sums added in block
+        order; with n_sym > 0, sxx is n_sym full D x D matrices rebuilt from upper triangles."""
+        o = cuda.grid(1)
+        n_out = out.shape[0]
+        if o >= n_out:
+            return
+        n_nk_sx = K + K * D
+        L = partial.shape[1]
+        e = o
+        if o == n_out - 1:
+            e = L - 1
+        elif o >= n_nk_sx and n_sym > 0:
+            q = o - n_nk_sx
+            m = q // (D * D)
+            r = q - m * (D * D)
+            i = r // D
+            j = r - i * D
+            if i > j:
+                i, j = j, i
+            e = n_nk_sx + m * ((D * (D + 1)) // 2) + (i * (2 * D - i + 1)) // 2 + (j - i)
+        s = zero
+        for g in range(partial.shape[0]):
+            s += partial[g, e]
+        out[o] = s
+
+    return SimpleNamespace(
+        estep_py=estep_py,
+        estep={kind: cuda.jit(f) for kind, f in estep_py.items()},
+        reduce_py=reduce,
+        reduce=cuda.jit(reduce),
+    )
+
+
+def _sxx_entries(covariance_type, K, D):
+    """Entries of sxx in a block's partial sums (upper triangles for full and tied)."""
+    tri = D * (D + 1) // 2
+    return {"full": K * tri, "tied": tri}.get(covariance_type, K * D)
+
+
+def _sxx_shape(covariance_type, K, D):
+    return {"full": (K, D, D), "tied": (D, D)}.get(covariance_type, (K, D))
+
+
+def _contiguous(x, xp):
+    """x itself when C-contiguous, else a C-contiguous copy (the kernels index C layouts)."""
+    return xp.ascontiguousarray(x) if hasattr(xp, "ascontiguousarray") else xp.asarray(x, copy=True)
+
+
+def fit_stats(X, weights, means, prec_chol, covariance_type, *, shift, chunk_size=None, xp):
+    """GPU E-step statistics over all of X (the reference's signature and results).
+
+    ``chunk_size`` is ignored: the GPU works in tiles of ``BLOCK`` points, at most
+    ``MAX_GRID`` blocks (fewer when K, D make the per-block partial sums large), two launches
+    in all. Returns ``Stats(nk, sx, sxx, loglik, n, shift)`` in X's dtype.
+    """
+    dtype = np.dtype(X.dtype)
+    N, D = int(X.shape[0]), int(X.shape[1])
+    K = int(means.shape[0])
+    kernels = _kernels(dtype)
+    tp = int(BLOCK)
+    n_tiles = (N + tp - 1) // tp
+    n_entries = K + K * D + _sxx_entries(covariance_type, K, D) + 1
+    n_scratch = 2 * K + K * tp
+    grid = max(1, min(n_tiles, MAX_GRID, SCRATCH_BUDGET // (n_entries + n_scratch)))
+    X, weights, means = (_contiguous(a, xp) for a in (X, weights, means))
+    # tied and spherical prec_chol as (1, D, D) and (K, 1): one kernel body per layout
+    prec = _contiguous(prec_chol, xp)
+    if covariance_type == "tied":
+        prec = xp.reshape(prec, (1, D, D))
+    elif covariance_type == "spherical":
+        prec = xp.reshape(prec, (K, 1))
+    # the shift is read by the full kernel only; the others get the means in its place
+    shift_arg = _contiguous(shift, xp) if covariance_type == "full" else means
+    scratch = xp.empty((grid, n_scratch), dtype=dtype)
+    partial = xp.empty((grid, n_entries), dtype=dtype)
+    kernels.estep[covariance_type][grid, tp, launch_stream()](
+        X,
+        weights,
+        means,
+        prec,
+        shift_arg,
+        dtype.type(D * _LOG_2PI),
+        dtype.type(D),
+        scratch,
+        partial,
+    )
+    sxx_shape = _sxx_shape(covariance_type, K, D)
+    n_sym = {"full": K, "tied": 1}.get(covariance_type, 0)
+    n_out = K + K * D + math.prod(sxx_shape) + 1
+    out = xp.empty((n_out,), dtype=dtype)
+    kernels.reduce[(n_out + tp - 1) // tp, tp, launch_stream()](partial, K, D, n_sym, out)
+    start = K + K * D
+    return Stats(
+        out[:K],
+        xp.reshape(out[K:start], (K, D)),
+        xp.reshape(out[start : n_out - 1], sxx_shape),
+        xp.reshape(out[n_out - 1 :], ()),
+        N,
+        shift,
+    )
+
+
+def _specs():
+    """(name, python function, numba signature) of every kernel, float32 and float64."""
+    specs = []
+    prec_types = {"full": "{t}[:, :, ::1]", "tied": "{t}[:, :, ::1]"}
+    for t in ("float32", "float64"):
+        kernels = _kernels(np.dtype(t))
+        for kind in COVARIANCE_TYPES:
+            prec = prec_types.get(kind, "{t}[:, ::1]").format(t=t)
+            signature = (
+                f"void({t}[:, ::1], {t}[::1], {t}[:, ::1], {prec}, {t}[:, ::1], {t}, {t}, "
+                f"{t}[:, ::1], {t}[:, ::1])"
+            )
+            specs.append((f"estep_{kind}_{t}", kernels.estep_py[kind], signature))
+        signature = f"void({t}[:, ::1], int64, int64, int64, {t}[::1])"
+        specs.append((f"reduce_{t}", kernels.reduce_py, signature))
+    return specs
+
+
+# ``numba.cuda.compile_ptx(pyfunc, signature, cc=(9, 0))`` compiles each without a GPU.
+PTX_SPECS = _specs()
