@@ -21,6 +21,26 @@ def launch_stream():
     return cuda.external_stream(cupy.cuda.get_current_stream().ptr)
 
 
+def launch(kernel, grid, block):
+    """``kernel`` configured for ``grid`` x ``block`` on :func:`launch_stream`; call the result
+    with the kernel's arguments.
+
+    numba-cuda normally synchronises the stream a ``__cuda_array_interface__`` array names
+    before reading it. Here that stream is the launch stream itself (CuPy's current one), so
+    the synchronisation would only stall the host: it is switched off for the launch."""
+    configured = kernel[grid, block, launch_stream()]
+
+    def run(*args):
+        saved = config.CUDA_ARRAY_INTERFACE_SYNC
+        config.CUDA_ARRAY_INTERFACE_SYNC = False
+        try:
+            configured(*args)
+        finally:
+            config.CUDA_ARRAY_INTERFACE_SYNC = saved
+
+    return run
+
+
 def per_dtype(build):
     """Decorate ``build(dtype) -> kernels`` so each dtype is built once. ``build`` receives the
     NumPy scalar type (np.float32 or np.float64) and closes over typed constants made with it

@@ -65,6 +65,11 @@ def specs():
             yield module_name, name, pyfunc, signature
 
 
+def spec_id(module, name, signature):
+    """A unique, readable id: ``module.kernel[dtype]``."""
+    return f"{module.rsplit('.', 1)[-1]}.{name}[{_dtype_of(signature)}]"
+
+
 def _dtype_of(signature):
     has32, has64 = "float32" in signature, "float64" in signature
     return "float32" if has32 and not has64 else "float64" if has64 else "other"

@@ -28,7 +28,7 @@ from types import SimpleNamespace
 import numpy as np
 from numba import cuda
 
-from ._launch import launch_stream, per_dtype
+from ._launch import launch, per_dtype
 
 __all__ = ["BLOCK_SIZE", "GRID_LIMIT", "PTX_SPECS", "dense_routing", "dynamic_routing"]
 
@@ -63,13 +63,9 @@ def reduce_partials(P, slot, rows):
     cuda.syncthreads()
 
 
-def threads_for(n_children):
-    """Threads per block: BLOCK_SIZE, or fewer (whole warps) when there are fewer children."""
-    return max(1, min(BLOCK_SIZE, max(WARP, -(-n_children // WARP) * WARP)))
-
-
-def blocks_for(batch):
-    return min(batch, GRID_LIMIT)
+def threads_for(n_children, block_size):
+    """Threads per block: ``block_size``, or fewer (whole warps) for fewer children."""
+    return min(block_size, max(WARP, -(-n_children // WARP) * WARP))
 
 
 @per_dtype
@@ -197,16 +193,16 @@ def _launch(name, X, W, n_iter, bias, leaky, eps, initial_logits, n_in, n_out, d
     v = xp.empty((batch, n_out * dim), dtype=dtype)
     c = xp.empty((batch, n_in, n_out), dtype=dtype)
     if batch and n_out:
-        threads = threads_for(n_in)
-        grid = blocks_for(batch)
+        threads = threads_for(n_in, BLOCK_SIZE)
+        grid = min(batch, GRID_LIMIT)
         b = xp.empty((grid, n_in, n_out), dtype=dtype)
         P = xp.empty((grid, max(n_out * dim, 1), threads), dtype=dtype)
         kernel = getattr(_kernels(dtype), name)
-        args = (n_iter, bias, has_bias, bool(leaky), np.dtype(dtype).type(eps), b0, has_b0)
+        args = (int(n_iter), bias, has_bias, bool(leaky), np.dtype(dtype).type(eps), b0, has_b0)
         if W is None:
-            kernel[grid, threads, launch_stream()](X, *args, v, c, b, P)
+            launch(kernel, grid, threads)(X, *args, v, c, b, P)
         else:
-            kernel[grid, threads, launch_stream()](X, W, *args, v, c, b, P)
+            launch(kernel, grid, threads)(X, W, *args, v, c, b, P)
     return xp.reshape(v, (batch, n_out, dim)), c
 
 
@@ -229,14 +225,22 @@ def dense_routing(u, W, *, n_iter, bias, leaky, eps, initial_logits=None, xp):
     u = _contiguous(u, u.dtype, xp)
     W = _contiguous(W, u.dtype, xp)
     n_in, n_out, out_dim, _ = W.shape
-    return _launch("dense", u, W, n_iter, bias, leaky, eps, initial_logits, n_in, n_out, out_dim, xp)
+    return _launch(
+        "dense", u, W, n_iter, bias, leaky, eps, initial_logits, n_in, n_out, out_dim, xp
+    )
+
+
+def array_sig(dtype_name, ndim):
+    """Numba's name for a C-contiguous array type: ``array_sig("float32", 2)`` is
+    ``"float32[:, ::1]"``, the type a C-contiguous CuPy array gets at launch."""
+    return f"{dtype_name}[{', '.join([':'] * (ndim - 1) + ['::1'])}]"
 
 
 def _specs():
     specs = []
     for name in ("float32", "float64"):
         k = _kernels(np.dtype(name))
-        a1, a2, a3, a4 = (f"{name}[{', '.join([':'] * (r - 1) + ['::1'])}]" for r in (1, 2, 3, 4))
+        a2, a3, a4 = (array_sig(name, ndim) for ndim in (2, 3, 4))
         tail = f"int64, {a2}, boolean, boolean, {name}, {a3}, boolean, {a2}, {a3}, {a3}, {a3}"
         specs.append(("dynamic_routing", k.dynamic_py, f"void({a4}, {tail})"))
         specs.append(("dense_routing", k.dense_py, f"void({a3}, {a4}, {tail})"))

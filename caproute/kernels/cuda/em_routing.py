@@ -29,7 +29,7 @@ import numpy as np
 from numba import cuda
 
 from . import dynamic_routing as _dr
-from ._launch import launch_stream, per_dtype
+from ._launch import launch, per_dtype
 
 __all__ = ["BLOCK_SIZE", "GRID_LIMIT", "PTX_SPECS", "em_routing"]
 
@@ -53,7 +53,22 @@ def _kernels(dtype):
         return x - math.log1p(math.exp(x))
 
     def em_kernel(
-        V, a, beta_u, beta_a, lam, min_var, eps, r_init, half_d_log_2pi, R0, has_r0, mu, act, R, S, P
+        V,
+        a,
+        beta_u,
+        beta_a,
+        lam,
+        min_var,
+        eps,
+        r_init,
+        half_d_log_2pi,
+        R0,
+        has_r0,
+        mu,
+        act,
+        R,
+        S,
+        P,
     ):
         """V (batch, n_in, n_out, D), a (batch, n_in), beta_u (n_out, D), beta_a (n_out,),
         lam (n_iter,); outputs mu (batch, n_out * D), act (batch, n_out), R (batch, n_in, n_out).
@@ -199,11 +214,11 @@ def em_routing(
     act = xp.empty((batch, n_out), dtype=dtype)
     R = xp.empty((batch, n_in, n_out), dtype=dtype)
     if batch and n_out:
-        threads = _threads(n_in)
+        threads = _dr.threads_for(n_in, BLOCK_SIZE)
         grid = min(batch, GRID_LIMIT)
         S = xp.empty((grid, 2 + dim, n_out), dtype=dtype)
         P = xp.empty((grid, n_out * (dim + 1), threads), dtype=dtype)
-        _kernels(dtype).em[grid, threads, launch_stream()](
+        launch(_kernels(dtype).em, grid, threads)(
             votes,
             _contiguous(a_in, dtype, xp),
             _contiguous(beta_u, dtype, xp),
@@ -224,16 +239,11 @@ def em_routing(
     return xp.reshape(mu, (batch, n_out, dim)), act, R
 
 
-def _threads(n_children):
-    """Threads per block: BLOCK_SIZE, or fewer (whole warps) when there are fewer children."""
-    return max(1, min(BLOCK_SIZE, max(_dr.WARP, -(-n_children // _dr.WARP) * _dr.WARP)))
-
-
 def _specs():
     specs = []
     for name in ("float32", "float64"):
         k = _kernels(np.dtype(name))
-        a1, a2, a3, a4 = (f"{name}[{', '.join([':'] * (r - 1) + ['::1'])}]" for r in (1, 2, 3, 4))
+        a1, a2, a3, a4 = (_dr.array_sig(name, ndim) for ndim in (1, 2, 3, 4))
         sig = (
             f"void({a4}, {a2}, {a2}, {a1}, {a1}, {name}, {name}, {name}, {name}, {a3}, boolean, "
             f"{a2}, {a2}, {a3}, {a3}, {a3})"

@@ -38,7 +38,7 @@ import numpy as np
 from numba import cuda
 
 from ..._lib.gmm_stats import Stats
-from ._launch import launch_stream, per_dtype
+from ._launch import launch, per_dtype
 
 __all__ = ["BLOCK", "MAX_GRID", "PTX_SPECS", "SCRATCH_BUDGET", "fit_stats"]
 
@@ -318,7 +318,7 @@ def fit_stats(X, weights, means, prec_chol, covariance_type, *, shift, chunk_siz
     shift_arg = _contiguous(shift, xp) if covariance_type == "full" else means
     scratch = xp.empty((grid, n_scratch), dtype=dtype)
     partial = xp.empty((grid, n_entries), dtype=dtype)
-    kernels.estep[covariance_type][grid, tp, launch_stream()](
+    launch(kernels.estep[covariance_type], grid, tp)(
         X,
         weights,
         means,
@@ -333,7 +333,7 @@ def fit_stats(X, weights, means, prec_chol, covariance_type, *, shift, chunk_siz
     n_sym = {"full": K, "tied": 1}.get(covariance_type, 0)
     n_out = K + K * D + math.prod(sxx_shape) + 1
     out = xp.empty((n_out,), dtype=dtype)
-    kernels.reduce[(n_out + tp - 1) // tp, tp, launch_stream()](partial, K, D, n_sym, out)
+    launch(kernels.reduce, (n_out + tp - 1) // tp, tp)(partial, K, D, n_sym, out)
     start = K + K * D
     return Stats(
         out[:K],

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 from numba import cuda
 
-from ._launch import launch_stream, per_dtype
+from ._launch import launch, per_dtype
 
 __all__ = ["BLOCK_SIZE", "PTX_SPECS", "squash"]
 
@@ -55,7 +55,7 @@ def squash(s, *, axis, eps, xp):
         kernels = _kernels(s.dtype)
         eps = np.dtype(s.dtype).type(eps)
         grid = (n_rows + BLOCK_SIZE - 1) // BLOCK_SIZE
-        kernels.squash_rows[grid, BLOCK_SIZE, launch_stream()](rows, eps, out)
+        launch(kernels.squash_rows, grid, BLOCK_SIZE)(rows, eps, out)
     return xp.moveaxis(xp.reshape(out, shape), -1, axis)
 
 

@@ -25,7 +25,7 @@ def _spec_ids():
     try:
         from caproute.kernels.cuda import compile_gate
 
-        return [f"{m.rsplit('.', 1)[-1]}.{n}" for m, n, _, _ in compile_gate.specs()]
+        return [compile_gate.spec_id(m, n, sig) for m, n, _, sig in compile_gate.specs()]
     except ImportError:
         return []
 
@@ -34,7 +34,7 @@ def _spec_ids():
 @pytest.mark.parametrize("kernel", _spec_ids())
 def test_kernel_compiles_and_assembles(kernel, arch):
     compile_gate, ptxas = _gate()
-    spec = next(s for s in compile_gate.specs() if f"{s[0].rsplit('.', 1)[-1]}.{s[1]}" == kernel)
+    spec = next(s for s in compile_gate.specs() if compile_gate.spec_id(s[0], s[1], s[3]) == kernel)
     assembled = compile_gate.assemble(*spec, arch, ptxas)
     assert assembled.registers > 0
     if assembled.dtype == "float32":
