@@ -4,6 +4,7 @@ Public names only. Importing caproute loads neither Numba nor CuPy: kernels are 
 backend first selects them.
 """
 
+from . import testing
 from ._backend import BackendUnavailableError, capabilities, to_numpy
 from ._config import config_context, get_config, set_config
 from ._version import __version__
@@ -19,6 +20,7 @@ __all__ = [
     "get_config",
     "set_config",
     "squash",
+    "testing",
     "to_numpy",
     "__version__",
 ]

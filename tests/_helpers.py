@@ -59,10 +59,60 @@ def atol_for(dtype):
     return tolerance(dtype)["atol"]
 
 
+#: The non-default array_api_strict device the ``xp`` fixture's "array_api_strict_device1" runs
+#: on: its arrays refuse conversion to NumPy and mixing with host arrays, as CuPy's do.
+DEVICE1_NAME = "device1"
+
+
+class OnDevice:
+    """The namespace ``xp`` whose array-creation functions default to ``device``.
+
+    What the ``xp`` fixture gives for "array_api_strict_device1": test code creates its inputs
+    with ``xp.asarray(...)``, ``xp.zeros(...)`` (or :func:`as_xp`) and gets them on ``device``;
+    everything else (``xp.float32``, ``xp.log``, ``xp.__name__``) is ``xp``'s own. Functions
+    under test never see this object: they infer the real namespace from their input.
+    """
+
+    _CREATION = frozenset(
+        {"asarray", "zeros", "ones", "empty", "full", "arange", "linspace", "eye", "from_dlpack"}
+    )
+
+    def __init__(self, xp, device):
+        self._xp = xp
+        self.device = device
+
+    def __getattr__(self, name):
+        attr = getattr(self._xp, name)
+        if name not in self._CREATION:
+            return attr
+
+        def create(*args, **kwargs):
+            kwargs.setdefault("device", self.device)
+            return attr(*args, **kwargs)
+
+        return create
+
+    def __repr__(self):
+        return f"OnDevice({self._xp.__name__}, {self.device!r})"
+
+
+def device1_namespace():
+    """array_api_strict with arrays created on its non-default device "device1"."""
+    import array_api_strict
+
+    return OnDevice(array_api_strict, array_api_strict.Device(DEVICE1_NAME))
+
+
 def as_xp(a, xp, dtype=None):
-    """A NumPy array as an array of ``xp`` (optionally cast to ``dtype``)."""
+    """A NumPy array as an array of ``xp`` (optionally cast to ``dtype``), on the device that
+    ``xp`` creates arrays on (see :class:`OnDevice`)."""
     a = np.asarray(a, dtype=dtype)
     return xp.asarray(a)
+
+
+def device_of(xp):
+    """The device the namespace ``xp`` (a module or an :class:`OnDevice`) creates arrays on."""
+    return array_api_compat.device(xp.asarray(np.zeros(1)))
 
 
 def requires_gpu():
@@ -97,6 +147,15 @@ def assert_close(
     else ``actual``'s. ``overrides`` (``rtol``, ``atol``, ``err_msg``, ``equal_nan``) go to
     ``np.testing.assert_allclose`` over the table's values. Values are compared in NumPy.
     """
+    assert_placed(actual, xp=xp, device=device, dtype=dtype)
+    tol = tolerance(actual.dtype if dtype is None else dtype, purpose=purpose, scale=scale)
+    tol.update(overrides)
+    np.testing.assert_allclose(cr.to_numpy(actual), cr.to_numpy(desired), **tol)
+
+
+def assert_placed(actual, *, xp=None, device=None, dtype=None):
+    """Assert that ``actual`` is an array of namespace ``xp``, on ``device``, of ``dtype`` (each
+    checked when given, in that order): :func:`assert_close` without the values."""
     try:
         actual_xp = array_api_compat.array_namespace(actual)
     except TypeError as exc:
@@ -113,6 +172,3 @@ def assert_close(
             raise AssertionError(f"actual is on device {actual_device!r}, expected {device!r}")
     if dtype is not None and _dtype_name(actual.dtype) != _dtype_name(dtype):
         raise AssertionError(f"actual has dtype {actual.dtype}, expected {_dtype_name(dtype)}")
-    tol = tolerance(actual.dtype if dtype is None else dtype, purpose=purpose, scale=scale)
-    tol.update(overrides)
-    np.testing.assert_allclose(cr.to_numpy(actual), cr.to_numpy(desired), **tol)

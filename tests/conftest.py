@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
-from tests._helpers import _CUPY, _CUPY_REASON
+from tests._helpers import _CUPY, _CUPY_REASON, device1_namespace
 
 # The same examples on every run and machine (CI included): a failure is reproducible, not luck.
 # HYPOTHESIS_PROFILE=explore draws fresh random examples instead.
@@ -22,6 +22,9 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 XP_PARAMS = [
     pytest.param("numpy", id="numpy"),
     pytest.param("array_api_strict", id="array_api_strict"),
+    # a non-default device: its arrays refuse conversion to NumPy and mixing with host arrays,
+    # as CuPy's do, so every commit checks device discipline without a GPU
+    pytest.param("array_api_strict_device1", id="array_api_strict_device1"),
     pytest.param(
         "cupy",
         id="cupy",
@@ -40,6 +43,8 @@ def _namespace(name):
         import array_api_strict
 
         return array_api_strict
+    if name == "array_api_strict_device1":
+        return device1_namespace()
     import cupy
 
     return cupy
@@ -47,7 +52,9 @@ def _namespace(name):
 
 @pytest.fixture(params=XP_PARAMS)
 def xp(request):
-    """The array library under test (numpy, array_api_strict, and cupy on a GPU machine)."""
+    """The array library under test: numpy, array_api_strict on its default device and on
+    "device1" (an :class:`tests._helpers.OnDevice` whose creation functions put arrays there),
+    and cupy on a GPU machine."""
     return _namespace(request.param)
 
 

@@ -26,6 +26,7 @@ import caproute.datasets
 import caproute.mixture
 import caproute.models
 import caproute.routing
+import caproute.testing
 
 PUBLIC_MODULES = (
     caproute,
@@ -34,6 +35,7 @@ PUBLIC_MODULES = (
     caproute.mixture,
     caproute.models,
     caproute.routing,
+    caproute.testing,
 )
 
 # Every numpydoc check runs except these, one reason each. Required in particular: GL08 (a
@@ -153,6 +155,7 @@ def test_the_public_api_is_covered():
         "caproute.models.model.Model.data_format",
         "caproute.models.layers.capsules.DenseCaps.forward",
         "caproute.datasets.idx.read_idx",
+        "caproute.testing.emulated_gpu",
     ):
         assert expected in labels, f"{expected} is not validated"
     # scikit-learn's own methods are out of scope

@@ -4,21 +4,31 @@ Implementations are named by ``"module:function"`` strings and imported only whe
 that importing caproute loads neither Numba nor CuPy. Every operation has a ``"reference"``
 implementation (pure Array API, the oracle); ``"numba"`` and ``"cupy"`` kernels are accelerators
 registered next to it when they exist.
+
+While a GPU is emulated (``caproute.testing.emulated_gpu``, switch in ``emulation.py``) the
+device plans run on array_api_strict's "device1": a ``"cupy"`` kernel through numba-cuda's
+simulator, its arguments moved to the host and its results back (see :func:`_device_plan`).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from .._config import get_config, validate_backend
+from . import emulation as _emulation
 from .namespace import (
     BackendUnavailableError,
     cupy_namespace,
+    device,
+    is_array,
     is_cupy_namespace,
     is_numpy_namespace,
+    numpy_namespace,
+    to_device,
 )
 
 __all__ = [
@@ -36,10 +46,12 @@ CAPABILITIES: dict[str, dict[str, str]] = {
     "squash": {
         "reference": "caproute._lib.stable_math:squash",
         "numba": "caproute.kernels.numba.squash:squash",
+        "cupy": "caproute.kernels.cuda.squash:squash",
     },
     "dynamic_routing": {
         "reference": "caproute.routing._dynamic_math:dynamic_routing",
         "numba": "caproute.kernels.numba.dynamic_routing:dynamic_routing",
+        "cupy": "caproute.kernels.cuda.dynamic_routing:dynamic_routing",
     },
     "dynamic_routing_step": {
         "reference": "caproute.routing._dynamic_math:dynamic_routing_step",
@@ -48,10 +60,12 @@ CAPABILITIES: dict[str, dict[str, str]] = {
     "dense_dynamic_routing": {
         "reference": "caproute.routing._dynamic_math:dense_dynamic_routing",
         "numba": "caproute.kernels.numba.dynamic_routing:dense_routing",
+        "cupy": "caproute.kernels.cuda.dynamic_routing:dense_routing",
     },
     "em_routing": {
         "reference": "caproute.routing._em_math:em_routing",
         "numba": "caproute.kernels.numba.em_routing:em_routing",
+        "cupy": "caproute.kernels.cuda.em_routing:em_routing",
     },
     "em_routing_step": {
         "reference": "caproute.routing._em_math:em_routing_step",
@@ -63,6 +77,7 @@ CAPABILITIES: dict[str, dict[str, str]] = {
     "gmm_estep_stats": {
         "reference": "caproute.mixture._gmm_math:fit_stats",
         "numba": "caproute.kernels.numba.gmm_estep:fit_stats",
+        "cupy": "caproute.kernels.cuda.gmm_estep:fit_stats",
     },
 }
 
@@ -118,8 +133,13 @@ def resolve_backend(xp, backend=None):
     if backend == "cupy":
         return backend, cupy_namespace(), not is_cupy_namespace(xp)
     if is_cupy_namespace(xp) and backend in ("numpy", "numba"):
+        where = (
+            "an array on the emulated GPU (caproute.testing.emulated_gpu)"
+            if _emulation.emulating()
+            else "a CuPy array on the GPU"
+        )
         raise ValueError(
-            f"backend={backend!r} runs on the host but the input is a CuPy array on the GPU; "
+            f"backend={backend!r} runs on the host but the input is {where}; "
             "use backend='cupy' or 'auto', or move the input with caproute.to_numpy first."
         )
     if backend == "numba":
@@ -143,8 +163,7 @@ def select_impl(op, xp, backend=None):
     impls = CAPABILITIES[op]
 
     if backend == "cupy":
-        impl = "cupy" if "cupy" in impls else "reference"
-        return Plan(impl, run_xp, _load(impls[impl]), move_to_device=move)
+        return _device_plan(impls, run_xp, move)
 
     if backend == "numba":
         if "numba" not in impls:
@@ -156,11 +175,76 @@ def select_impl(op, xp, backend=None):
 
     if backend == "auto":
         if is_cupy_namespace(xp) and "cupy" in impls:
-            return Plan("cupy", xp, _load(impls["cupy"]))
+            return _device_plan(impls, xp, False)
         if is_numpy_namespace(xp) and "numba" in impls and numba_available():
             return Plan("numba", xp, _load(impls["numba"]))
 
     return Plan("reference", xp, _load(impls["reference"]))
+
+
+def _device_plan(impls, run_xp, move):
+    """The plan on the device: the op's ``"cupy"`` kernel where one is registered, else the
+    reference (which runs on CuPy as it is).
+
+    While a GPU is emulated (:func:`caproute.testing.emulated_gpu`), a ``"cupy"`` kernel (a
+    numba-cuda launcher) can run only in numba-cuda's CUDA simulator, which takes NumPy arrays:
+    the plan's function is then the kernel wrapped by :func:`_through_simulator`, which moves
+    the device arrays to the host explicitly, calls the kernel with the NumPy namespace and
+    moves its results back to the device. Without the simulator (``NUMBA_ENABLE_CUDASIM`` not
+    "1") no kernel can run, and the plan is the reference on the emulated device.
+    """
+    impl = "cupy" if "cupy" in impls else "reference"
+    if impl == "cupy" and _emulation.emulating():
+        if not _emulation.cuda_simulator_enabled():  # checked before numba-cuda is imported
+            return Plan("reference", run_xp, _load(impls["reference"]), move_to_device=move)
+        return Plan("cupy", run_xp, _through_simulator(_load(impls["cupy"])), move_to_device=move)
+    return Plan(impl, run_xp, _load(impls[impl]), move_to_device=move)
+
+
+def _map_arrays(fn, value):
+    """``value`` with ``fn`` applied to every array in it (through tuples, named tuples such
+    as the GMM statistics, lists and dicts); everything else as it is."""
+    if is_array(value):
+        return fn(value)
+    if isinstance(value, tuple):
+        items = [_map_arrays(fn, v) for v in value]
+        return type(value)._make(items) if hasattr(value, "_fields") else tuple(items)
+    if isinstance(value, list):
+        return [_map_arrays(fn, v) for v in value]
+    if isinstance(value, dict):
+        return {k: _map_arrays(fn, v) for k, v in value.items()}
+    return value
+
+
+def _first_device(values):
+    found = []
+
+    def note(a):
+        if not found:
+            found.append(device(a))
+        return a
+
+    _map_arrays(note, values)
+    return found[0] if found else None
+
+
+def _through_simulator(kernel):
+    """A ``"cupy"`` kernel made to run on the emulated GPU: its array arguments go to the host
+    (explicitly, through ``to_device``), the kernel runs in numba-cuda's simulator with
+    ``xp`` the NumPy namespace, and its results come back to the arguments' device."""
+    host = numpy_namespace()
+
+    @functools.wraps(kernel)
+    def run(*args, xp, **kwargs):
+        home = _first_device((args, kwargs))
+        if home is None:
+            home = _emulation.emulated_device()
+        args, kwargs = _map_arrays(lambda a: to_device(a, host), (args, kwargs))
+        out = kernel(*args, xp=host, **kwargs)
+        return _map_arrays(lambda a: to_device(a, xp, device=home), out)
+
+    run.kernel = kernel
+    return run
 
 
 def adopt(plan, *arrays):

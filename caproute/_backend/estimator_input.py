@@ -73,7 +73,7 @@ def validate_X_like_fit(est, X, *, method, fitted, backend):
 def xp_asarray_like(X, like):
     """Host array-like data into the namespace and device of ``like`` (explicit; a copy)."""
     xp = array_namespace(like)
-    return xp.asarray(X, dtype=like.dtype, device=device(like))
+    return xp.astype(to_device(np.asarray(X), xp, device=device(like)), like.dtype, copy=False)
 
 
 def check_foreign_array(est, X, xp, *, reset, ensure_min_samples=1):
@@ -127,7 +127,7 @@ def check_weight_xp(sample_weight, X, xp):
     check_plain_array(sample_weight, name="sample_weight")
     if not is_array(sample_weight) or array_namespace(sample_weight) is not xp:
         host = np.asarray(to_numpy(sample_weight), dtype=np.float64)
-        sample_weight = xp.asarray(host, device=device(X))
+        sample_weight = to_device(host, xp, device=device(X))
     sample_weight = xp.astype(sample_weight, X.dtype)
     if sample_weight.ndim != 1:
         raise ValueError("Sample weights must be 1D array or scalar")
@@ -160,19 +160,13 @@ def small_array_like(value, like, *, name):
     library are refused."""
     xp = array_namespace(like)
     if not is_array(value):
-        return xp.asarray(np.asarray(value, dtype=np.float64), device=device(like))
+        return to_device(np.asarray(value, dtype=np.float64), xp, device=device(like))
     given = array_namespace(value)
-    if given is xp:
-        return value
+    if given is xp:  # on another device of the same library: an explicit small copy
+        return value if device(value) == device(like) else to_device(value, xp, device=device(like))
     if not is_numpy_namespace(given):
         raise TypeError(
             f"`{name}` must be a NumPy array or an array of the same library as X "
             f"({xp.__name__}); got {given.__name__}."
         )
-    return xp.asarray(value, device=device(like))
-
-
-def require_host_namespace(xp, *, what):
-    """NotImplementedError unless ``xp`` is NumPy: for steps that only run on the host."""
-    if not is_numpy_namespace(xp):
-        raise NotImplementedError(f"{what}; got {xp.__name__} arrays.")
+    return to_device(value, xp, device=device(like))

@@ -13,6 +13,8 @@ from typing import Any, TypeAlias
 import array_api_compat
 import numpy as np
 
+from .emulation import emulated_device, emulated_namespace, emulating
+
 __all__ = [
     "check_plain_array",
     "linalg_errors",
@@ -98,15 +100,23 @@ def is_numpy_namespace(xp):
 
 
 def is_cupy_namespace(xp):
-    return array_api_compat.is_cupy_namespace(xp)
+    """True for the device namespace: CuPy's, and array_api_strict's while a GPU is emulated
+    (:func:`caproute.testing.emulated_gpu`)."""
+    if array_api_compat.is_cupy_namespace(xp):
+        return True
+    return emulating() and array_api_compat.is_array_api_strict_namespace(xp)
 
 
 def cupy_status():
     """Return ``(cupy_module, None)`` when CuPy can run here, else ``(None, reason)``.
 
     ``reason`` is a sentence naming the cause: CuPy not installed, no CUDA device, or a driver
-    that is too old for the CUDA runtime CuPy was built against.
+    that is too old for the CUDA runtime CuPy was built against. While a GPU is emulated
+    (:func:`caproute.testing.emulated_gpu`) the answer is ``(array_api_strict, None)``: the
+    library that plays CuPy.
     """
+    if emulating():
+        return emulated_namespace(), None
     try:
         import cupy
     except ImportError as exc:
@@ -138,29 +148,73 @@ def cupy_status():
 
 
 def cupy_namespace():
-    """The Array API-compatible CuPy namespace, or BackendUnavailableError naming the cause."""
+    """The Array API-compatible CuPy namespace, or BackendUnavailableError naming the cause.
+
+    While a GPU is emulated (:func:`caproute.testing.emulated_gpu`) it is array_api_strict,
+    whose arrays :func:`to_device` puts on the emulated device.
+    """
+    if emulating():
+        return emulated_namespace()
     cupy, reason = cupy_status()
     if cupy is None:
         raise BackendUnavailableError(f"backend='cupy' cannot run: {reason}")
     return array_api_compat.array_namespace(cupy.empty(0))
 
 
-def to_device(x, xp):
+def to_device(x, xp, device=None):
     """Move array ``x`` into namespace ``xp`` explicitly: the one function that moves data
-    between host and device (``to_numpy`` and every ``backend="cupy"`` transfer call it)."""
-    if is_cupy_namespace(xp):
+    between host and device (``to_numpy`` and every ``backend="cupy"`` transfer call it).
+
+    ``device`` is where the result lives in ``xp`` (None: the namespace's device for the
+    transfer: CuPy's current device, the emulated GPU while one is active, else the
+    default device); an array already there comes back as it is. Moving to NumPy copies from
+    the device explicitly (``cupy.ndarray.get``, ``to_device`` of array_api_strict's CPU
+    device): never through an implicit ``__array__``.
+    """
+    if is_numpy_namespace(xp):
+        return _to_host(x)
+    if array_api_compat.is_array_api_strict_namespace(xp):
+        if device is None and emulating():
+            device = emulated_device()
+        return _to_strict(x, xp, device)
+    if array_api_compat.is_cupy_namespace(xp):
         import cupy
 
-        return cupy.asarray(x)
-    if is_numpy_namespace(xp):
-        if isinstance(x, np.ndarray):
+        if device is None:
+            return cupy.asarray(_to_host(x) if _is_strict_array(x) else x)
+        with device:
+            return cupy.asarray(_to_host(x) if _is_strict_array(x) else x)
+    return xp.asarray(x) if device is None else xp.asarray(x, device=device)
+
+
+def _is_strict_array(x):
+    return is_array(x) and array_api_compat.is_array_api_strict_namespace(array_namespace(x))
+
+
+def _to_host(x):
+    """``x`` as a NumPy array, copied from its device explicitly."""
+    if isinstance(x, np.ndarray):
+        return x
+    if "cupy" in sys.modules and array_api_compat.is_cupy_array(x):
+        return x.get()
+    if _is_strict_array(x):
+        host = array_namespace(x).__array_namespace_info__().default_device()
+        if x.device != host:
+            x = x.to_device(host)
+        return np.from_dlpack(x)
+    if is_array(x):
+        return np.from_dlpack(x) if hasattr(x, "__dlpack__") else np.asarray(x)
+    return np.asarray(x)
+
+
+def _to_strict(x, xp, device):
+    """``x`` as an array_api_strict array on ``device`` (None: the default device)."""
+    if _is_strict_array(x):
+        if device is None or x.device == device:
             return x
-        if "cupy" in sys.modules and array_api_compat.is_cupy_array(x):
-            return x.get()
-        if is_array(x):
-            return np.from_dlpack(x) if hasattr(x, "__dlpack__") else np.asarray(x)
-        return np.asarray(x)
-    return xp.asarray(x)
+        return x.to_device(device)
+    host = _to_host(x)
+    return xp.asarray(host) if device is None else xp.asarray(host, device=device)
 
 
 def to_numpy(x: Array) -> np.ndarray:

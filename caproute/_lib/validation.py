@@ -16,6 +16,7 @@ from .._backend import (
     device,
     is_array,
     overflow_quiet,
+    to_device,
 )
 
 
@@ -56,8 +57,8 @@ def as_array(x, *, name, xp=None, like=None):
     if like is not None:
         if arr.dtype.kind != "f":
             arr = arr.astype(np.float64)
-        return xp.asarray(arr, dtype=like.dtype, device=device(like))
-    return xp.asarray(arr)
+        return xp.astype(to_device(arr, xp, device=device(like)), like.dtype, copy=False)
+    return to_device(arr, xp)
 
 
 def check_float_array(x, *, name, ndim=None, layout=None, xp, allow_empty=False):
@@ -124,6 +125,11 @@ def check_same_namespace(x, ref, *, name, ref_name):
             f"`{name}` must be an array of the same library as `{ref_name}` "
             f"({xp_ref.__name__}); got {xp_x.__name__}. Convert one of them explicitly "
             "(caproute.to_numpy, or backend='cupy')."
+        )
+    if device(x) != device(ref):
+        raise ValueError(
+            f"`{name}` must be on the same device as `{ref_name}` ({device(ref)!r}); got "
+            f"{device(x)!r}. Move it explicitly (caproute.to_numpy, or the library's to_device)."
         )
 
 
@@ -207,9 +213,14 @@ def check_outputs_finite(outputs, *, given, name, xp):
 
     Validation accepts every finite input, but |s|^2 or (V - mu)^2 can still overflow when the
     input is near the dtype's largest values (about 1e19 for float32). The outputs are small,
-    so checking them costs little; the input's largest magnitude is computed only on failure.
+    so checking them costs little (one host synchronisation for all of them); the input's
+    largest magnitude is computed only on failure.
     """
-    if all(bool(xp.all(xp.isfinite(o))) for o in outputs):
+    finite = None
+    for o in outputs:
+        ok = xp.all(xp.isfinite(o))
+        finite = ok if finite is None else xp.logical_and(finite, ok)
+    if finite is None or bool(finite):
         return
     largest = float(xp.max(xp.abs(given)))
     raise ValueError(

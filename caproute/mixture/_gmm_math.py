@@ -46,17 +46,40 @@ def _ill_defined(dtype, *, xp):
 
 
 def _cholesky_lower(A, *, xp):
-    """Lower Cholesky factor, or ValueError where A is not positive definite.
+    """Lower Cholesky factor of A (D, D) or a stack (K, D, D), or ValueError where A is not
+    positive definite.
 
-    Libraries disagree on failure (NumPy raises, CuPy returns NaN): both become one error.
+    Libraries disagree on failure: NumPy raises; CuPy raises nothing and returns NaN or a
+    partly factored matrix that looks like any other. So the factor is checked, not trusted:
+    ``L L^T`` must give back ``A`` within a few times the rounding of a Cholesky
+    factorisation, ``|A - L L^T| <= c (D + 1) eps max_i A_ii`` per matrix (a successful
+    factorisation is backward stable, within ``2 (D + 1) eps sqrt(A_ii A_jj)``), with a positive
+    diagonal and finite entries. It costs one product of the size of the factorisation and one
+    host synchronisation, the same on every library.
     """
     try:
         L = xp.linalg.cholesky(A)
     except linalg_errors() as exc:  # not in the Array API standard: each library has its own
         raise _ill_defined(A.dtype, xp=xp) from exc
-    if not bool(xp.all(xp.isfinite(L))):
+    if not bool(_factor_reproduces(A, L, xp=xp)):
         raise _ill_defined(A.dtype, xp=xp)
     return L
+
+
+#: How many times the rounding bound of a Cholesky factorisation ``L L^T`` may miss ``A`` by.
+_CHOLESKY_SLACK = 8.0
+
+
+def _factor_reproduces(A, L, *, xp):
+    """A 0-d boolean array: whether ``L`` is a lower Cholesky factor of ``A`` (see
+    :func:`_cholesky_lower`). NaN anywhere makes it False."""
+    n = A.shape[-1]
+    diag_L = xp.linalg.diagonal(L)
+    scale = xp.max(xp.abs(xp.linalg.diagonal(A)), axis=-1)
+    residual = xp.max(xp.abs(xp.matmul(L, xp.matrix_transpose(L)) - A), axis=(-2, -1))
+    bound = _CHOLESKY_SLACK * (n + 1) * xp.finfo(A.dtype).eps * scale
+    lower = xp.all(L == xp.tril(L))
+    return xp.all(xp.isfinite(L)) & lower & xp.all(diag_L > 0.0) & xp.all(residual <= bound)
 
 
 def _eye_like(A, *, xp):

@@ -12,8 +12,8 @@ from sklearn.mixture import GaussianMixture as _SKGaussianMixture
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from .._backend import Array, array_namespace, device, select_impl, to_numpy
-from .._backend.estimator_input import require_host_namespace, validate_X, validate_X_like_fit
+from .._backend import Array, array_namespace, device, select_impl, to_device, to_numpy
+from .._backend.estimator_input import validate_X, validate_X_like_fit
 from .._config import BACKENDS
 from .._lib.iterative_fit import IterativeFit
 from .._sklearn_compat import Interval, StrOptions
@@ -159,39 +159,32 @@ class GaussianMixture(DensityMixin, IterativeFit):
         return weights, means, cov, _gmm_math.precision_cholesky(cov, self.covariance_type, xp=xp)
 
     # ------------------------------------------------------------------ initialisation
-    def _init_stats(self, X, rng, *, xp):
+    def _init_stats(self, X, rng, *, xp, host_X):
         """Statistics of scikit-learn's initial responsibilities, drawn from the same random
         stream in the same order, built chunk by chunk (no N x K matrix)."""
         n, K = int(X.shape[0]), self.n_components
         dtype, dev = X.dtype, device(X)
         chunk = self._chunk(X)
         if self.init_params in ("kmeans", "k-means++", "random_from_data"):
-            if self.init_params == "kmeans":
-                labels = KMeans(n_clusters=K, n_init=1, random_state=rng).fit(to_numpy(X)).labels_
-            elif self.init_params == "k-means++":
-                _, idx = kmeans_plusplus(to_numpy(X), K, random_state=rng)
-                labels = np.full(n, -1)
-                labels[idx] = np.arange(K)
-            else:
-                idx = rng.choice(n, size=K, replace=False)
-                labels = np.full(n, -1)
-                labels[idx] = np.arange(K)
+            labels = self._initial_labels(X, rng, host_X)
+            # the labels go to X's device once (a no-op on the host); the one-hot
+            # responsibilities are built there, chunk by chunk
+            labels = to_device(labels, xp, device=dev)
+            components = xp.arange(K, dtype=labels.dtype, device=dev)
 
             def resp_chunks():
                 for start, stop in _gmm_math.chunks(n, chunk):
-                    one_hot = labels[start:stop, None] == np.arange(K)[None, :]
-                    yield (
-                        start,
-                        stop,
-                        xp.asarray(one_hot.astype(np.float64), dtype=dtype, device=dev),
-                    )
+                    one_hot = xp.expand_dims(labels[start:stop], axis=1) == components
+                    yield start, stop, xp.astype(one_hot, dtype)
         else:
             state = rng.get_state()
 
             def resp_chunks():
                 rng.set_state(state)  # replaying the draws gives the same responsibilities
                 for start, stop in _gmm_math.chunks(n, chunk):
-                    r = xp.asarray(rng.uniform(size=(stop - start, K)), dtype=dtype, device=dev)
+                    # scikit-learn's draws come from the host's RandomState: explicitly moved
+                    draws = rng.uniform(size=(stop - start, K))
+                    r = xp.astype(to_device(draws, xp, device=dev), dtype)
                     yield start, stop, r / xp.sum(r, axis=1, keepdims=True)
 
         # pass 1: masses and means; pass 2 (full only): scatter around those exact means,
@@ -211,11 +204,28 @@ class GaussianMixture(DensityMixin, IterativeFit):
             total = total._replace(sxx=xp.matmul(xp.matrix_transpose(X), X))
         return total
 
-    def _initial_parameters(self, X, rng, inits, *, xp):
+    def _initial_labels(self, X, rng, host_X):
+        """Each point's initial component on the host (NumPy, int64), -1 for none:
+        scikit-learn's KMeans labels, or one point per component for "k-means++" and
+        "random_from_data"; the draws come from scikit-learn's stream. KMeans and k-means++
+        run on the host, on ``host_X()``: X copied there once per fit (see ``_host_X``)."""
+        n, K = int(X.shape[0]), self.n_components
+        if self.init_params == "kmeans":
+            km = KMeans(n_clusters=K, n_init=1, random_state=rng).fit(host_X())
+            return km.labels_.astype(np.int64)
+        if self.init_params == "k-means++":
+            _, idx = kmeans_plusplus(host_X(), K, random_state=rng)
+        else:
+            idx = rng.choice(n, size=K, replace=False)
+        labels = np.full(n, -1, dtype=np.int64)
+        labels[idx] = np.arange(K)
+        return labels
+
+    def _initial_parameters(self, X, rng, inits, *, xp, host_X):
         weights_init, means_init, precisions_init = inits
         weights = means = cov = None
         if weights_init is None or means_init is None or precisions_init is None:
-            stats = self._init_stats(X, rng, xp=xp)
+            stats = self._init_stats(X, rng, xp=xp, host_X=host_X)
             weights, means, cov = _gmm_math.mstep(
                 stats, self.covariance_type, self.reg_covar, xp=xp, weights_over="n_samples"
             )
@@ -247,8 +257,9 @@ class GaussianMixture(DensityMixin, IterativeFit):
             if value is None:
                 out.append(None)
             else:
+                # checked on the host (scikit-learn's checks), then moved to X's device
                 arr = check(to_numpy(value) if not isinstance(value, (list, tuple)) else value)
-                out.append(xp.asarray(arr, dtype=X.dtype, device=device(X)))
+                out.append(xp.astype(to_device(arr, xp, device=device(X)), X.dtype))
         return tuple(out)
 
     # ------------------------------------------------------------------ fit
@@ -307,15 +318,6 @@ class GaussianMixture(DensityMixin, IterativeFit):
                 "Expected n_samples >= n_components but got n_components = "
                 f"{self.n_components}, n_samples = {n}"
             )
-        if self.init_params in ("kmeans", "k-means++"):
-            require_host_namespace(
-                xp,
-                what=(
-                    f"init_params={self.init_params!r} runs scikit-learn's KMeans, which needs "
-                    "NumPy input (use init_params='random' or 'random_from_data', or pass "
-                    "means_init)"
-                ),
-            )
         # the E-step kernel is chosen once per fit, not per iteration
         plan = select_impl("gmm_estep_stats", xp, self._backend())
         return {
@@ -328,8 +330,20 @@ class GaussianMixture(DensityMixin, IterativeFit):
 
     def _initialize(self, fit_state, random_state):
         return self._initial_parameters(
-            fit_state["X"], random_state, fit_state["inits"], xp=fit_state["xp"]
+            fit_state["X"],
+            random_state,
+            fit_state["inits"],
+            xp=fit_state["xp"],
+            host_X=lambda: self._host_X(fit_state),
         )
+
+    @staticmethod
+    def _host_X(fit_state):
+        """X on the host, for scikit-learn's KMeans: copied from the device explicitly, once
+        per fit however many ``n_init`` runs need it (no copy for NumPy input)."""
+        if fit_state.get("X_host") is None:
+            fit_state["X_host"] = to_numpy(fit_state["X"])
+        return fit_state["X_host"]
 
     def _iterate(self, fit_state, params):
         X, xp, plan = fit_state["X"], fit_state["xp"], fit_state["plan"]
@@ -543,5 +557,6 @@ class GaussianMixture(DensityMixin, IterativeFit):
                 ]
             )
         y = np.concatenate([np.full(int(s), j, dtype=np.int64) for j, s in enumerate(counts)])
+        # drawn on the host (scikit-learn's random stream), moved to the model's device
         dev = device(self.means_)
-        return xp.asarray(X, dtype=xp.float64, device=dev), xp.asarray(y, device=dev)
+        return to_device(X, xp, device=dev), to_device(y, xp, device=dev)

@@ -349,7 +349,9 @@ class Model:
         if key not in self._cache:
             self._cache = {key: {}}  # keep one converted copy: the last one asked for
             for name, arr in self._weights.items():
-                self._cache[key][name] = xp.asarray(to_device(arr, xp), dtype=dtype, device=dev)
+                self._cache[key][name] = xp.astype(
+                    to_device(arr, xp, device=dev), dtype, copy=False
+                )
         params = self._cache[key]
         return [
             {k.split(".", 1)[1]: v for k, v in params.items() if k.split(".", 1)[0] == layer.name}

@@ -10,7 +10,7 @@ from sklearn.metrics import adjusted_rand_score
 
 import caproute as cr
 from caproute.cluster import DynamicRoutingClustering, EMRoutingClustering
-from tests._helpers import as_xp
+from tests._helpers import as_xp, assert_placed, device_of
 
 ESTIMATORS = [DynamicRoutingClustering, EMRoutingClustering]
 
@@ -48,11 +48,14 @@ def test_fitted_attributes_follow_namespace_and_dtype(Estimator, xp, dtype):
     ref = Estimator(n_clusters=4, random_state=0).fit(X.astype(dtype))
     est = Estimator(n_clusters=4, random_state=0).fit(as_xp(X, xp, dtype))
     Xd = as_xp(X, xp, dtype)
+    dev = device_of(xp)
     for name in ("cluster_centers_", "activations_", "labels_", "active_clusters_"):
         attr = getattr(est, name)
         assert type(attr) is type(Xd), name
+        assert_placed(attr, xp=xp, device=dev)
     assert est.cluster_centers_.dtype == Xd.dtype and est.activations_.dtype == Xd.dtype
-    assert est.transform(Xd).dtype == Xd.dtype
+    assert_placed(est.transform(Xd), xp=xp, device=dev, dtype=dtype)
+    assert_placed(est.predict(Xd), xp=xp, device=dev)
     rtol = 1e-4 if dtype == "float32" else 1e-10
     np.testing.assert_allclose(
         cr.to_numpy(est.cluster_centers_), ref.cluster_centers_, rtol=rtol, atol=rtol

@@ -3,6 +3,7 @@
 import re
 import warnings
 
+import array_api_compat
 import numpy as np
 import pytest
 from sklearn.exceptions import ConvergenceWarning
@@ -10,7 +11,7 @@ from sklearn.mixture import GaussianMixture as SKGaussianMixture
 
 import caproute as cr
 from caproute.mixture import GaussianMixture
-from tests._helpers import tolerance
+from tests._helpers import assert_close, device_of, tolerance
 
 COV_TYPES = ["full", "tied", "diag", "spherical"]
 INITS = ["kmeans", "k-means++", "random", "random_from_data"]
@@ -327,20 +328,53 @@ def test_degenerate_data_behaves_like_scikit_learn(covariance_type, case):
     np.testing.assert_array_equal(ours.predict(X), theirs.predict(X))
 
 
-def test_other_namespaces_keep_their_arrays(xp):
+@pytest.mark.parametrize("init_params", INITS)
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_other_namespaces_keep_their_arrays(xp, init_params, covariance_type):
+    """Every init (KMeans and k-means++ run on the host: X goes there once, the labels come
+    back) gives the NumPy numbers, with every fitted attribute and result in X's namespace, on
+    its device, in its dtype."""
     if xp.__name__ == "numpy":
         pytest.skip("NumPy is the case every other test covers")
     X = _data()
-    params = dict(n_components=3, init_params="random_from_data", random_state=0)
+    params = dict(
+        n_components=3, covariance_type=covariance_type, init_params=init_params, random_state=0
+    )
+    Xd = xp.asarray(X)
+    dev = device_of(xp)
+    ours = GaussianMixture(**params).fit(Xd)
+    ref = GaussianMixture(**params, backend="numpy").fit(X)
+    for name in ATTRIBUTES:
+        assert_close(getattr(ours, name), getattr(ref, name), xp=xp, device=dev, dtype="float64")
+    assert ours.n_iter_ == ref.n_iter_ and ours.converged_ == ref.converged_
+    np.testing.assert_allclose(ours.lower_bounds_, ref.lower_bounds_, **tolerance("float64"))
+    for got, want in (
+        (ours.predict(Xd), ref.predict(X)),
+        (ours.fit_predict(Xd), ref.fit_predict(X)),
+    ):
+        assert array_api_compat.device(got) == dev
+        np.testing.assert_array_equal(cr.to_numpy(got), want)
+    assert_close(ours.predict_proba(Xd), ref.predict_proba(X), xp=xp, device=dev)
+    assert_close(ours.score_samples(Xd), ref.score_samples(X), xp=xp, device=dev)
+    for method in ("score", "bic", "aic"):
+        got = getattr(ours, method)(Xd)
+        assert isinstance(got, float)
+        np.testing.assert_allclose(got, getattr(ref, method)(X), **tolerance("float64"))
+    (X_new, y_new), (X_want, y_want) = ours.sample(5), ref.sample(5)
+    assert_close(X_new, X_want, xp=xp, device=dev, dtype="float64")
+    assert array_api_compat.device(y_new) == dev
+    np.testing.assert_array_equal(cr.to_numpy(y_new), y_want)
+
+
+@pytest.mark.parametrize("init_params", INITS)
+def test_other_namespaces_keep_float32(xp, init_params):
+    if xp.__name__ == "numpy":
+        pytest.skip("NumPy is the case every other test covers")
+    X = _data().astype(np.float32)
+    params = dict(n_components=3, init_params=init_params, random_state=0, backend="numpy")
     ours = GaussianMixture(**params).fit(xp.asarray(X))
     ref = GaussianMixture(**params).fit(X)
-    assert type(ours.means_) is type(xp.asarray(X))
     for name in ATTRIBUTES:
-        np.testing.assert_allclose(
-            cr.to_numpy(getattr(ours, name)), getattr(ref, name), rtol=1e-9, atol=1e-12
+        assert_close(
+            getattr(ours, name), getattr(ref, name), xp=xp, device=device_of(xp), dtype="float32"
         )
-    np.testing.assert_array_equal(cr.to_numpy(ours.predict(xp.asarray(X))), ref.predict(X))
-    with pytest.raises(
-        NotImplementedError, match="init_params='kmeans' runs scikit-learn's KMeans"
-    ):
-        GaussianMixture(3).fit(xp.asarray(X))

@@ -1,9 +1,11 @@
 """Every layer against the straightforward NumPy versions in ``reference.py``, on every
 namespace and both dtypes."""
 
+import array_api_compat
 import numpy as np
 import pytest
 
+import caproute as cr
 from caproute import models
 from caproute.models import (
     Activation,
@@ -14,29 +16,38 @@ from caproute.models import (
     PrimaryCaps,
     PrimaryMatrixCaps,
 )
-from tests._helpers import as_xp, atol_for, rtol_for
+from tests._helpers import as_xp, assert_placed, atol_for, device_of, rtol_for
 
 from . import reference as ref
 
 
 def run(layer, input_shape, params, x, xp, dtype, backend="auto"):
     """Apply one layer. Image inputs go through a one-layer Model (weights checked, cast and
-    moved like a model's); a (pose, activation) pair goes to the layer directly."""
+    moved like a model's); a (pose, activation) pair goes to the layer directly. Checks the
+    moved and results in the namespace, on the device and in the dtype of the input."""
     if not isinstance(x, tuple):
         net = models.Model([layer], input_shape).set_weights(
             {f"{layer.name}.{k}": v for k, v in params.items()}
         )
-        return net.forward(as_xp(x, xp, dtype), backend=backend)
-    layer.check_input_shape(input_shape)
-    shapes = layer.parameter_shapes(input_shape)
-    assert {k: tuple(np.shape(v)) for k, v in params.items()} == shapes
-    params = {k: as_xp(v, xp, dtype) for k, v in params.items()}
-    return layer.forward(tuple(as_xp(a, xp, dtype) for a in x), params, xp=xp, backend=backend)
+        out = net.forward(as_xp(x, xp, dtype), backend=backend)
+    else:
+        layer.check_input_shape(input_shape)
+        shapes = layer.parameter_shapes(input_shape)
+        assert {k: tuple(np.shape(v)) for k, v in params.items()} == shapes
+        params = {k: as_xp(v, xp, dtype) for k, v in params.items()}
+        inputs = tuple(as_xp(a, xp, dtype) for a in x)
+        # the layer takes the namespace the public edge would infer from its input
+        out = layer.forward(
+            inputs, params, xp=array_api_compat.array_namespace(*inputs), backend=backend
+        )
+    for array in out if isinstance(out, tuple) else (out,):
+        assert_placed(array, xp=xp, device=device_of(xp), dtype=dtype)
+    return out
 
 
 def close(actual, expected, dtype):
     np.testing.assert_allclose(
-        np.asarray(actual), expected, rtol=50 * rtol_for(dtype), atol=50 * atol_for(dtype)
+        cr.to_numpy(actual), expected, rtol=50 * rtol_for(dtype), atol=50 * atol_for(dtype)
     )
 
 
@@ -77,7 +88,7 @@ def test_conv2d_nchw_is_nhwc_transposed(xp, dtype):
         xp,
         dtype,
     )
-    close(np.transpose(np.asarray(nchw), (0, 2, 3, 1)), np.asarray(nhwc), dtype)
+    close(np.transpose(cr.to_numpy(nchw), (0, 2, 3, 1)), cr.to_numpy(nhwc), dtype)
     close(nhwc, np.maximum(ref.conv2d_loops(x, w, None, 1, 0), 0), dtype)
 
 

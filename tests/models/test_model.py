@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
+import caproute as cr
 from caproute import models
 from caproute.models import WeightsMismatchError
-from tests._helpers import as_xp
+from tests._helpers import as_xp, assert_placed, device_of
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +60,10 @@ def test_input_forms_agree(small_capsnet, xp):
     base = small_capsnet.predict_scores(img)
     as_float = small_capsnet.predict_scores(img.astype(np.float32) / 255)
     nhwc = small_capsnet.predict_scores(as_xp(img[..., None], xp))
+    assert_placed(nhwc, xp=xp, device=device_of(xp), dtype="float32")
     nchw = small_capsnet.predict_scores(img[:, None], data_format="NCHW")
     for other in (as_float, nhwc, nchw):
-        np.testing.assert_allclose(np.asarray(other), base, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(cr.to_numpy(other), base, rtol=1e-5, atol=1e-7)
     batched = small_capsnet.predict_scores(img, batch_size=2)
     np.testing.assert_allclose(batched, base, rtol=1e-5, atol=1e-7)
 

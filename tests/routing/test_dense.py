@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import caproute as cr
-from tests._helpers import as_xp, atol_for, rtol_for
+from tests._helpers import as_xp, assert_placed, atol_for, device_of, rtol_for
 from tests.routing.oracle import dynamic_routing_loops
 
 
@@ -18,6 +18,8 @@ def test_equals_routing_the_written_out_votes(xp, dtype, leaky):
         as_xp(u, xp), as_xp(W, xp), 3, bias=as_xp(bias, xp), leaky=leaky, return_coupling=True
     )
     assert type(v) is type(as_xp(u, xp)) and v.dtype == as_xp(u, xp).dtype
+    for out in (v, c):
+        assert_placed(out, xp=xp, device=device_of(xp), dtype=dtype)
     np.testing.assert_allclose(
         cr.to_numpy(v), v_ref, rtol=rtol_for(dtype) * 10, atol=atol_for(dtype) * 10
     )

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import caproute as cr
-from tests._helpers import as_xp, atol_for, rtol_for
+from tests._helpers import as_xp, assert_placed, atol_for, device_of, rtol_for
 from tests.routing.oracle import dynamic_routing_loops
 
 
@@ -35,6 +35,8 @@ def test_keeps_dtype_and_namespace(xp, dtype):
     v, c = cr.dynamic_routing(u, 1, return_coupling=True)
     assert type(v) is type(u) and type(c) is type(u)
     assert v.dtype == u.dtype and c.dtype == u.dtype
+    for out in (v, c):
+        assert_placed(out, xp=xp, device=device_of(xp), dtype=dtype)
     assert v.shape == (1, 2, 3) and c.shape == (1, 4, 2)
 
 

@@ -5,7 +5,7 @@ import pytest
 
 import caproute as cr
 from caproute.routing import official_inverse_temperature
-from tests._helpers import as_xp, atol_for, rtol_for
+from tests._helpers import as_xp, assert_placed, atol_for, device_of, rtol_for
 from tests.routing.oracle import em_routing_loops
 
 
@@ -79,6 +79,7 @@ def test_keeps_dtype_and_namespace(xp, dtype):
     )
     for out in (pose, act, R):
         assert type(out) is type(as_xp(votes, xp)) and out.dtype == as_xp(votes, xp).dtype
+        assert_placed(out, xp=xp, device=device_of(xp), dtype=dtype)
     assert pose.shape == (1, 3, 4) and act.shape == (1, 3) and R.shape == (1, 6, 3)
     np.testing.assert_allclose(cr.to_numpy(R), 1 / 3)  # one iteration: no E-step ran
 

@@ -2,12 +2,14 @@ import numpy as np
 import pytest
 
 import caproute as cr
-from tests._helpers import as_xp, rtol_for
+from tests._helpers import as_xp, assert_placed, device_of, rtol_for
 
 
 def test_values_by_hand(xp, dtype):
     s = as_xp(np.array([[3.0, 4.0], [0.0, 0.0], [0.0, -1.0]], dtype=dtype), xp)
-    v = cr.to_numpy(cr.squash(s, eps=1e-12))
+    v = cr.squash(s, eps=1e-12)
+    assert_placed(v, xp=xp, device=device_of(xp), dtype=dtype)
+    v = cr.to_numpy(v)
     # |s| = 5: length 25/26 along (0.6, 0.8); |s| = 1: length 1/2
     np.testing.assert_allclose(
         v, [[0.6 * 25 / 26, 0.8 * 25 / 26], [0, 0], [0, -0.5]], rtol=rtol_for(dtype)
