@@ -299,3 +299,21 @@ def test_kmeans_copies_x_to_the_host_once_per_fit(syncs, init_params):
     Xd = on_device1(_blobs(300))
     syncs(lambda: GaussianMixture(3, init_params=init_params, n_init=3, random_state=0).fit(Xd))
     assert syncs.last.get("to_device") == 1
+
+
+@pytest.mark.parametrize("name", ["capsnet-fashion-mnist", "matrix-capsnet-fashion-mnist"])
+def test_shipped_models_stay_on_the_device(name):
+    from caproute.datasets import load_fashion_mnist_subset
+
+    net = models.load_pretrained(name)
+    images = load_fashion_mnist_subset()[0][:4]
+    dev = dict(xp=array_api_strict, device=DEVICE1)
+    assert_close(
+        net.predict_proba(on_device1(images)),
+        net.predict_proba(images, backend="numpy"),
+        dtype="float32",
+        **dev,
+    )
+    labels = net.predict(on_device1(images))
+    assert_placed(labels, **dev)
+    np.testing.assert_array_equal(cr.to_numpy(labels), net.predict(images, backend="numpy"))
