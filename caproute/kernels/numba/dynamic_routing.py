@@ -7,15 +7,16 @@ Entry points have the reference's signature (NumPy in, NumPy out) and validate n
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
+from ._jit import njit_cached
 from .vector_exp import exp_nonpositive, softmax_columns
 
 # Reassociation lets LLVM vectorise the sums; no flag that assumes finite values (nnan, ninf).
 _FAST = {"reassoc", "contract"}
 
 
-@njit(inline="always", fastmath=_FAST)
+@njit_cached(inline="always", fastmath=_FAST)
 def _softmax_into(logits, out, leaky):
     """out = softmax(logits) over parents (max-shifted; the leaky orphan has logit 0).
     Used on a child's row."""
@@ -35,7 +36,7 @@ def _softmax_into(logits, out, leaky):
         out[j] *= inv
 
 
-@njit(inline="always", fastmath=_FAST)
+@njit_cached(inline="always", fastmath=_FAST)
 def _squash_parents(s, eps, v):
     """v_j = squash(s_j) for every parent, eps inside the square root."""
     n_out, dim = s.shape
@@ -48,7 +49,7 @@ def _squash_parents(s, eps, v):
             v[j, d] = s[j, d] * scale
 
 
-@njit(inline="always", fastmath=_FAST)
+@njit_cached(inline="always", fastmath=_FAST)
 def _route_one(u, n_iter, bias, has_bias, leaky, eps, b, c, s, v):
     """Route one sample in place. u (n_in, n_out, dim); b, c (n_in, n_out) with b holding the
     starting logits; s, v (n_out, dim) buffers. Leaves c and v of the last iteration.
@@ -77,7 +78,7 @@ def _route_one(u, n_iter, bias, has_bias, leaky, eps, b, c, s, v):
         _squash_parents(s, eps, v)
 
 
-@njit(parallel=True, fastmath=_FAST)
+@njit_cached(parallel=True, fastmath=_FAST)
 def _dynamic_routing_batch(u_hat, n_iter, bias, has_bias, leaky, eps, b0, has_b0, v_out, c_out):
     batch, n_in, n_out, dim = u_hat.shape
     for n in prange(batch):
@@ -91,7 +92,7 @@ def _dynamic_routing_batch(u_hat, n_iter, bias, has_bias, leaky, eps, b0, has_b0
         _route_one(u_hat[n], n_iter, bias, has_bias, leaky, eps, b, c_out[n], s, v_out[n])
 
 
-@njit(inline="always", fastmath=_FAST)
+@njit_cached(inline="always", fastmath=_FAST)
 def _route_one_soa(U, n_iter, bias, has_bias, leaky, eps, b, e, s, v, m, z):
     """Route one sample whose votes are laid out U[j, d, i] (n_out, dim, n_in): every sum
     runs over the children, contiguous and long, so it vectorises without horizontal
@@ -115,7 +116,7 @@ def _route_one_soa(U, n_iter, bias, has_bias, leaky, eps, b, e, s, v, m, z):
         _squash_parents(s, eps, v)
 
 
-@njit(parallel=True, fastmath=_FAST)
+@njit_cached(parallel=True, fastmath=_FAST)
 def _dense_routing_batch(u, Wt, n_iter, bias, has_bias, leaky, eps, b0, has_b0, v_out, c_out):
     """Votes U[j, d, i] = sum_k Wt[j, d, k, i] u[n, i, k] computed per sample into a
     per-thread buffer, then routed: the batch's votes tensor is never materialised.

@@ -12,22 +12,23 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
+from ._jit import njit_cached
 from .vector_exp import exp_nonpositive
 
 _FAST = {"reassoc", "contract"}  # vectorisable sums; nothing that assumes finite values
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
-@njit(inline="always")
+@njit_cached(inline="always")
 def _log_sigmoid(x):
     if x >= 0.0:
         return -np.log1p(np.exp(-x))
     return x - np.log1p(np.exp(x))
 
 
-@njit(inline="always", fastmath=_FAST)
+@njit_cached(inline="always", fastmath=_FAST)
 def _accumulate_means(V, R, a, sum_r, mu, i):
     n_out, dim = mu.shape
     for j in range(n_out):
@@ -37,7 +38,7 @@ def _accumulate_means(V, R, a, sum_r, mu, i):
             mu[j, h] += ra * V[i, j, h]
 
 
-@njit(fastmath=_FAST)
+@njit_cached(fastmath=_FAST)
 def _em_one(V, a, beta_u, beta_a, lambdas, min_var, eps, R, mu, act):
     """EM-route one sample in place. V (n_in, n_out, D); a (n_in,); R (n_in, n_out) holds the
     starting assignments and ends with those of the last M-step; mu (n_out, D), act (n_out,)."""
@@ -109,7 +110,7 @@ def _em_one(V, a, beta_u, beta_a, lambdas, min_var, eps, R, mu, act):
         act[j] = np.exp(_log_sigmoid(logit[j]))
 
 
-@njit(parallel=True)
+@njit_cached(parallel=True)
 def _em_batch(V, a, beta_u, beta_a, lambdas, min_var, eps, R, mu, act):
     for n in prange(V.shape[0]):
         _em_one(V[n], a[n], beta_u, beta_a, lambdas, min_var, eps, R[n], mu[n], act[n])

@@ -15,9 +15,10 @@ import math
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from ..._lib.gmm_stats import Stats
+from ._jit import njit_cached
 from .vector_exp import softmax_columns
 
 _FAST = {"reassoc", "contract"}  # vectorisable sums; nothing that assumes finite values
@@ -25,7 +26,7 @@ _BLOCK = 128
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
-@njit(inline="always", fastmath=_FAST)
+@njit_cached(inline="always", fastmath=_FAST)
 def _load_block(X, start, stop, xb):
     """xb[:, :nb] = X[start:stop].T"""
     D = X.shape[1]
@@ -34,7 +35,7 @@ def _load_block(X, start, stop, xb):
             xb[i, b] = X[start + b, i]
 
 
-@njit(inline="always", fastmath=_FAST)
+@njit_cached(inline="always", fastmath=_FAST)
 def _add_nk_sx(r, xb, nb, nk, sx):
     K, D = sx.shape
     for k in range(K):
@@ -49,12 +50,12 @@ def _add_nk_sx(r, xb, nb, nk, sx):
             sx[k, i] += acc
 
 
-@njit(inline="always")
+@njit_cached(inline="always")
 def _upper(U, i, j):
     return U[i, j] if i <= j else 0.0  # U is upper triangular: never read below its diagonal
 
 
-@njit(inline="always", fastmath=_FAST)
+@njit_cached(inline="always", fastmath=_FAST)
 def _maha_triangular(U, mu, xb, nb, db, y, out):
     """out[:nb] = |(x - mu) U|^2 for an upper-triangular U (D, D); db, y (D, B) buffers.
 
@@ -101,7 +102,7 @@ def _maha_triangular(U, mu, xb, nb, db, y, out):
             out[b] += y[j, b] * y[j, b]
 
 
-@njit(inline="always", fastmath=_FAST)
+@njit_cached(inline="always", fastmath=_FAST)
 def _add_scatter_upper(rc, db, nb, out):
     """out[i, j] += sum_b rc[i, b] db[j, b] for j >= i (the caller mirrors the rest).
 
@@ -151,7 +152,7 @@ def _add_scatter_upper(rc, db, nb, out):
         out[i, i] += acc
 
 
-@njit(parallel=True, fastmath=_FAST)
+@njit_cached(parallel=True, fastmath=_FAST)
 def _full(X, log_w, means, U, log_det, shift, shift_is_means, n_groups, nk, sx, sxx, loglik):
     N, D = X.shape
     K = means.shape[0]
@@ -190,7 +191,7 @@ def _full(X, log_w, means, U, log_det, shift, shift_is_means, n_groups, nk, sx, 
         loglik[g] = acc_ll
 
 
-@njit(parallel=True, fastmath=_FAST)
+@njit_cached(parallel=True, fastmath=_FAST)
 def _tied(X, log_w, means, U, log_det, n_groups, nk, sx, sxx, loglik):
     N, D = X.shape
     K = means.shape[0]
@@ -218,7 +219,7 @@ def _tied(X, log_w, means, U, log_det, n_groups, nk, sx, sxx, loglik):
         loglik[g] = acc_ll
 
 
-@njit(parallel=True, fastmath=_FAST)
+@njit_cached(parallel=True, fastmath=_FAST)
 def _diag(X, log_w, means, prec, log_det, n_groups, nk, sx, sxx, loglik):
     """prec (K, D): diagonal precisions (spherical passes them broadcast over D)."""
     N, D = X.shape

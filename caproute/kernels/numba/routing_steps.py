@@ -16,8 +16,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
+from ._jit import njit_cached
 from .dynamic_routing import _softmax_into, _squash_parents
 from .vector_exp import exp_nonpositive
 
@@ -39,7 +40,7 @@ def _votes_and_step(votes):
     return np.ascontiguousarray(votes), 1
 
 
-@njit(parallel=True, fastmath=_FAST, cache=True)
+@njit_cached(parallel=True, fastmath=_FAST)
 def _dynamic_step_chunks(u_hat, jstep, b, v, leaky, b_out, c_out, s_part):
     batch, n_in = u_hat.shape[:2]
     n_out, dim = v.shape[1:]
@@ -65,7 +66,7 @@ def _dynamic_step_chunks(u_hat, jstep, b, v, leaky, b_out, c_out, s_part):
                     s[j, d] += cij * u_hat[n, i, jv, d]
 
 
-@njit(fastmath=_FAST, cache=True)
+@njit_cached(fastmath=_FAST)
 def _dynamic_step_parents(s_part, bias, has_bias, eps, v_out):
     batch, n_chunks, n_out, dim = s_part.shape
     s = np.empty((n_out, dim), dtype=s_part.dtype)
@@ -104,7 +105,7 @@ def dynamic_routing_step(u_hat, logits, v, *, bias, leaky, eps, xp=None):
     return v_out, c_out, b_out
 
 
-@njit(parallel=True, fastmath=_FAST, cache=True)
+@njit_cached(parallel=True, fastmath=_FAST)
 def _em_estep_chunks(V, jstep, a, mu, inv2var, const, R, log_norm, sr_part, srv_part):
     """E-step per child (log space) fused with the next M-step's mass and mean sums."""
     batch, n_in = V.shape[:2]
@@ -150,7 +151,7 @@ def _em_estep_chunks(V, jstep, a, mu, inv2var, const, R, log_norm, sr_part, srv_
                     srv[j, h] += ra * V[n, i, jv, h]
 
 
-@njit(parallel=True, fastmath=_FAST, cache=True)
+@njit_cached(parallel=True, fastmath=_FAST)
 def _em_variance_chunks(V, jstep, a, R, mu, var_part):
     batch, n_in = V.shape[:2]
     n_out, dim = mu.shape[1:]
@@ -171,7 +172,7 @@ def _em_variance_chunks(V, jstep, a, R, mu, var_part):
                     acc[j, h] += ra * dv * dv
 
 
-@njit(cache=True)
+@njit_cached()
 def _sum_chunks(part):
     """part (batch, n_chunks, ...) summed over the chunks in order."""
     out = part[:, 0].copy()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
+
+from ._jit import njit_cached
 
 
-@njit(parallel=True, fastmath={"reassoc", "contract"})
+@njit_cached(parallel=True, fastmath={"reassoc", "contract"})
 def _squash_rows(s, eps, out):
     n, dim = s.shape
     for r in prange(n):

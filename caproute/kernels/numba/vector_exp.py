@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import types
 from numba.extending import intrinsic
+
+from ._jit import njit_cached
 
 _INV_LN2 = 1.4426950408889634
 _LN2_HI = 6.93147180369123816490e-01
@@ -44,7 +46,7 @@ def _bits_to_float64(typingctx, bits):
 
 # not inlined at Numba level: its instructions keep their own strict flags (a caller's
 # reassociation would undo the two-part ln2 reduction); LLVM still inlines and vectorises it
-@njit
+@njit_cached()
 def exp_nonpositive(x):
     """``exp(x)`` for ``x <= 0`` (float64 arithmetic; the caller casts)."""
     x = np.float64(x)
@@ -69,7 +71,7 @@ def exp_nonpositive(x):
     return 0.0 if x < _UNDERFLOW else p * scale
 
 
-@njit(inline="always")
+@njit_cached(inline="always")
 def softmax_columns(x, out, n, leaky, want_lognorm, m, z):
     """out[:, :n] = softmax over axis 0 of x[:, :n], every loop over the columns so that it
     vectorises; ``out`` may be ``x``. m, z (>= n,) float64 buffers.
