@@ -67,6 +67,10 @@ CAPABILITIES: dict[str, dict[str, str]] = {
         "numba": "caproute.kernels.numba.em_routing:em_routing",
         "cupy": "caproute.kernels.cuda.em_routing:em_routing",
     },
+    "em_routing_e_step": {
+        "reference": "caproute.routing._em_math:e_step",
+        "numba": "caproute.kernels.numba.routing_steps:em_routing_e_step",
+    },
     "em_routing_step": {
         "reference": "caproute.routing._em_math:em_routing_step",
         "numba": "caproute.kernels.numba.routing_steps:em_routing_step",

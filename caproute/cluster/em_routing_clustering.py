@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numbers
 
-from .._backend import Array, array_namespace, device
+from .._backend import Array, array_namespace, device, select_impl
 from .._sklearn_compat import Interval
 from ..routing import _em_math
 from ..routing._options import DEFAULT_EM_EPS, broadcast_param
@@ -272,7 +272,9 @@ default="k-means++"
         self._state = {**self._state, "mu": self._mu, "var": self._var, "logit": self._logit}
 
     def _e_step(self, Z, *, xp):
-        return _em_math.e_step(self._votes(Z, xp=xp), self._mu, self._var, self._logit, xp=xp)
+        # the E-step kernel where one exists: fit's labels and predict take the same path
+        plan = select_impl("em_routing_e_step", xp, self._backend())
+        return plan.func(self._votes(Z, xp=xp), self._mu, self._var, self._logit, xp=plan.xp)
 
     def _assign(self, Z, *, xp):
         return self._e_step(Z, xp=xp)[0][0, ...]

@@ -73,3 +73,24 @@ def test_em_routing_step(impl, dtype, shared):
         np.testing.assert_allclose(
             g, e, **tolerance(dtype, "kernel", scale=float(np.max(np.abs(e)))), err_msg=name
         )
+
+
+@pytest.mark.parametrize("impl", _impls("em_routing_e_step"))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shared", [True, False])
+def test_em_routing_e_step(impl, dtype, shared):
+    rng = np.random.default_rng(5)
+    batch, n_in, n_out, dim = 2, 515, 4, 3
+    votes = _votes(rng, batch, n_in, n_out, dim, dtype, shared)
+    mu = rng.normal(size=(batch, n_out, dim)).astype(dtype)
+    var = rng.uniform(0.5, 2.0, size=(batch, n_out, dim)).astype(dtype)
+    logit = rng.normal(size=(batch, n_out)).astype(dtype)
+    ref = _load(CAPABILITIES["em_routing_e_step"]["reference"])
+    func = _load(CAPABILITIES["em_routing_e_step"][impl])
+    f64 = [np.asarray(a, dtype=np.float64) for a in (votes, mu, var, logit)]
+    expected = ref(*f64, xp=XP)
+    got = func(votes, mu, var, logit, xp=XP)
+    for name, g, e in zip(("R", "log_norm"), got, expected, strict=True):
+        assert g.dtype == dtype, name
+        scale = float(np.max(np.abs(e)))
+        np.testing.assert_allclose(g, e, **tolerance(dtype, "kernel", scale=scale), err_msg=name)

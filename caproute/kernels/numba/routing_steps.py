@@ -185,16 +185,15 @@ def _log_sigmoid(x):
     return -np.logaddexp(np.zeros_like(x), -x)
 
 
-def em_routing_step(votes, a_in, mu, var, logit, beta_u, beta_a, *, lam, min_var, eps, xp=None):
-    """Numba ``em_routing_step`` with the reference's signature:
-    ``(mu, var, logit, R, log_norm)``."""
-    batch, n_in, n_out, dim = votes.shape
-    V, jstep = _votes_and_step(votes)
+def _e_step(V, jstep, a, mu, var, logit):
+    """The E-step over every child; returns ``(R, log_norm, sr_part, srv_part)``, the last two
+    the chunks' partial sums of the next M-step's masses and weighted votes."""
     dtype = V.dtype
-    a = np.ascontiguousarray(a_in, dtype=dtype)
+    batch, n_in = V.shape[:2]
+    n_out, dim = mu.shape[1:]
     mu = np.ascontiguousarray(mu, dtype=dtype)
     var = np.asarray(var, dtype=dtype)
-    # the E-step's per-parent terms, from the previous parents (small: batch x n_out x dim)
+    # the per-parent terms of the log-density (small: batch x n_out x dim)
     inv2var = np.ascontiguousarray(0.5 / var)
     const = np.ascontiguousarray(
         _log_sigmoid(np.asarray(logit, dtype=dtype))
@@ -207,6 +206,28 @@ def em_routing_step(votes, a_in, mu, var, logit, beta_u, beta_a, *, lam, min_var
     sr_part = np.empty((batch, n_chunks, n_out), dtype=dtype)
     srv_part = np.empty((batch, n_chunks, n_out, dim), dtype=dtype)
     _em_estep_chunks(V, jstep, a, mu, inv2var, const, R, log_norm, sr_part, srv_part)
+    return R, log_norm, sr_part, srv_part
+
+
+def em_routing_e_step(votes, mu, var, logit, *, xp=None):
+    """Numba ``e_step`` (EM routing's E-step alone) with the reference's signature:
+    ``(R, log_norm)``."""
+    V, jstep = _votes_and_step(votes)
+    a = np.ones(V.shape[:2], dtype=V.dtype)  # the E-step does not use the activations
+    R, log_norm, _, _ = _e_step(V, jstep, a, mu, var, logit)
+    return R, log_norm
+
+
+def em_routing_step(votes, a_in, mu, var, logit, beta_u, beta_a, *, lam, min_var, eps, xp=None):
+    """Numba ``em_routing_step`` with the reference's signature:
+    ``(mu, var, logit, R, log_norm)``."""
+    V, jstep = _votes_and_step(votes)
+    dtype = V.dtype
+    batch, n_in = V.shape[:2]
+    n_out, dim = votes.shape[2], votes.shape[3]
+    n_chunks = _n_chunks(n_in)
+    a = np.ascontiguousarray(a_in, dtype=dtype)
+    R, log_norm, sr_part, srv_part = _e_step(V, jstep, a, mu, var, logit)
     sum_r = _sum_chunks(sr_part)
     den = np.maximum(sum_r, dtype.type(eps))[..., None]
     new_mu = np.ascontiguousarray(_sum_chunks(srv_part) / den)
