@@ -39,6 +39,7 @@ class Assembled:
     spill_stores: int
     spill_loads: int
     shared_bytes: int
+    stack_bytes: int
     f64_instructions: int
 
 
@@ -115,6 +116,7 @@ def assemble(module, name, pyfunc, signature, arch, ptxas):
         spill_stores=grab(r"(\d+) bytes spill stores"),
         spill_loads=grab(r"(\d+) bytes spill loads"),
         shared_bytes=grab(r"(\d+) bytes smem"),
+        stack_bytes=grab(r"(\d+) bytes stack frame"),
         f64_instructions=_count_f64(ptx) if _dtype_of(signature) == "float32" else 0,
     )
 
@@ -123,14 +125,17 @@ def main():
     ptxas = ptxas_path()
     if ptxas is None:
         raise SystemExit("ptxas not found: pip install nvidia-cuda-nvcc-cu12")
-    print("| kernel | dtype | arch | registers | spill stores / loads (bytes) | shared (bytes) |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print(
+        "| kernel | dtype | arch | registers | spill stores / loads (bytes) | shared (bytes) "
+        "| local stack (bytes) |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for module, name, pyfunc, signature in specs():
         for arch in ARCHES:
             a = assemble(module, name, pyfunc, signature, arch, ptxas)
             print(
                 f"| {a.module}.{a.name} | {a.dtype} | {a.arch} | {a.registers} | "
-                f"{a.spill_stores} / {a.spill_loads} | {a.shared_bytes} |"
+                f"{a.spill_stores} / {a.spill_loads} | {a.shared_bytes} | {a.stack_bytes} |"
             )
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from types import SimpleNamespace
 
+import numba
 import numpy as np
 from numba import cuda
 
@@ -36,6 +37,10 @@ BLOCK_SIZE = 128  # most threads per block (children per pass); tests lower it f
 GRID_LIMIT = 1024  # most blocks per launch: bounds the scratch; blocks loop over the samples
 WARP = 32
 REDUCE_CHUNK = 16  # partial sums added per thread in the first stage of the block reduction
+# A child's votes (n_out * dim values) are staged in the thread's local memory when they fit, so
+# that each iteration reads them from global memory once: for the agreement with the previous
+# parents, then from the local copy for the child's share of the new parents' sums.
+LOCAL_VOTES = 256
 
 
 @cuda.jit(device=True, inline="always")
@@ -73,6 +78,7 @@ def _kernels(dtype):
     zero = dtype(0)
     one = dtype(1)
     neg_inf = dtype(-np.inf)
+    local_type = numba.from_dtype(np.dtype(dtype))
 
     @cuda.jit(device=True, inline="always")
     def vote_given(X, W, n, i, j, d):
@@ -101,6 +107,8 @@ def _kernels(dtype):
             n_out = c.shape[2]
             dim = v.shape[1] // n_out
             K = n_out * dim
+            staged = K <= LOCAL_VOTES
+            u_loc = cuda.local.array(LOCAL_VOTES, local_type)
             for n in range(slot, batch, cuda.gridDim.x):
                 for it in range(n_iter):
                     if tid >= n_in:  # no child: this thread's partial sums are zero
@@ -115,7 +123,10 @@ def _kernels(dtype):
                             else:
                                 acc = zero
                                 for d in range(dim):
-                                    acc += vote(X, W, n, i, j, d) * v[n, j * dim + d]
+                                    u = vote(X, W, n, i, j, d)
+                                    if staged:
+                                        u_loc[j * dim + d] = u
+                                    acc += u * v[n, j * dim + d]
                                 bij = b[slot, i, j] + acc
                             b[slot, i, j] = bij
                             if bij > m:
@@ -134,7 +145,11 @@ def _kernels(dtype):
                             cij = c[n, i, j] * inv
                             c[n, i, j] = cij
                             for d in range(dim):
-                                x = cij * vote(X, W, n, i, j, d)
+                                if staged and it > 0:  # read in this iteration already
+                                    u = u_loc[j * dim + d]
+                                else:
+                                    u = vote(X, W, n, i, j, d)
+                                x = cij * u
                                 if i == tid:  # this thread's first child
                                     P[slot, j * dim + d, tid] = x
                                 else:

@@ -102,6 +102,22 @@ def test_dynamic_routing(cuda_kernels, dtype, variant):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_dynamic_routing_votes_too_many_to_stage(cuda_kernels, dtype):
+    """n_out * dim above LOCAL_VOTES: the child's votes are read from global memory twice per
+    iteration instead of staged; the results are the same."""
+    kernels = cuda_kernels[1]
+    rng = np.random.default_rng(11)
+    n_out, dim = 17, 16
+    assert n_out * dim > kernels.LOCAL_VOTES
+    u = rng.normal(size=(1, 7, n_out, dim)).astype(dtype)
+    args = _routing_args(rng, dtype, 1, 7, n_out, dim, "plain")
+    v, c = kernels.dynamic_routing(u, xp=XP, **args)
+    v_ref, c_ref = _dynamic_math.dynamic_routing(u, xp=XP, **args)
+    _assert_close(v, v_ref, dtype)
+    _assert_close(c, c_ref, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("variant", ["plain", "leaky", "all"])
 def test_dense_routing(cuda_kernels, dtype, variant):
     kernels = cuda_kernels[1]
