@@ -4,6 +4,8 @@ Fixtures live in ``tests/conftest.py``; this module holds plain functions, so a 
 imports them with ``from tests._helpers import ...`` (never from a conftest).
 """
 
+import os
+
 import array_api_compat
 import numpy as np
 import pytest
@@ -172,3 +174,24 @@ def assert_placed(actual, *, xp=None, device=None, dtype=None):
             raise AssertionError(f"actual is on device {actual_device!r}, expected {device!r}")
     if dtype is not None and _dtype_name(actual.dtype) != _dtype_name(dtype):
         raise AssertionError(f"actual has dtype {actual.dtype}, expected {_dtype_name(dtype)}")
+
+
+def cuda_kernels_runnable():
+    """Whether the numba-cuda kernels can run here: in the CUDA simulator (switched on by
+    ``NUMBA_ENABLE_CUDASIM=1`` before numba.cuda is imported), or on a real GPU."""
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        return True
+    try:
+        from numba import cuda
+    except ImportError:
+        return False
+    try:
+        return bool(cuda.is_available())
+    except Exception:  # noqa: BLE001 -- a broken driver counts as no GPU
+        return False
+
+
+CUDA_KERNELS_REASON = (
+    "no GPU and the CUDA simulator is off: run with NUMBA_ENABLE_CUDASIM=1 (.ci/run runs these "
+    "in their own process) or on a GPU (benchmarks/gpu/run.sh)"
+)

@@ -7,22 +7,16 @@ The simulator computes float32 maths in float64: the dtypes of the results are c
 the float32 arithmetic by the compile gate (no float64 instructions) and on a GPU.
 """
 
-import os
-
 import numpy as np
 import pytest
 
 from caproute._backend import numpy_namespace
 from caproute.mixture import _gmm_math
-from tests._helpers import tolerance
+from tests._helpers import CUDA_KERNELS_REASON, cuda_kernels_runnable, tolerance
 
 pytestmark = [
     pytest.mark.cudasim,
-    pytest.mark.skipif(
-        os.environ.get("NUMBA_ENABLE_CUDASIM") != "1",
-        reason="needs NUMBA_ENABLE_CUDASIM=1 (the simulator; .ci/run runs these in their own "
-        "process)",
-    ),
+    pytest.mark.skipif(not cuda_kernels_runnable(), reason=CUDA_KERNELS_REASON),
 ]
 
 COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]

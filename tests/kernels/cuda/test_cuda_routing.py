@@ -9,22 +9,17 @@ block size that leaves a partial chunk in the block reduction. The simulator com
 maths in float64, so output dtypes are asserted as well as values.
 """
 
-import os
-
 import numpy as np
 import pytest
 
 from caproute._backend import numpy_namespace
 from caproute._lib import stable_math
 from caproute.routing import _dynamic_math, _em_math, official_inverse_temperature
-from tests._helpers import tolerance
+from tests._helpers import CUDA_KERNELS_REASON, cuda_kernels_runnable, tolerance
 
 pytestmark = [
     pytest.mark.cudasim,
-    pytest.mark.skipif(
-        os.environ.get("NUMBA_ENABLE_CUDASIM") != "1",
-        reason="needs NUMBA_ENABLE_CUDASIM=1 (the simulator; .ci/run runs these in their own process)",
-    ),
+    pytest.mark.skipif(not cuda_kernels_runnable(), reason=CUDA_KERNELS_REASON),
 ]
 
 XP = numpy_namespace()
