@@ -11,12 +11,44 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 import time
+from contextlib import contextmanager
 
 import numpy as np
 
 from . import _backend
 from ._config import BACKENDS, config_context
+
+FIRST_RUN_NOTICE = (
+    "caproute: preparing the kernels (the first run compiles them, once; later runs load "
+    "them from Numba's cache)..."
+)
+
+
+_NOTICED = set()
+
+
+@contextmanager
+def _notice_if_slow(message, *, after=1.0, stream=None):
+    """Write ``message`` (one line, to stderr) if the block is still running after ``after``
+    seconds: a first run that compiles kernels says so instead of going silent."""
+    stream = sys.stderr if stream is None else stream
+
+    def say():
+        if message in _NOTICED:  # one line per process, however many slow blocks follow
+            return
+        _NOTICED.add(message)
+        stream.write(message + "\n")
+        stream.flush()
+
+    timer = threading.Timer(after, say)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 def _toy_votes(batch, n_in, n_out, dim, seed):
@@ -52,7 +84,8 @@ def _toy(args):
             ("dynamic routing", lambda: dynamic_routing(votes, n_iter=3)),
             ("EM routing", lambda: em_routing(votes, a_in, 0.0, 0.0, n_iter=3)),
         ):
-            run()  # first call compiles kernels / warms caches
+            with _notice_if_slow(FIRST_RUN_NOTICE):
+                run()  # first call compiles kernels / warms caches
             t0 = time.perf_counter()
             out = run()
             dt = time.perf_counter() - t0
@@ -86,7 +119,8 @@ def _demo(args):
     for name in names:
         net = models.load_pretrained(name)
         info = models.pretrained_info(name)
-        net.predict_scores(images[:2], backend=args.backend)  # compile kernels, warm caches
+        with _notice_if_slow(FIRST_RUN_NOTICE):
+            net.predict_scores(images[:2], backend=args.backend)  # compile kernels, warm caches
         progress = args.progress if args.progress is not None else len(labels) > 1000
         t0 = time.perf_counter()
         pred = _backend.to_numpy(

@@ -88,3 +88,21 @@ def test_convert_torch_needs_a_state_dict(tmp_path, capsys):
         cli.main(["convert-torch", str(tmp_path / "list.pt"), str(tmp_path / "o.safetensors")]) == 2
     )
     assert "does not hold a state dict" in capsys.readouterr().err
+
+
+def test_a_slow_first_run_says_so_once():
+    import io
+    import time
+
+    from caproute.cli import _notice_if_slow
+
+    out = io.StringIO()
+    for _ in range(2):
+        with _notice_if_slow("compiling (test)...", after=0.05, stream=out):
+            time.sleep(0.3)
+    assert out.getvalue() == "compiling (test)...\n"
+    quick = io.StringIO()
+    with _notice_if_slow("compiling...", after=5.0, stream=quick):
+        pass
+    time.sleep(0.05)
+    assert quick.getvalue() == ""
