@@ -203,7 +203,10 @@ def _info(args):
 
 
 def build_parser():
+    from ._version import __version__
+
     parser = argparse.ArgumentParser(prog="caproute", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"caproute {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="classify Fashion-MNIST images with the shipped models")
     demo.add_argument("--backend", choices=BACKENDS, default="auto")

@@ -106,3 +106,19 @@ def test_a_slow_first_run_says_so_once():
         pass
     time.sleep(0.05)
     assert quick.getvalue() == ""
+
+
+def test_python_m_caproute_and_version():
+    import subprocess
+    import sys
+
+    import caproute
+
+    out = subprocess.run(
+        [sys.executable, "-m", "caproute", "--version"], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == f"caproute {caproute.__version__}"
+    bad = subprocess.run(
+        [sys.executable, "-m", "caproute", "nonsense"], capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "invalid choice: 'nonsense'" in bad.stderr

@@ -1,0 +1,7 @@
+"""``python -m caproute``: the ``caproute`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
