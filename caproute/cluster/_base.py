@@ -134,11 +134,11 @@ class _RoutingClusteringBase(
     def _start_fit(self, X, sample_weight):
         warm = self.warm_start and hasattr(self, "converged_")
         X, xp, sample_weight = self._validate_fit_input(X, sample_weight)
+        w = sample_weight / xp.max(sample_weight)
         if not warm:
             # Isotropic standardisation: centre on the weighted mean and divide by one overall
             # scale, so distances keep their geometry while the routing options become
             # unit-free. A warm start keeps the previous fit's units, which its parents live in.
-            w = sample_weight / xp.max(sample_weight)
             mean = xp.sum(xp.expand_dims(w, axis=1) * X, axis=0) / xp.sum(w)
             diff = X - mean
             scale = xp.sqrt(
@@ -151,7 +151,7 @@ class _RoutingClusteringBase(
             "xp": xp,
             "Z": (X - self._mean) / self._scale,
             "sample_weight": sample_weight,
-            "w": sample_weight / xp.max(sample_weight),
+            "w": w,
             # the routing-step kernel, chosen once per fit
             "plan": select_impl(self._step_op, xp, self._backend()),
         }

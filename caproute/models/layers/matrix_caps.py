@@ -48,7 +48,7 @@ class _EMOptions:
 
     def _set_routing(self, n_iter, inverse_temperature, min_var, eps, beta_per_pose):
         # the routing function's own checks, at construction: no late errors at predict time
-        self.n_iter, _, self.min_var, self.eps = check_em_options(
+        self.n_iter, self._schedule, self.min_var, self.eps = check_em_options(
             n_iter, inverse_temperature, min_var, eps
         )
         if inverse_temperature is not None and not isinstance(inverse_temperature, (int, float)):
@@ -84,9 +84,7 @@ class _EMOptions:
     def _route_all_positions(self, votes, a_in, params, grid, xp, backend):
         """EM routing where parents at every position compete for a child (the op
         ``em_routing_all_positions``, dispatched like every routing function)."""
-        _, schedule, _, _ = check_em_options(
-            self.n_iter, self.inverse_temperature, self.min_var, self.eps
-        )
+        schedule = self._schedule  # validated at construction
         n_out, pose_dim = (int(s) for s in votes.shape[2:])
         beta_u = broadcast_param(
             params["beta_u"], name="beta_u", like=votes, xp=xp, shapes=[(n_out, pose_dim), (n_out,)]
