@@ -23,6 +23,8 @@ OPTIONAL_DEPENDENCIES = {
     "caproute/kernels/numba": "numba",
     "caproute/kernels/cupy": "cupy",
     "caproute/kernels/cuda": "numba.cuda",
+    # its example classifies a Dask array (the optional dask extra; the test extra has it)
+    "caproute/_backend/dask_arrays": "dask.array",
     # its example runs on the emulated GPU, which array-api-strict (a test extra) plays
     "caproute/testing.py": "array_api_strict",
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
 import time
@@ -10,7 +11,15 @@ from typing import Any
 
 import numpy as np
 
-from .._backend import Array, array_namespace, device, is_array, resolve_backend, to_device
+from .._backend import (
+    Array,
+    array_namespace,
+    dask_arrays,
+    device,
+    is_array,
+    resolve_backend,
+    to_device,
+)
 from .._lib.validation import check_int, check_plain_array, shape_str
 from .errors import WeightsMismatchError
 from .layers import LAYERS, Layer
@@ -18,6 +27,8 @@ from .layers import LAYERS, Layer
 FORMAT = "caproute-model"
 FORMAT_VERSION = 1
 FLOAT_DTYPES = ("float32", "float64")
+# the keyword arguments of predict_scores, which predict_proba and predict pass on
+PREDICT_OPTIONS = ("batch_size", "backend", "data_format", "dtype", "progress")
 
 
 class Model:
@@ -159,6 +170,13 @@ class Model:
         lines += [f"{a:<{w0}}  {b:<{w1}}  {c:<22}  {d:>14}" for a, b, c, d in rows]
         lines.append(f"{'total':<{w0}}  {'':<{w1}}  {'':<22}  {self.n_parameters():>14,}")
         return "\n".join(lines)
+
+    def __getstate__(self):
+        # the cache holds converted copies of the weights (float64, CuPy on a GPU): pickling
+        # (e.g. to Dask workers) sends the host weights once and each process converts anew
+        state = self.__dict__.copy()
+        state["_cache"] = {}
+        return state
 
     def __repr__(self):
         return (
@@ -346,13 +364,15 @@ class Model:
 
     def _params_for(self, xp, dev, dtype):
         key = (xp.__name__, str(dev), str(dtype))
-        if key not in self._cache:
-            self._cache = {key: {}}  # keep one converted copy: the last one asked for
-            for name, arr in self._weights.items():
-                self._cache[key][name] = xp.astype(
-                    to_device(arr, xp, device=dev), dtype, copy=False
-                )
-        params = self._cache[key]
+        params = self._cache.get(key)
+        if params is None:
+            # built whole, then published: threads sharing the model (Dask's threaded scheduler)
+            # never see a half-converted set; one converted copy is kept, the last one asked for
+            params = {
+                name: xp.astype(to_device(arr, xp, device=dev), dtype, copy=False)
+                for name, arr in self._weights.items()
+            }
+            self._cache = {key: params}
         return [
             {k.split(".", 1)[1]: v for k, v in params.items() if k.split(".", 1)[0] == layer.name}
             for layer in self.layers
@@ -415,9 +435,10 @@ class Model:
         ----------
         images : array of shape (n, H, W), (n, H, W, C) or (n, C, H, W)
             Integer images are scaled by 1/255 (uint8 pixels to [0, 1]); float images are used
-            as given. A 3-D array is taken as single-channel.
+            as given. A 3-D array is taken as single-channel. A ``dask.array.Array`` is
+            classified lazily, block by block (see Notes).
         batch_size : int, default=100
-            Images per forward pass (bounds memory).
+            Images per forward pass (bounds memory; for a Dask array, within each block).
         backend : {"auto", "numpy", "numba", "cupy"} or None
             Where to run; ``"cupy"`` moves the images to the GPU. None takes the configured one.
         data_format : {"NHWC", "NCHW"} or None
@@ -425,17 +446,40 @@ class Model:
         dtype : {"float32", "float64"}, default="float32"
             Precision of the computation.
         progress : bool, default=False
-            Print a progress bar with images per second on stderr.
+            Print a progress bar with images per second on stderr (not for a Dask array:
+            Dask's own progress bars show its blocks).
 
         Returns
         -------
         scores : array of shape (n, n_classes)
-            In the namespace the computation ran in (CuPy for backend="cupy").
+            In the namespace the computation ran in (CuPy for backend="cupy"); for a Dask
+            array of images, a lazy Dask array chunked along the batch axis as ``images`` is.
+
+        Notes
+        -----
+        A ``dask.array.Array`` of images (NumPy or CuPy blocks) gives a lazy Dask array
+        at once: the options and the images' shape and dtype are checked when it is built,
+        with the messages NumPy images get, and each block of images is classified when the
+        result is computed (by this method on the block: NaN or inf in float images raise
+        then), in parallel by Dask's scheduler or on a ``dask.distributed`` cluster. Blocks
+        split the batch axis only: images chunked along their pixel or channel axes are
+        rechunked into whole images first. The model enters the task graph once (its
+        weights travel once to each worker, not once per block) and as it is at the call:
+        changing its weights later does not change a result already built. docs/models.md
+        ("Classifying a Dask array") shows it on a cluster.
         """
+        if dask_arrays.is_dask_array(images):
+            return self._predict_dask(
+                "predict_scores",
+                images,
+                batch_size=batch_size,
+                backend=backend,
+                data_format=data_format,
+                dtype=dtype,
+                progress=progress,
+            )
         self._require_weights()
-        batch_size = check_int(batch_size, name="batch_size", min_value=1)
-        if dtype not in FLOAT_DTYPES:
-            raise ValueError(f"`dtype` must be 'float32' or 'float64'; got {dtype!r}.")
+        batch_size = _check_predict_options(batch_size, dtype)
         images = _as_input_array(images, name="images")
         xp = array_namespace(images)
         backend, xp, move = resolve_backend(xp, backend)
@@ -460,7 +504,7 @@ class Model:
         Parameters
         ----------
         images : array of shape (n, H, W), (n, H, W, C) or (n, C, H, W)
-            As in :meth:`predict_scores`.
+            As in :meth:`predict_scores` (a ``dask.array.Array`` included).
         **kwargs
             ``batch_size``, ``backend``, ``data_format``, ``dtype``, ``progress``, as in
             :meth:`predict_scores`.
@@ -468,8 +512,13 @@ class Model:
         Returns
         -------
         proba : array of shape (n, n_classes)
-            Non-negative, summing to 1 per image (uniform where every score is 0).
+            Non-negative, summing to 1 per image (uniform where every score is 0); lazy for a
+            Dask array of images, as in :meth:`predict_scores`.
         """
+        if dask_arrays.is_dask_array(images):
+            return self._predict_dask(
+                "predict_proba", images, **_predict_options("predict_proba", kwargs)
+            )
         scores = self.predict_scores(images, **kwargs)
         xp = array_namespace(scores)
         total = xp.sum(scores, axis=1, keepdims=True)
@@ -482,7 +531,7 @@ class Model:
         Parameters
         ----------
         images : array of shape (n, H, W), (n, H, W, C) or (n, C, H, W)
-            As in :meth:`predict_scores`.
+            As in :meth:`predict_scores` (a ``dask.array.Array`` included).
         **kwargs
             ``batch_size``, ``backend``, ``data_format``, ``dtype``, ``progress``, as in
             :meth:`predict_scores`.
@@ -490,41 +539,140 @@ class Model:
         Returns
         -------
         labels : array of shape (n,)
-            Class indices (int64), in the namespace the computation ran in.
+            Class indices (int64), in the namespace the computation ran in; lazy for a Dask
+            array of images, as in :meth:`predict_scores`.
         """
+        if dask_arrays.is_dask_array(images):
+            return self._predict_dask("predict", images, **_predict_options("predict", kwargs))
         scores = self.predict_scores(images, **kwargs)
         return array_namespace(scores).argmax(scores, axis=1)
 
-    def _prepare(self, images, xp, data_format, dtype):
+    def _predict_dask(
+        self,
+        method,
+        images,
+        *,
+        batch_size=100,
+        backend=None,
+        data_format=None,
+        dtype="float32",
+        progress=False,
+    ):
+        """The lazy result of ``method`` for a Dask array of images: everything that needs no
+        pixel value is checked now, the rest by ``method`` on each block when computed."""
+        self._require_weights()
+        batch_size = _check_predict_options(batch_size, dtype)
+        if progress:
+            raise ValueError(
+                "`progress` is not available for a Dask array of `images`: use Dask's progress "
+                "bars (dask.diagnostics.ProgressBar, or distributed.progress on a cluster)."
+            )
+        check_plain_array(dask_arrays.block_meta(images), name="images")
+        unknown = [axis for axis in dask_arrays.unknown_axes(images) if axis > 0]
+        if unknown:
+            raise ValueError(
+                f"`images` has unknown sizes along axes {unknown} (shape "
+                f"{_shape_text(images.shape)}); call images.compute_chunk_sizes() first."
+            )
+        xp = dask_arrays.block_namespace(images)
+        self._check_images(images.shape, images.dtype, xp, data_format)
+        # the backend as configured now (the blocks may run in other threads or processes);
+        # its namespace is the blocks' output's (CuPy for "cupy")
+        backend, out_xp, _ = resolve_backend(xp, backend)
+        scores = out_xp.zeros((0, self.n_classes), dtype=getattr(out_xp, dtype))
+        snapshot = copy.copy(self)  # the weights as they are now; a fresh, empty cache
+        snapshot._cache = {}
+        return dask_arrays.map_batches(
+            _predict_block,
+            images,
+            snapshot,
+            method,
+            {
+                "batch_size": batch_size,
+                "backend": backend,
+                "data_format": data_format,
+                "dtype": dtype,
+            },
+            shared_token=("caproute-model", self.get_config(), self._weights),
+            out_tail=() if method == "predict" else (self.n_classes,),
+            meta=out_xp.argmax(scores, axis=1) if method == "predict" else scores,
+            name="caproute-" + method.replace("_", "-"),
+        )
+
+    def _check_images(self, shape, kind, xp, data_format):
+        """Check what the images' shape and dtype say (no pixel value is read); return the
+        layout they are in."""
         fmt = self.data_format if data_format is None else data_format
         if fmt not in ("NHWC", "NCHW"):
             raise ValueError(f"`data_format` must be 'NHWC', 'NCHW' or None; got {data_format!r}.")
-        kind = images.dtype
         if xp.isdtype(kind, "bool") or not xp.isdtype(kind, ("integral", "real floating")):
             raise TypeError(f"`images` must hold integers (0-255) or floats; got dtype {kind}.")
-        if images.ndim == 3:
-            images = xp.expand_dims(images, axis=-1 if fmt == "NHWC" else 1)
-        if images.ndim != 4:
+        full = tuple(shape)
+        if len(full) == 3:
+            full = (*full, 1) if fmt == "NHWC" else (full[0], 1, *full[1:])
+        if len(full) != 4:
             raise ValueError(
                 "`images` must be 3-D (n, H, W) or 4-D "
                 f"({'n, H, W, C' if fmt == 'NHWC' else 'n, C, H, W'}); "
-                f"got shape {shape_str(images.shape)}."
+                f"got shape {_shape_text(shape)}."
             )
         if fmt != self.data_format:
-            images = xp.permute_dims(images, (0, 2, 3, 1) if fmt == "NCHW" else (0, 3, 1, 2))
-        if tuple(int(s) for s in images.shape[1:]) != self.input_shape:
+            full = tuple(full[i] for i in ((0, 2, 3, 1) if fmt == "NCHW" else (0, 3, 1, 2)))
+        if tuple(int(s) for s in full[1:]) != self.input_shape:
             raise ValueError(
                 f"`images` must be {self.input_shape} per image in the model's layout "
-                f"({self.data_format}); got {tuple(int(s) for s in images.shape[1:])}"
+                f"({self.data_format}); got {tuple(int(s) for s in full[1:])}"
                 + ("" if data_format is None else f" after reading them as {fmt}")
                 + "."
             )
+        return fmt
+
+    def _prepare(self, images, xp, data_format, dtype):
+        fmt = self._check_images(images.shape, images.dtype, xp, data_format)
+        kind = images.dtype
+        if images.ndim == 3:
+            images = xp.expand_dims(images, axis=-1 if fmt == "NHWC" else 1)
+        if fmt != self.data_format:
+            images = xp.permute_dims(images, (0, 2, 3, 1) if fmt == "NCHW" else (0, 3, 1, 2))
         if xp.isdtype(kind, "integral"):
             return xp.astype(images, dtype) / 255.0
         images = xp.astype(images, dtype)
         if not bool(xp.all(xp.isfinite(images))):
             raise ValueError("`images` holds NaN or inf.")
         return images
+
+
+def _check_predict_options(batch_size, dtype):
+    """Check predict_scores' ``batch_size`` and ``dtype``; return the batch size as an int."""
+    batch_size = check_int(batch_size, name="batch_size", min_value=1)
+    if dtype not in FLOAT_DTYPES:
+        raise ValueError(f"`dtype` must be 'float32' or 'float64'; got {dtype!r}.")
+    return batch_size
+
+
+def _predict_options(method, kwargs):
+    """``kwargs`` of predict_proba or predict, refused (as Python would) unless they are
+    predict_scores' keyword arguments."""
+    for key in kwargs:
+        if key not in PREDICT_OPTIONS:
+            raise TypeError(
+                f"Model.{method}() got an unexpected keyword argument {key!r}; it takes "
+                f"{', '.join(PREDICT_OPTIONS)}."
+            )
+    return kwargs
+
+
+def _predict_block(block, model, method, options):
+    """One block of a Dask array of images through ``model.<method>`` (run by Dask)."""
+    return getattr(model, method)(block, **options)
+
+
+def _shape_text(shape):
+    """``shape_str``, with Dask's unknown sizes (NaN) written as ``nan``."""
+    if any(isinstance(s, float) and math.isnan(s) for s in shape):
+        sizes = ["nan" if isinstance(s, float) and math.isnan(s) else str(int(s)) for s in shape]
+        return "(" + ", ".join(sizes) + ("," if len(sizes) == 1 else "") + ")"
+    return shape_str(shape)
 
 
 def _build_layer(cls, config):
