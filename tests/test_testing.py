@@ -199,12 +199,22 @@ def fake_dynamic_routing(u_hat, *, xp, **kwargs):
     return out, c
 
 
-def fake_fit_stats(X, weights, means, prec_chol, covariance_type, *, shift, chunk_size, xp):
+def fake_fit_stats(
+    X, weights, means, prec_chol, covariance_type, *, shift, chunk_size, xp, sample_weight=None
+):
     for a in (X, weights, means, prec_chol):
         assert type(a) is np.ndarray
     CALLED.append("gmm_estep_stats")
     return _gmm_math.fit_stats(
-        X, weights, means, prec_chol, covariance_type, shift=shift, chunk_size=chunk_size, xp=xp
+        X,
+        weights,
+        means,
+        prec_chol,
+        covariance_type,
+        shift=shift,
+        chunk_size=chunk_size,
+        xp=xp,
+        sample_weight=sample_weight,
     )
 
 

@@ -12,13 +12,18 @@ class Stats(NamedTuple):
     nk (K,): sum of responsibilities; sx (K, D): sum r x; sxx: full (K, D, D) sum r (x-c)(x-c)^T
     around ``shift``; tied (D, D) X^T X; diag and spherical (K, D) sum r x^2; loglik: sum of
     the points' log-likelihoods (0-d array); n: number of points; shift (K, D) or None.
+
+    With sample weights, a point of weight w counts as w copies of itself: every sum has w in
+    each term (``sum w r``, ``sum w r x``, ..., tied ``X^T W X``, ``sum w log_norm``; a point of
+    weight 0 adds exactly nothing), and n is the total weight, a Python float (the weights
+    added in float64) instead of the int count.
     """
 
     nk: object
     sx: object
     sxx: object
     loglik: object
-    n: int
+    n: int | float
     shift: object
 
 

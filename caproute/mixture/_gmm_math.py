@@ -173,8 +173,17 @@ def estimate_log_prob_resp(X, weights, means, prec_chol, covariance_type, *, xp)
     return log_norm, weighted - xp.expand_dims(log_norm, axis=1)
 
 
-def stats_from_resp(X, resp, covariance_type, *, shift, xp):
-    """Sufficient statistics of points X with responsibilities resp (loglik left at 0)."""
+def stats_from_resp(X, resp, covariance_type, *, shift, xp, sample_weight=None):
+    """Sufficient statistics of points X with responsibilities resp (loglik left at 0).
+
+    ``sample_weight`` (n,), optional: a point of weight w counts as w copies of itself (see
+    :func:`_weighted_stats_from_resp`); ``n`` is then their total weight, a Python float.
+    """
+    if sample_weight is not None:
+        stats = _weighted_stats_from_resp(
+            X, resp, covariance_type, shift=shift, sample_weight=sample_weight, xp=xp
+        )
+        return stats._replace(n=_total_weight(sample_weight, xp=xp))
     nk = xp.sum(resp, axis=0)
     respT = xp.matrix_transpose(resp)
     sx = xp.matmul(respT, X)
@@ -191,13 +200,81 @@ def stats_from_resp(X, resp, covariance_type, *, shift, xp):
     return Stats(nk, sx, sxx, zero, int(X.shape[0]), shift)
 
 
-def estep_stats(X, weights, means, prec_chol, covariance_type, *, shift, xp):
-    """E-step over the points X and their sufficient statistics (the reference)."""
+def estep_stats(X, weights, means, prec_chol, covariance_type, *, shift, xp, sample_weight=None):
+    """E-step over the points X and their sufficient statistics (the reference).
+
+    ``sample_weight`` (n,), optional: a point of weight w counts as w copies of itself, its
+    log-likelihood included; ``n`` is then their total weight, a Python float.
+    """
+    if sample_weight is not None:
+        stats = _weighted_estep_stats(
+            X,
+            weights,
+            means,
+            prec_chol,
+            covariance_type,
+            shift=shift,
+            sample_weight=sample_weight,
+            xp=xp,
+        )
+        return stats._replace(n=_total_weight(sample_weight, xp=xp))
     log_norm, log_resp = estimate_log_prob_resp(
         X, weights, means, prec_chol, covariance_type, xp=xp
     )
     stats = stats_from_resp(X, xp.exp(log_resp), covariance_type, shift=shift, xp=xp)
     return stats._replace(loglik=xp.sum(log_norm))
+
+
+def _total_weight(sample_weight, *, xp):
+    """``Stats.n`` of weighted points: the sum of their weights, added in float64, as a Python
+    float (one host synchronisation)."""
+    return float(xp.sum(sample_weight, dtype=xp.float64))
+
+
+def _without_weightless(X, sample_weight, *, xp):
+    """``(X with the rows of zero-weight points set to 0, w (n, 1), w > 0 (n, 1))``.
+
+    A point of weight 0 takes no part, whatever its values: its row is replaced before any
+    arithmetic (a huge value would overflow into inf, and 0 * inf is NaN), and its terms are
+    selected away (``where``), never multiplied by 0.
+    """
+    w = xp.expand_dims(sample_weight, axis=1)
+    keep = w > 0.0
+    zero = xp.zeros((), dtype=X.dtype, device=device(X))
+    return xp.where(keep, X, zero), w, keep
+
+
+def _weighted_stats_from_resp(X, resp, covariance_type, *, shift, sample_weight, xp):
+    """:func:`stats_from_resp` with a point of weight w counted as w copies of itself:
+    ``nk = sum w r``, ``sx = sum w r x``, full ``sum w r (x-c)(x-c)^T``, tied ``X^T W X``,
+    diag and spherical ``sum w r x^2``. ``n`` is left at 0.0 (the caller sets it: see
+    :func:`_total_weight`), so that chunks wait for nothing."""
+    X, w, keep = _without_weightless(X, sample_weight, xp=xp)
+    zero = xp.zeros((), dtype=X.dtype, device=device(X))
+    resp = xp.where(keep, resp * w, zero)
+    if covariance_type == "tied":  # X^T W X: the scatter does not involve resp
+        nk = xp.sum(resp, axis=0)
+        sx = xp.matmul(xp.matrix_transpose(resp), X)
+        sxx = xp.matmul(xp.matrix_transpose(X * w), X)
+        return Stats(nk, sx, sxx, zero, 0.0, shift)
+    return stats_from_resp(X, resp, covariance_type, shift=shift, xp=xp)._replace(n=0.0)
+
+
+def _weighted_estep_stats(
+    X, weights, means, prec_chol, covariance_type, *, shift, sample_weight, xp
+):
+    """:func:`estep_stats` with sample weights; ``loglik = sum w log_norm`` and ``n`` left at
+    0.0 (see :func:`_weighted_stats_from_resp`)."""
+    X, _, _ = _without_weightless(X, sample_weight, xp=xp)
+    log_norm, log_resp = estimate_log_prob_resp(
+        X, weights, means, prec_chol, covariance_type, xp=xp
+    )
+    stats = _weighted_stats_from_resp(
+        X, xp.exp(log_resp), covariance_type, shift=shift, sample_weight=sample_weight, xp=xp
+    )
+    zero = xp.zeros((), dtype=X.dtype, device=device(X))
+    loglik = xp.sum(xp.where(sample_weight > 0.0, sample_weight * log_norm, zero))
+    return stats._replace(loglik=loglik)
 
 
 # ----------------------------------------------------------------------------- M-step
@@ -250,8 +327,30 @@ def chunks(n_samples, chunk_size):
         yield start, min(n_samples, start + chunk_size)
 
 
-def fit_stats(X, weights, means, prec_chol, covariance_type, *, shift, chunk_size, xp):
-    """E-step statistics over all of X, one chunk at a time (the reference implementation)."""
+def fit_stats(
+    X, weights, means, prec_chol, covariance_type, *, shift, chunk_size, xp, sample_weight=None
+):
+    """E-step statistics over all of X, one chunk at a time (the reference implementation).
+
+    ``sample_weight`` (n,), optional: a point of weight w counts as w copies of itself; it is
+    cut into the same chunks as X, and ``n`` is the total weight, a Python float (one host
+    synchronisation per call, none per chunk).
+    """
+    if sample_weight is not None:
+        total = None
+        for start, stop in chunks(int(X.shape[0]), chunk_size):
+            part = _weighted_estep_stats(
+                X[start:stop, ...],
+                weights,
+                means,
+                prec_chol,
+                covariance_type,
+                shift=shift,
+                sample_weight=sample_weight[start:stop],
+                xp=xp,
+            )
+            total = part if total is None else add_stats(total, part)
+        return total._replace(n=_total_weight(sample_weight, xp=xp))
     total = None
     for start, stop in chunks(int(X.shape[0]), chunk_size):
         part = estep_stats(

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 
 import numpy as np
 from sklearn.base import DensityMixin
-from sklearn.cluster import KMeans, kmeans_plusplus
+from sklearn.cluster import KMeans
 from sklearn.mixture import GaussianMixture as _SKGaussianMixture
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from .._backend import Array, array_namespace, device, select_impl, to_device, to_numpy
-from .._backend.estimator_input import validate_X, validate_X_like_fit
+from .._backend.dask_arrays import is_dask_array
+from .._backend.estimator_input import validate_sample_weight, validate_X, validate_X_like_fit
 from .._config import BACKENDS
 from .._lib.iterative_fit import IterativeFit
 from .._sklearn_compat import Interval, StrOptions
-from . import _gmm_math
+from . import _gmm_math, _online
+from ._choice import choice_without_replacement
 from ._init_checks import check_means, check_precisions, check_weights
+from ._kmeans_plusplus import kmeans_plusplus_indices
+from ._sources import ArraySource, ChunkedSource, is_out_of_core
 
 
 class GaussianMixture(DensityMixin, IterativeFit):
@@ -147,10 +152,10 @@ class GaussianMixture(DensityMixin, IterativeFit):
         self.backend = backend
 
     # ------------------------------------------------------------------ helpers
-    def _chunk(self, X):
+    def _chunk(self, n_samples, n_features):
         if self.chunk_size is not None:
             return int(self.chunk_size)
-        return _gmm_math.auto_chunk_size(int(X.shape[0]), int(X.shape[1]), self.n_components)
+        return _gmm_math.auto_chunk_size(n_samples, n_features, self.n_components)
 
     def _params_from_stats(self, stats, *, xp, weights_over="sum"):
         weights, means, cov = _gmm_math.mstep(
@@ -158,74 +163,93 @@ class GaussianMixture(DensityMixin, IterativeFit):
         )
         return weights, means, cov, _gmm_math.precision_cholesky(cov, self.covariance_type, xp=xp)
 
-    # ------------------------------------------------------------------ initialisation
-    def _init_stats(self, X, rng, *, xp, host_X):
-        """Statistics of scikit-learn's initial responsibilities, drawn from the same random
-        stream in the same order, built chunk by chunk (no N x K matrix)."""
-        n, K = int(X.shape[0]), self.n_components
-        dtype, dev = X.dtype, device(X)
-        chunk = self._chunk(X)
-        if self.init_params in ("kmeans", "k-means++", "random_from_data"):
-            labels = self._initial_labels(X, rng, host_X)
-            # the labels go to X's device once (a no-op on the host); the one-hot
-            # responsibilities are built there, chunk by chunk
-            labels = to_device(labels, xp, device=dev)
-            components = xp.arange(K, dtype=labels.dtype, device=dev)
+    def _source(self, X, sample_weight, *, reset, method=None):
+        """The points as a data source (``_sources``): validated in memory, or read in
+        chunks; ``reset`` (fit) records ``n_features_in_``, otherwise X is checked against
+        the fit (its namespace and device, its number of features)."""
+        backend = self._backend()
+        name = type(self).__name__
+        if is_dask_array(X):
+            from ._dask_source import DaskSource
 
-            def resp_chunks():
-                for start, stop in _gmm_math.chunks(n, chunk):
-                    one_hot = xp.expand_dims(labels[start:stop], axis=1) == components
-                    yield start, stop, xp.astype(one_hot, dtype)
+            source = DaskSource(X, sample_weight, est_name=name, check_now=reset)
+        elif is_out_of_core(X):
+            if self.chunk_size is not None:
+                rows = int(self.chunk_size)
+            else:
+                rows = None
+            source = ChunkedSource.from_data(
+                X, sample_weight, chunk_rows=rows, backend=backend, est_name=name
+            )
         else:
-            state = rng.get_state()
+            if reset:
+                X, xp = validate_X(self, X, reset=True, backend=backend, ensure_min_samples=2)
+            else:
+                X, xp = validate_X_like_fit(
+                    self, X, method=method, fitted=self.means_, backend=backend
+                )
+            w = None if sample_weight is None else validate_sample_weight(sample_weight, X, xp)
+            n, d = (int(s) for s in X.shape)
+            return ArraySource(X, w, xp=xp, chunk_size=self._chunk(n, d))
+        if reset:
+            if source.n_samples < 2:
+                raise ValueError(
+                    f"Found array with {source.n_samples} sample(s) while a minimum of 2 is "
+                    f"required by {name}."
+                )
+            self.n_features_in_ = source.n_features
+            if hasattr(self, "feature_names_in_"):
+                del self.feature_names_in_
+        elif source.n_features != self.n_features_in_:
+            raise ValueError(
+                f"X has {source.n_features} features, but {name} is expecting "
+                f"{self.n_features_in_} features as input."
+            )
+        return source
 
-            def resp_chunks():
-                rng.set_state(state)  # replaying the draws gives the same responsibilities
-                for start, stop in _gmm_math.chunks(n, chunk):
-                    # scikit-learn's draws come from the host's RandomState: explicitly moved
-                    draws = rng.uniform(size=(stop - start, K))
-                    r = xp.astype(to_device(draws, xp, device=dev), dtype)
-                    yield start, stop, r / xp.sum(r, axis=1, keepdims=True)
+    # ------------------------------------------------------------------ initialisation
+    def _init_stats(self, source, rng):
+        """Statistics of scikit-learn's initial responsibilities, drawn from the same random
+        stream in the same order, built chunk by chunk (no N x K matrix, nothing N-sized
+        beyond what scikit-learn's KMeans itself holds for ``"kmeans"``)."""
+        xp, K = source.xp, self.n_components
+        if self.init_params in ("k-means++", "random_from_data"):
+            # one point per component: the statistics of those rows alone are the statistics
+            # of the one-hot responsibilities (every other point adds exact zeros)
+            idx = _initial_indices(source, K, self.init_params, rng)
+            Xr, wr = source.rows(idx)
+            one_hot = xp.eye(K, dtype=Xr.dtype, device=device(Xr))
+            pass_stats = lambda cov_type, shift: _gmm_math.stats_from_resp(  # noqa: E731
+                Xr, one_hot, cov_type, shift=shift, xp=xp, sample_weight=wr
+            )
+            stats = pass_stats("diag", None)
+            if self.covariance_type == "full":
+                stats = pass_stats("full", _init_means(stats, xp=xp))
+            elif self.covariance_type == "tied":
+                stats = stats._replace(sxx=_weighted_gram(source))
+            return stats._replace(n=source.total_weight())
+        if self.init_params == "kmeans":
+            resp = _kmeans_resp(source, K, rng)
+        else:
+            resp = _RandomResp(source, K, rng)
+
+        def one_pass(cov_type, shift):
+            fn = functools.partial(_resp_block_stats, cov_type=cov_type, shift=shift, xp=xp)
+            return source.reduce_indexed(fn, resp)
 
         # pass 1: masses and means; pass 2 (full only): scatter around those exact means,
         # which is scikit-learn's centred formula
-        total = None
-        for start, stop, r in resp_chunks():
-            part = _gmm_math.stats_from_resp(X[start:stop, ...], r, "diag", shift=None, xp=xp)
-            total = part if total is None else _gmm_math.add_stats(total, part)
+        stats = one_pass("tied" if self.covariance_type == "tied" else "diag", None)
         if self.covariance_type == "full":
-            eps = xp.finfo(dtype).eps
-            shift = total.sx / xp.expand_dims(total.nk + 10 * eps, axis=1)
-            total = None
-            for start, stop, r in resp_chunks():
-                part = _gmm_math.stats_from_resp(X[start:stop, ...], r, "full", shift=shift, xp=xp)
-                total = part if total is None else _gmm_math.add_stats(total, part)
-        elif self.covariance_type == "tied":
-            total = total._replace(sxx=xp.matmul(xp.matrix_transpose(X), X))
-        return total
+            stats = one_pass("full", _init_means(stats, xp=xp))
+        return stats._replace(n=source.total_weight())
 
-    def _initial_labels(self, X, rng, host_X):
-        """Each point's initial component on the host (NumPy, int64), -1 for none:
-        scikit-learn's KMeans labels, or one point per component for "k-means++" and
-        "random_from_data"; the draws come from scikit-learn's stream. KMeans and k-means++
-        run on the host, on ``host_X()``: X copied there once per fit (see ``_host_X``)."""
-        n, K = int(X.shape[0]), self.n_components
-        if self.init_params == "kmeans":
-            km = KMeans(n_clusters=K, n_init=1, random_state=rng).fit(host_X())
-            return km.labels_.astype(np.int64)
-        if self.init_params == "k-means++":
-            _, idx = kmeans_plusplus(host_X(), K, random_state=rng)
-        else:
-            idx = rng.choice(n, size=K, replace=False)
-        labels = np.full(n, -1, dtype=np.int64)
-        labels[idx] = np.arange(K)
-        return labels
-
-    def _initial_parameters(self, X, rng, inits, *, xp, host_X):
+    def _initial_parameters(self, source, rng, inits):
+        xp = source.xp
         weights_init, means_init, precisions_init = inits
         weights = means = cov = None
         if weights_init is None or means_init is None or precisions_init is None:
-            stats = self._init_stats(X, rng, xp=xp, host_X=host_X)
+            stats = self._init_stats(source, rng)
             weights, means, cov = _gmm_math.mstep(
                 stats, self.covariance_type, self.reg_covar, xp=xp, weights_over="n_samples"
             )
@@ -242,9 +266,9 @@ class GaussianMixture(DensityMixin, IterativeFit):
             )
         return weights, means, cov, prec_chol
 
-    def _check_inits(self, X, *, xp):
+    def _check_inits(self, source):
         """Validated copies of the user's initial parameters, in X's namespace and dtype."""
-        n_features = int(X.shape[1])
+        xp, n_features = source.xp, source.n_features
         out = []
         for value, check in (
             (self.weights_init, lambda v: check_weights(v, self.n_components)),
@@ -259,107 +283,172 @@ class GaussianMixture(DensityMixin, IterativeFit):
             else:
                 # checked on the host (scikit-learn's checks), then moved to X's device
                 arr = check(to_numpy(value) if not isinstance(value, (list, tuple)) else value)
-                out.append(xp.astype(to_device(arr, xp, device=device(X)), X.dtype))
+                arr = to_device(np.asarray(arr), xp, device=source.device)
+                out.append(xp.astype(arr, source.dtype))
         return tuple(out)
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X: Array, y: None = None) -> GaussianMixture:
+    def fit(self, X: Array, y: None = None, sample_weight: Array | None = None) -> GaussianMixture:
         """Estimate the parameters with EM (``n_init`` times, keeping the best).
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Points: NumPy or array-like, or an array of another Array API library.
+            Points: NumPy or array-like, an array of another Array API library, or data read
+            chunk by chunk (a NumPy memmap, a Zarr or h5py array, a list of 2-D arrays, or a
+            ``dask.array.Array``; see ``docs/out_of_core.md``).
         y : Ignored
             Not used, present for API consistency.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weight of every point: a weight of k counts the point k times, a
+            weight of 0 leaves it out. None weighs every point 1.
 
         Returns
         -------
         self : object
             The fitted mixture.
         """
-        self._fit(X)
+        self._fit(X, sample_weight)
         return self
 
-    def fit_predict(self, X: Array, y: None = None) -> Array:
+    def fit_predict(self, X: Array, y: None = None, sample_weight: Array | None = None) -> Array:
         """Fit, then return the most probable component of every point.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Points.
+            Points (any input :meth:`fit` accepts).
         y : Ignored
             Not used, present for API consistency.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weight of every point (see :meth:`fit`).
 
         Returns
         -------
         labels : array of shape (n_samples,)
             Component labels (the same as ``fit(X).predict(X)``).
         """
-        X, xp = self._fit(X)
+        source = self._fit(X, sample_weight)
         # a last E-step, as scikit-learn does, so that the labels match fit(X).predict(X)
-        return self._labels(X, xp=xp)
+        return self._map_chunks(source, self._chunk_labels, "labels")
 
-    def _fit(self, X):
-        """The EM fit; returns the validated X and its namespace. (``fit`` skips the final
-        labels pass that ``fit_predict`` needs: they would be an N-sized array for nothing.)"""
-        fit_state = self._start_fit(X)
+    def _fit(self, X, sample_weight):
+        """The EM fit; returns the data source. (``fit`` skips the final labels pass that
+        ``fit_predict`` needs: they would be an N-sized array for nothing.)"""
+        fit_state = self._start_fit(X, sample_weight)
         best = self._fit_loop(fit_state)
         self.lower_bound_ = best.score
         self.lower_bounds_ = best.history
-        return fit_state["X"], fit_state["xp"]
+        self.n_samples_seen_ = fit_state["total_weight"]
+        return fit_state["source"]
 
-    def _start_fit(self, X):
+    def _start_fit(self, X, sample_weight):
         self._validate_params()
-        X, xp = validate_X(self, X, reset=True, backend=self._backend(), ensure_min_samples=2)
-        n = int(X.shape[0])
+        source = self._source(X, sample_weight, reset=True)
+        self._check_n_samples(source)
+        # the E-step kernel is chosen once per fit, not per iteration
+        plan = select_impl("gmm_estep_stats", source.xp, self._backend())
+        return {
+            "source": source,
+            "xp": source.xp,
+            "inits": self._check_inits(source),
+            "plan": plan,
+            "total_weight": source.total_weight(),
+        }
+
+    def _check_n_samples(self, source):
+        n = source.n_samples
         if n < self.n_components:
             raise ValueError(
                 "Expected n_samples >= n_components but got n_components = "
                 f"{self.n_components}, n_samples = {n}"
             )
-        # the E-step kernel is chosen once per fit, not per iteration
-        plan = select_impl("gmm_estep_stats", xp, self._backend())
-        return {
-            "X": X,
-            "xp": xp,
-            "inits": self._check_inits(X, xp=xp),
-            "plan": plan,
-            "chunk_size": self._chunk(X),
-        }
 
     def _initialize(self, fit_state, random_state):
-        return self._initial_parameters(
-            fit_state["X"],
-            random_state,
-            fit_state["inits"],
-            xp=fit_state["xp"],
-            host_X=lambda: self._host_X(fit_state),
-        )
+        return self._initial_parameters(fit_state["source"], random_state, fit_state["inits"])
 
-    @staticmethod
-    def _host_X(fit_state):
-        """X on the host, for scikit-learn's KMeans: copied from the device explicitly, once
-        per fit however many ``n_init`` runs need it (no copy for NumPy input)."""
-        if fit_state.get("X_host") is None:
-            fit_state["X_host"] = to_numpy(fit_state["X"])
-        return fit_state["X_host"]
-
-    def _iterate(self, fit_state, params):
-        X, xp, plan = fit_state["X"], fit_state["xp"], fit_state["plan"]
+    def _estep(self, source, plan, params):
+        """E-step statistics of all the source's points under ``params``."""
         weights, means, _, prec_chol = params
         shift = means if self.covariance_type == "full" else None
-        stats = plan.func(
-            X,
-            weights,
-            means,
-            prec_chol,
-            self.covariance_type,
-            shift=shift,
-            chunk_size=fit_state["chunk_size"],
-            xp=plan.xp,
+        chunk = self._chunk(source.n_samples, source.n_features)
+        return source.reduce(
+            functools.partial(
+                _estep_block,
+                plan.func,
+                weights=weights,
+                means=means,
+                prec_chol=prec_chol,
+                covariance_type=self.covariance_type,
+                shift=shift,
+                chunk_size=chunk,
+                xp=plan.xp,
+            )
         )
-        return self._params_from_stats(stats, xp=xp), float(stats.loglik) / int(X.shape[0])
+
+    def _iterate(self, fit_state, params):
+        stats = self._estep(fit_state["source"], fit_state["plan"], params)
+        score = float(stats.loglik) / fit_state["total_weight"]
+        return self._params_from_stats(stats, xp=fit_state["xp"]), score
+
+    # ------------------------------------------------------------------ streaming
+    def partial_fit(
+        self, X: Array, y: None = None, sample_weight: Array | None = None
+    ) -> GaussianMixture:
+        """One step of online EM on a chunk of points.
+
+        The first call initialises the mixture from this chunk (``init_params`` or the
+        given initial parameters, one initialisation). Every call then runs one E-step on
+        the chunk under the current parameters and moves the sufficient statistics toward
+        the chunk's, with step ``gamma = w / (W + w)``, where ``w`` is the chunk's total
+        weight and ``W`` the weight seen before it (``n_samples_seen_``), followed by an
+        M-step: online EM (Cappé and Moulines, 2009) whose step size makes every point seen
+        so far count equally. A mixture fitted by :meth:`fit` continues from its fit, whose
+        points count as ``n_samples_seen_``. To fit data that is all available, prefer
+        :meth:`fit` on a memmap, a Zarr array or a list of chunks: it runs exact EM over
+        all of it.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The chunk's points (at least ``n_components`` of them for the first call).
+        y : Ignored
+            Not used, present for API consistency.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weight of every point (see :meth:`fit`).
+
+        Returns
+        -------
+        self : object
+            The updated mixture.
+        """
+        first = not hasattr(self, "means_")
+        if first:
+            self._validate_params()
+        source = self._source(X, sample_weight, reset=first, method="partial_fit")
+        xp = source.xp
+        plan = select_impl("gmm_estep_stats", xp, self._backend())
+        w = source.total_weight()
+        if first:
+            self._check_n_samples(source)
+            rng = check_random_state(self.random_state)
+            params = self._initial_parameters(source, rng, self._check_inits(source))
+            seen = 0.0
+            self.n_iter_ = 0
+        else:
+            params = self._get_parameters()
+            seen = self.n_samples_seen_
+        stats = self._estep(source, plan, params)
+        gamma = w / (seen + w)
+        running = _online.stats_from_params(params, self.covariance_type, self.reg_covar, xp=xp)
+        blended = _online.blend_stats(running, _online.scale_stats(stats, 1.0 / w), gamma)
+        self._set_parameters(self._params_from_stats(blended, xp=xp))
+        self.lower_bound_ = float(stats.loglik) / w
+        self.lower_bounds_ = [self.lower_bound_]
+        self.n_iter_ += 1
+        self.converged_ = False
+        self.n_samples_seen_ = seen + w
+        return self
 
     def _get_parameters(self):
         return self.weights_, self.means_, self.covariances_, self.precisions_cholesky_
@@ -371,17 +460,19 @@ class GaussianMixture(DensityMixin, IterativeFit):
         )
 
     # ------------------------------------------------------------------ prediction
-    def _per_chunk(self, X, fn, *, xp):
-        """fn over chunks of X, written into one preallocated result (concatenating the
-        pieces would hold the result twice)."""
-        out = None
-        for a, b in _gmm_math.chunks(int(X.shape[0]), self._chunk(X)):
-            part = fn(X[a:b, ...])
+    def _map_chunks(self, source, fn, kind):
+        """fn over the source's chunks, written into one preallocated result (concatenating
+        the pieces would hold the result twice); a lazy array for Dask input."""
+        if hasattr(source, "map_blocks"):
+            return source.map_blocks(fn, kind, self.n_components)
+        xp, out = source.xp, None
+        for start, Xc, _ in source.chunks():
+            part = fn(Xc, xp=xp)
             if out is None:
                 out = xp.empty(
-                    (int(X.shape[0]), *part.shape[1:]), dtype=part.dtype, device=device(X)
+                    (source.n_samples, *part.shape[1:]), dtype=part.dtype, device=device(part)
                 )
-            out[a:b, ...] = part
+            out[start : start + int(Xc.shape[0]), ...] = part
         return out
 
     def _log_prob_resp(self, X, *, xp):
@@ -389,16 +480,18 @@ class GaussianMixture(DensityMixin, IterativeFit):
             X, self.weights_, self.means_, self.precisions_cholesky_, self.covariance_type, xp=xp
         )
 
-    def _labels(self, X, *, xp):
-        return self._per_chunk(
-            X, lambda c: xp.argmax(self._log_prob_resp(c, xp=xp)[1], axis=1), xp=xp
-        )
+    def _chunk_labels(self, X, *, xp):
+        return xp.argmax(self._log_prob_resp(X, xp=xp)[1], axis=1)
+
+    def _chunk_proba(self, X, *, xp):
+        return xp.exp(self._log_prob_resp(X, xp=xp)[1])
+
+    def _chunk_scores(self, X, *, xp):
+        return self._log_prob_resp(X, xp=xp)[0]
 
     def _validate_for(self, X, method):
         check_is_fitted(self)
-        return validate_X_like_fit(
-            self, X, method=method, fitted=self.means_, backend=self._backend()
-        )
+        return self._source(X, None, reset=False, method=method)
 
     def predict(self, X: Array) -> Array:
         """The most probable component of every point.
@@ -406,15 +499,15 @@ class GaussianMixture(DensityMixin, IterativeFit):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Points.
+            Points (any input :meth:`fit` accepts; a lazy array for a Dask array).
 
         Returns
         -------
         labels : array of shape (n_samples,)
             Component labels.
         """
-        X, xp = self._validate_for(X, "predict")
-        return self._labels(X, xp=xp)
+        source = self._validate_for(X, "predict")
+        return self._map_chunks(source, self._chunk_labels, "labels")
 
     def predict_proba(self, X: Array) -> Array:
         """Posterior probability of every component for every point.
@@ -422,15 +515,15 @@ class GaussianMixture(DensityMixin, IterativeFit):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Points.
+            Points (any input :meth:`fit` accepts; a lazy array for a Dask array).
 
         Returns
         -------
         resp : array of shape (n_samples, n_components)
             Responsibilities.
         """
-        X, xp = self._validate_for(X, "predict_proba")
-        return self._per_chunk(X, lambda c: xp.exp(self._log_prob_resp(c, xp=xp)[1]), xp=xp)
+        source = self._validate_for(X, "predict_proba")
+        return self._map_chunks(source, self._chunk_proba, "proba")
 
     def score_samples(self, X: Array) -> Array:
         """Log-likelihood of every point under the mixture.
@@ -438,15 +531,27 @@ class GaussianMixture(DensityMixin, IterativeFit):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Points.
+            Points (any input :meth:`fit` accepts; a lazy array for a Dask array).
 
         Returns
         -------
         log_prob : array of shape (n_samples,)
             Log-densities.
         """
-        X, xp = self._validate_for(X, "score_samples")
-        return self._per_chunk(X, lambda c: self._log_prob_resp(c, xp=xp)[0], xp=xp)
+        source = self._validate_for(X, "score_samples")
+        return self._map_chunks(source, self._chunk_scores, "scores")
+
+    def _score_sum(self, X):
+        """``(sum of the points' log-likelihoods, n_samples)``, chunk by chunk."""
+        source = self._validate_for(X, "score")
+        if hasattr(source, "map_blocks"):
+            lazy = source.map_blocks(self._chunk_scores, "scores", self.n_components)
+            return float(lazy.sum().compute()), source.n_samples
+        xp = source.xp
+        total = 0.0
+        for _, Xc, _ in source.chunks():
+            total += float(xp.sum(self._chunk_scores(Xc, xp=xp)))
+        return total, source.n_samples
 
     def score(self, X: Array, y: None = None) -> float:
         """Mean log-likelihood of X under the mixture.
@@ -454,7 +559,7 @@ class GaussianMixture(DensityMixin, IterativeFit):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Points.
+            Points (any input :meth:`fit` accepts).
         y : Ignored
             Not used, present for API consistency.
 
@@ -463,8 +568,8 @@ class GaussianMixture(DensityMixin, IterativeFit):
         log_likelihood : float
             Mean of :meth:`score_samples`.
         """
-        scores = self.score_samples(X)
-        return float(array_namespace(scores).mean(scores))
+        total, n = self._score_sum(X)
+        return total / n
 
     def _n_parameters(self):
         n_features = int(self.means_.shape[1])
@@ -490,7 +595,8 @@ class GaussianMixture(DensityMixin, IterativeFit):
         bic : float
             ``-2 * score(X) * n_samples + n_parameters * log(n_samples)``.
         """
-        return -2 * self.score(X) * X.shape[0] + self._n_parameters() * math.log(X.shape[0])
+        total, n = self._score_sum(X)
+        return -2 * total + self._n_parameters() * math.log(n)
 
     def aic(self, X: Array) -> float:
         """Akaike information criterion on X (lower is better).
@@ -505,7 +611,8 @@ class GaussianMixture(DensityMixin, IterativeFit):
         aic : float
             ``-2 * score(X) * n_samples + 2 * n_parameters``.
         """
-        return -2 * self.score(X) * X.shape[0] + 2 * self._n_parameters()
+        total, _ = self._score_sum(X)
+        return -2 * total + 2 * self._n_parameters()
 
     def sample(self, n_samples: int = 1) -> tuple[Array, Array]:
         """Draw points from the fitted mixture (scikit-learn's random stream).
@@ -560,3 +667,195 @@ class GaussianMixture(DensityMixin, IterativeFit):
         # drawn on the host (scikit-learn's random stream), moved to the model's device
         dev = device(self.means_)
         return to_device(X, xp, device=dev), to_device(y, xp, device=dev)
+
+
+# ----------------------------------------------------------------------------- private helpers
+#: Above this many points, the ``"kmeans"`` initialisation of data read in chunks runs KMeans on
+#: this many points drawn at random, and labels the rest by their nearest centre; up to it,
+#: KMeans runs on all the points, as scikit-learn does (they are loaded into memory for it).
+KMEANS_SAMPLE_ROWS = 1_000_000
+
+
+def _estep_block(func, X, w, **kwargs):
+    """One block's E-step statistics (a module-level function: Dask ships it to workers)."""
+    return func(X, sample_weight=w, **kwargs)
+
+
+def _init_means(stats, *, xp):
+    eps = xp.finfo(stats.sx.dtype).eps
+    return stats.sx / xp.expand_dims(stats.nk + 10 * eps, axis=1)
+
+
+def _weighted_gram(source):
+    """``sum_i w_i x_i x_i^T`` over all the points, chunk by chunk."""
+    xp, total = source.xp, None
+    for _, Xc, wc in source.chunks():
+        Xw = Xc if wc is None else Xc * xp.expand_dims(wc, axis=1)
+        part = xp.matmul(xp.matrix_transpose(Xw), Xc)
+        total = part if total is None else total + part
+    return total
+
+
+def _initial_indices(source, K, init_params, rng):
+    """The rows scikit-learn's "k-means++" or "random_from_data" initialisation picks, from
+    its random stream, in memory independent of N. With sample weights, a point is picked
+    with probability proportional to its weight (so a weight of 0 is never picked)."""
+    weighted = source.sample_weight is not None
+    if init_params == "k-means++":
+        host_chunks = functools.partial(_host_chunks, source)
+        idx, _ = kmeans_plusplus_indices(
+            host_chunks,
+            source.n_samples,
+            source.n_features,
+            K,
+            random_state=rng,
+            weighted=weighted,
+            dtype=np.dtype(_host_dtype(source)),
+        )
+        return idx
+    if not weighted:
+        return choice_without_replacement(rng, source.n_samples, K)
+    return _weighted_choice(source, K, rng)
+
+
+def _host_dtype(source):
+    return np.float32 if source.dtype == source.xp.float32 else np.float64
+
+
+def _host_chunks(source):
+    for start, Xc, wc in source.chunks():
+        yield start, np.ascontiguousarray(to_numpy(Xc)), None if wc is None else to_numpy(wc)
+
+
+def _weighted_choice(source, K, rng):
+    """K distinct points drawn without replacement with probabilities proportional to their
+    weights (numpy's successive-draw method for ``choice(replace=False, p=...)``, with a
+    chunked cumulative sum instead of an N-sized one)."""
+    n_positive = 0
+    for _, _, wc in _host_chunks(source):
+        n_positive += int(np.count_nonzero(wc))
+    if n_positive < K:
+        raise ValueError(
+            "sample_weight: init_params='random_from_data' needs at least "
+            f"n_components = {K} points of positive weight; got {n_positive}."
+        )
+    found: list[int] = []
+    while len(found) < K:
+        u = rng.random_sample(K - len(found))
+        taken = np.asarray(found, dtype=np.int64)
+        total = 0.0
+        for start, _, wc in _host_chunks(source):
+            w = wc.astype(np.float64)
+            in_chunk = taken[(taken >= start) & (taken < start + w.shape[0])] - start
+            w[in_chunk] = 0.0
+            total += float(np.sum(w))
+        targets = u * total
+        carry, new = 0.0, np.full(targets.shape, -1, dtype=np.int64)
+        for start, _, wc in _host_chunks(source):
+            w = wc.astype(np.float64)
+            in_chunk = taken[(taken >= start) & (taken < start + w.shape[0])] - start
+            w[in_chunk] = 0.0
+            cdf = np.cumsum(w) + carry
+            todo = (new < 0) & (targets < cdf[-1])
+            new[todo] = start + np.searchsorted(cdf, targets[todo], side="right")
+            carry = float(cdf[-1])
+        new[new < 0] = source.n_samples - 1  # rounding at the very end of the cdf
+        for i in new.tolist():
+            if i not in found and len(found) < K:
+                found.append(i)
+    return np.asarray(found, dtype=np.int64)
+
+
+def _resp_block_stats(start, X, w, resp, *, cov_type, shift, xp):
+    """Statistics of one chunk's initial responsibilities (module level: Dask ships it)."""
+    r = xp.astype(resp(start, X, xp=xp), X.dtype)
+    if w is None:
+        return _gmm_math.stats_from_resp(X, r, cov_type, shift=shift, xp=xp)
+    # n is left at 0 (the caller sets the total weight once): a chunk waits for nothing
+    return _gmm_math._weighted_stats_from_resp(X, r, cov_type, shift=shift, sample_weight=w, xp=xp)
+
+
+def _kmeans_resp(source, K, rng):
+    """Responsibilities of the ``"kmeans"`` initialisation: one-hot KMeans labels, per
+    chunk. In memory, KMeans runs on all of X (its labels are the only N-sized array, and
+    KMeans holds them anyway); for data read in chunks, see ``KMEANS_SAMPLE_ROWS``."""
+    if source.in_memory or source.n_samples <= KMEANS_SAMPLE_ROWS:
+        X_host, w_host = source.host_array()
+        km = KMeans(n_clusters=K, n_init=1, random_state=rng)
+        labels = km.fit(X_host, sample_weight=w_host).labels_
+        del X_host, w_host
+        return _LabelResp(labels, 0, K)
+    idx = np.sort(choice_without_replacement(rng, source.n_samples, KMEANS_SAMPLE_ROWS))
+    X_sample, w_sample = source.rows(idx)
+    km = KMeans(n_clusters=K, n_init=1, random_state=rng).fit(
+        to_numpy(X_sample), sample_weight=None if w_sample is None else to_numpy(w_sample)
+    )
+    return _NearestResp(km.cluster_centers_, K)
+
+
+def _one_hot(labels, K, like, *, xp):
+    part = to_device(np.asarray(labels, dtype=np.int64), xp, device=device(like))
+    return xp.expand_dims(part, axis=1) == xp.arange(K, dtype=xp.int64, device=device(like))
+
+
+class _LabelResp:
+    """One-hot responsibilities from host labels (``labels[i]`` is point ``offset + i``)."""
+
+    def __init__(self, labels, offset, K):
+        self.labels, self.offset, self.K = labels, offset, K
+
+    def block(self, start, stop):
+        return _LabelResp(self.labels[start - self.offset : stop - self.offset], start, self.K)
+
+    def __call__(self, start, X, *, xp):
+        a = start - self.offset
+        return _one_hot(self.labels[a : a + int(X.shape[0])], self.K, X, xp=xp)
+
+
+class _NearestResp:
+    """One-hot responsibilities of the nearest of KMeans's centres (KMeans's ``predict``)."""
+
+    def __init__(self, centres, K):
+        self.centres, self.K = centres, K
+
+    def block(self, start, stop):
+        return self
+
+    def __call__(self, start, X, *, xp):
+        Xh = to_numpy(X).astype(np.float64)
+        c = self.centres.astype(np.float64)
+        d = (Xh * Xh).sum(axis=1)[:, None] - 2.0 * Xh @ c.T + (c * c).sum(axis=1)
+        return _one_hot(np.argmin(d, axis=1), self.K, X, xp=xp)
+
+
+class _RandomResp:
+    """Responsibilities of the ``"random"`` initialisation: scikit-learn's uniform draws,
+    normalised per point, drawn chunk by chunk from the same stream. The stream's state at
+    the start of every chunk is kept (2.5 KB each), so any pass (or any worker) can redraw
+    any chunk, and ``rng`` ends where scikit-learn's draw of all N x K numbers leaves it."""
+
+    def __init__(self, source, K, rng, states=None):
+        self.K = K
+        if states is None:
+            states = {}
+            for start, stop in source.bounds():
+                states[start] = rng.get_state()
+                _advance_uniform(rng, (stop - start) * K)
+        self.states = states
+
+    def block(self, start, stop):
+        return _RandomResp(None, self.K, None, {start: self.states[start]})
+
+    def __call__(self, start, X, *, xp):
+        local = np.random.RandomState()
+        local.set_state(self.states[start])
+        draws = local.uniform(size=(int(X.shape[0]), self.K))
+        r = xp.astype(to_device(draws, xp, device=device(X)), X.dtype)
+        return r / xp.sum(r, axis=1, keepdims=True)
+
+
+def _advance_uniform(rng, count, piece=1 << 20):
+    while count > 0:
+        m = min(count, piece)
+        rng.uniform(size=m)
+        count -= m

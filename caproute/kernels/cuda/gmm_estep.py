@@ -24,6 +24,14 @@ from run to run (they depend only on the shapes, through the grid size). D and K
 size: the only shared array holds one value per point of a tile. The (n_samples, K)
 responsibilities are never stored, only a tile's.
 
+Sample weights: every E-step kernel takes ``sample_weight`` (one weight per point) and comes in
+two builds, ``estep`` (unweighted: the array is a zero-length dummy, never read, and the code is
+the unweighted one) and ``estep_weighted``, where a point of weight w counts as w copies of
+itself: in b. its responsibilities and log-likelihood are multiplied by w; in a. and c. a
+point of weight 0 is skipped (a huge value of its own never reaches the arithmetic, and
+0 * inf never makes a NaN), and tied's ``X^T X`` is ``X^T W X``. The branches on the build
+are compile-time constants.
+
 Entry point: :func:`fit_stats`, with the reference's signature
 (``caproute.mixture._gmm_math.fit_stats``); it takes arrays of ``xp`` (CuPy on a GPU, NumPy in
 the CUDA simulator) and validates nothing.
@@ -119,8 +127,14 @@ def _kernels(dtype):
         return n_feat * math.log(prec[ku, 0])
 
     # sxx entry q of a tile: sums over its nb points, in order; r[k, b] = sc[lp0 + k * tp + b]
+    # (already times the points' weights when weighted, which also skips points of weight 0)
     @cuda.jit(device=True, inline="always")
-    def sxx_full(X, shift, sc, lp0, tp, p0, nb, q, D):
+    def skipped(sw, p, weighted):
+        """Whether point p takes no part: weighted, and its weight is not > 0."""
+        return weighted and not sw[p] > zero
+
+    @cuda.jit(device=True, inline="always")
+    def sxx_full(X, sw, weighted, shift, sc, lp0, tp, p0, nb, q, D):
         """sum_b r_bk (x_bi - c_ki)(x_bj - c_kj), i <= j."""
         T = (D * (D + 1)) // 2
         k = q // T
@@ -132,38 +146,48 @@ def _kernels(dtype):
         base = lp0 + k * tp
         acc = zero
         for b in range(nb):
+            if skipped(sw, p0 + b, weighted):
+                continue
             acc += ((X[p0 + b, i] - ci) * sc[base + b]) * (X[p0 + b, j] - cj)
         return acc
 
     @cuda.jit(device=True, inline="always")
-    def sxx_tied(X, shift, sc, lp0, tp, p0, nb, q, D):
-        """sum_b x_bi x_bj, i <= j."""
+    def sxx_tied(X, sw, weighted, shift, sc, lp0, tp, p0, nb, q, D):
+        """sum_b x_bi x_bj, i <= j (sum_b w_b x_bi x_bj when weighted)."""
         i = tri_row(q, D)
         j = i + q - (i * (2 * D - i + 1)) // 2
         acc = zero
         for b in range(nb):
-            acc += X[p0 + b, i] * X[p0 + b, j]
+            if weighted:
+                if skipped(sw, p0 + b, weighted):
+                    continue
+                acc += (sw[p0 + b] * X[p0 + b, i]) * X[p0 + b, j]
+            else:
+                acc += X[p0 + b, i] * X[p0 + b, j]
         return acc
 
     @cuda.jit(device=True, inline="always")
-    def sxx_diag(X, shift, sc, lp0, tp, p0, nb, q, D):
+    def sxx_diag(X, sw, weighted, shift, sc, lp0, tp, p0, nb, q, D):
         """sum_b r_bk x_bi^2."""
         k = q // D
         i = q - k * D
         base = lp0 + k * tp
         acc = zero
         for b in range(nb):
+            if skipped(sw, p0 + b, weighted):
+                continue
             x = X[p0 + b, i]
             acc += sc[base + b] * (x * x)
         return acc
 
     # ------------------------------------------------------------------ E-step kernels
-    def make_estep(maha, logdet, sxx_entry, per_component_prec):
+    def make_estep(maha, logdet, sxx_entry, per_component_prec, weighted):
         uk = 1 if per_component_prec else 0  # prec[k * uk]: tied shares prec[0]
 
-        def estep(X, weights, means, prec, shift, dlog2pi, n_feat, scratch, partial):
+        def estep(X, sample_weight, weights, means, prec, shift, dlog2pi, n_feat, scratch, partial):
             """Partial statistics of this block's tiles into partial[blockIdx]; scratch[blockIdx]
-            holds log_det (K), log w (K) and a tile's log-probabilities (K, blockDim)."""
+            holds log_det (K), log w (K) and a tile's log-probabilities (K, blockDim).
+            ``sample_weight`` is read only when ``weighted`` (a constant of the build)."""
             N = X.shape[0]
             D = X.shape[1]
             K = means.shape[0]
@@ -191,7 +215,10 @@ def _kernels(dtype):
                 for pair in range(tid, K * nb, tp):
                     k = pair // nb
                     b = pair - k * nb
-                    m = maha(X, p0 + b, means, prec, k, k * uk, D)
+                    if skipped(sample_weight, p0 + b, weighted):
+                        m = zero  # the point takes no part: its coordinates are never read
+                    else:
+                        m = maha(X, p0 + b, means, prec, k, k * uk, D)
                     sc[lp0 + k * tp + b] = neg_half * (dlog2pi + m) + sc[k] + sc[K + k]
                 cuda.syncthreads()
                 # b. responsibilities and log-likelihood, one point per thread
@@ -207,9 +234,20 @@ def _kernels(dtype):
                     for k in range(K):
                         s += math.exp(sc[lp0 + k * tp + b] - mx)
                     ln = math.log(s) + mx
-                    for k in range(K):
-                        sc[lp0 + k * tp + b] = math.exp(sc[lp0 + k * tp + b] - ln)
-                    lnorm[b] = ln
+                    if weighted:  # r and log-likelihood times w; exactly 0 for weight 0
+                        w = sample_weight[p0 + b]
+                        if w > zero:
+                            for k in range(K):
+                                sc[lp0 + k * tp + b] = math.exp(sc[lp0 + k * tp + b] - ln) * w
+                            lnorm[b] = ln * w
+                        else:
+                            for k in range(K):
+                                sc[lp0 + k * tp + b] = zero
+                            lnorm[b] = zero
+                    else:
+                        for k in range(K):
+                            sc[lp0 + k * tp + b] = math.exp(sc[lp0 + k * tp + b] - ln)
+                        lnorm[b] = ln
                 cuda.syncthreads()
                 # c. every entry of the statistics has one owner; points added in order
                 for e in range(tid, L, tp):
@@ -225,7 +263,9 @@ def _kernels(dtype):
                         for b in range(nb):
                             s += sc[base + b] * X[p0 + b, i]
                     elif e < L - 1:
-                        s = sxx_entry(X, shift, sc, lp0, tp, p0, nb, e - n_nk_sx, D)
+                        s = sxx_entry(
+                            X, sample_weight, weighted, shift, sc, lp0, tp, p0, nb, e - n_nk_sx, D
+                        )
                     else:
                         for b in range(nb):
                             s += lnorm[b]
@@ -234,12 +274,16 @@ def _kernels(dtype):
 
         return estep
 
-    estep_py = {
-        "full": make_estep(maha_tri, logdet_tri, sxx_full, True),
-        "tied": make_estep(maha_tri, logdet_tri, sxx_tied, False),
-        "diag": make_estep(maha_diag, logdet_diag, sxx_diag, True),
-        "spherical": make_estep(maha_spherical, logdet_spherical, sxx_diag, True),
-    }
+    def make_esteps(weighted):
+        return {
+            "full": make_estep(maha_tri, logdet_tri, sxx_full, True, weighted),
+            "tied": make_estep(maha_tri, logdet_tri, sxx_tied, False, weighted),
+            "diag": make_estep(maha_diag, logdet_diag, sxx_diag, True, weighted),
+            "spherical": make_estep(maha_spherical, logdet_spherical, sxx_diag, True, weighted),
+        }
+
+    estep_py = make_esteps(False)
+    estep_weighted_py = make_esteps(True)
 
     # ------------------------------------------------------------------ reduction
     def reduce(partial, K, D, n_sym, out):
@@ -271,6 +315,8 @@ def _kernels(dtype):
     return SimpleNamespace(
         estep_py=estep_py,
         estep={kind: cuda.jit(f) for kind, f in estep_py.items()},
+        estep_weighted_py=estep_weighted_py,
+        estep_weighted={kind: cuda.jit(f) for kind, f in estep_weighted_py.items()},
         reduce_py=reduce,
         reduce=cuda.jit(reduce),
     )
@@ -291,12 +337,27 @@ def _contiguous(x, xp):
     return xp.ascontiguousarray(x) if hasattr(xp, "ascontiguousarray") else xp.asarray(x, copy=True)
 
 
-def fit_stats(X, weights, means, prec_chol, covariance_type, *, shift, chunk_size=None, xp):
+def fit_stats(
+    X,
+    weights,
+    means,
+    prec_chol,
+    covariance_type,
+    *,
+    shift,
+    chunk_size=None,
+    xp,
+    sample_weight=None,
+):
     """GPU E-step statistics over all of X (the reference's signature and results).
 
     ``chunk_size`` is ignored: the GPU works in tiles of ``BLOCK`` points, at most
     ``MAX_GRID`` blocks (fewer when K, D make the per-block partial sums large), two launches
     in all. Returns ``Stats(nk, sx, sxx, loglik, n, shift)`` in X's dtype.
+
+    ``sample_weight`` (n,), optional, in X's namespace and dtype: a point of weight w counts as
+    w copies of itself; ``n`` is then the total weight, a Python float (added in float64: one
+    host synchronisation).
     """
     dtype = np.dtype(X.dtype)
     N, D = int(X.shape[0]), int(X.shape[1])
@@ -316,10 +377,17 @@ def fit_stats(X, weights, means, prec_chol, covariance_type, *, shift, chunk_siz
         prec = xp.reshape(prec, (K, 1))
     # the shift is read by the full kernel only; the others get the means in its place
     shift_arg = _contiguous(shift, xp) if covariance_type == "full" else means
+    if sample_weight is None:
+        # the unweighted build never reads its sample_weight: any 1-D array of the dtype will do
+        estep, sw, n = kernels.estep[covariance_type], weights, N
+    else:
+        estep, sw = kernels.estep_weighted[covariance_type], _contiguous(sample_weight, xp)
+        n = float(xp.sum(sample_weight, dtype=xp.float64))
     scratch = xp.empty((grid, n_scratch), dtype=dtype)
     partial = xp.empty((grid, n_entries), dtype=dtype)
-    launch(kernels.estep[covariance_type], grid, tp)(
+    launch(estep, grid, tp)(
         X,
+        sw,
         weights,
         means,
         prec,
@@ -340,7 +408,7 @@ def fit_stats(X, weights, means, prec_chol, covariance_type, *, shift, chunk_siz
         xp.reshape(out[K:start], (K, D)),
         xp.reshape(out[start : n_out - 1], sxx_shape),
         xp.reshape(out[n_out - 1 :], ()),
-        N,
+        n,
         shift,
     )
 
@@ -354,10 +422,11 @@ def _specs():
         for kind in COVARIANCE_TYPES:
             prec = prec_types.get(kind, "{t}[:, ::1]").format(t=t)
             signature = (
-                f"void({t}[:, ::1], {t}[::1], {t}[:, ::1], {prec}, {t}[:, ::1], {t}, {t}, "
-                f"{t}[:, ::1], {t}[:, ::1])"
+                f"void({t}[:, ::1], {t}[::1], {t}[::1], {t}[:, ::1], {prec}, {t}[:, ::1], {t}, "
+                f"{t}, {t}[:, ::1], {t}[:, ::1])"
             )
             specs.append((f"estep_{kind}_{t}", kernels.estep_py[kind], signature))
+            specs.append((f"estep_weighted_{kind}_{t}", kernels.estep_weighted_py[kind], signature))
         signature = f"void({t}[:, ::1], int64, int64, int64, {t}[::1])"
         specs.append((f"reduce_{t}", kernels.reduce_py, signature))
     return specs

@@ -6,6 +6,13 @@ run in parallel, each with its own accumulators (no thread writes another's), su
 in a fixed order, so results do not depend on scheduling. The (n_samples, n_components)
 responsibilities are never stored: only a block's (K, B) at a time.
 
+Sample weights: each kernel takes ``sw`` (float64, one weight per point) and a flag
+``weighted``; unweighted calls pass ``False`` and a zero-length array, and run exactly the code
+they ran before. Weighted, a block's points of weight 0 are set to 0 as they are loaded (they
+take no part, and no huge value of theirs can overflow), and right after the softmax each
+point's responsibilities and log-normaliser are multiplied by its weight (0 for weight 0,
+never 0 times an inf); tied's ``X^T X`` becomes ``X^T W X``.
+
 Entry point: :func:`fit_stats`, with the reference's signature (``caproute.mixture._em``).
 """
 
@@ -33,6 +40,44 @@ def _load_block(X, start, stop, xb):
     for b in range(stop - start):
         for i in range(D):
             xb[i, b] = X[start + b, i]
+
+
+@njit_cached(inline="always", fastmath=_FAST)
+def _zero_weightless(sw, start, nb, xb):
+    """xb[:, b] = 0 for the block's points of weight 0 (sw[start + b] not > 0)."""
+    D = xb.shape[0]
+    for b in range(nb):
+        if not sw[start + b] > 0.0:
+            for i in range(D):
+                xb[i, b] = 0.0
+
+
+@njit_cached(inline="always", fastmath=_FAST)
+def _weigh_responsibilities(r, sw, start, nb, m, zinv):
+    """r[:, b] *= w_b after ``softmax_columns`` (whose buffers give each point's shift m and
+    1 / sum of exponentials zinv); returns sum_b w_b log_norm_b. A point of weight 0 gets
+    responsibilities 0 and adds nothing, whatever its log-normaliser."""
+    K = r.shape[0]
+    total = 0.0
+    for b in range(nb):
+        w = sw[start + b]
+        wl = w * (m[b] - np.log(zinv[b]))  # log_norm = m + log(sum exp)
+        total += wl if w > 0.0 else 0.0
+    for k in range(K):
+        for b in range(nb):
+            w = sw[start + b]
+            r[k, b] = r[k, b] * w if w > 0.0 else 0.0
+    return total
+
+
+@njit_cached(inline="always", fastmath=_FAST)
+def _responsibilities(logp, nb, sw, start, weighted, m_buf, z_buf):
+    """logp[:, :nb] = the block's responsibilities, times the points' weights when
+    ``weighted``; returns the sum of the points' (weighted) log-normalisers."""
+    if weighted:
+        softmax_columns(logp, logp, nb, False, False, m_buf, z_buf)
+        return _weigh_responsibilities(logp, sw, start, nb, m_buf, z_buf)
+    return softmax_columns(logp, logp, nb, False, True, m_buf, z_buf)
 
 
 @njit_cached(inline="always", fastmath=_FAST)
@@ -153,7 +198,9 @@ def _add_scatter_upper(rc, db, nb, out):
 
 
 @njit_cached(parallel=True, fastmath=_FAST)
-def _full(X, log_w, means, U, log_det, shift, shift_is_means, n_groups, nk, sx, sxx, loglik):
+def _full(
+    X, sw, weighted, log_w, means, U, log_det, shift, shift_is_means, n_groups, nk, sx, sxx, loglik
+):
     N, D = X.shape
     K = means.shape[0]
     n_blocks = (N + _BLOCK - 1) // _BLOCK
@@ -171,11 +218,13 @@ def _full(X, log_w, means, U, log_det, shift, shift_is_means, n_groups, nk, sx, 
             start = blk * _BLOCK
             nb = min(N, start + _BLOCK) - start
             _load_block(X, start, start + nb, xb)
+            if weighted:
+                _zero_weightless(sw, start, nb, xb)
             for k in range(K):
                 _maha_triangular(U[k], means[k], xb, nb, dk[k], y, maha)
                 for b in range(nb):
                     logp[k, b] = -0.5 * (D * _LOG_2PI + maha[b]) + log_det[k] + log_w[k]
-            acc_ll += softmax_columns(logp, logp, nb, False, True, m_buf, z_buf)  # responsibilities
+            acc_ll += _responsibilities(logp, nb, sw, start, weighted, m_buf, z_buf)
             _add_nk_sx(logp, xb, nb, nk[g], sx[g])
             for k in range(K):
                 # sum_b r (x - c)(x - c)^T, upper triangle (mirrored by the caller)
@@ -192,7 +241,7 @@ def _full(X, log_w, means, U, log_det, shift, shift_is_means, n_groups, nk, sx, 
 
 
 @njit_cached(parallel=True, fastmath=_FAST)
-def _tied(X, log_w, means, U, log_det, n_groups, nk, sx, sxx, loglik):
+def _tied(X, sw, weighted, log_w, means, U, log_det, n_groups, nk, sx, sxx, loglik):
     N, D = X.shape
     K = means.shape[0]
     n_blocks = (N + _BLOCK - 1) // _BLOCK
@@ -209,18 +258,26 @@ def _tied(X, log_w, means, U, log_det, n_groups, nk, sx, sxx, loglik):
             start = blk * _BLOCK
             nb = min(N, start + _BLOCK) - start
             _load_block(X, start, start + nb, xb)
+            if weighted:
+                _zero_weightless(sw, start, nb, xb)
             for k in range(K):
                 _maha_triangular(U, means[k], xb, nb, db, y, maha)
                 for b in range(nb):
                     logp[k, b] = -0.5 * (D * _LOG_2PI + maha[b]) + log_det[0] + log_w[k]
-            acc_ll += softmax_columns(logp, logp, nb, False, True, m_buf, z_buf)  # responsibilities
+            acc_ll += _responsibilities(logp, nb, sw, start, weighted, m_buf, z_buf)
             _add_nk_sx(logp, xb, nb, nk[g], sx[g])
-            _add_scatter_upper(xb, xb, nb, sxx[g])  # X^T X, upper triangle
+            if weighted:  # X^T W X, upper triangle; db is free once the maha are done
+                for i in range(D):
+                    for b in range(nb):
+                        db[i, b] = xb[i, b] * sw[start + b]
+                _add_scatter_upper(db, xb, nb, sxx[g])
+            else:
+                _add_scatter_upper(xb, xb, nb, sxx[g])  # X^T X, upper triangle
         loglik[g] = acc_ll
 
 
 @njit_cached(parallel=True, fastmath=_FAST)
-def _diag(X, log_w, means, prec, log_det, n_groups, nk, sx, sxx, loglik):
+def _diag(X, sw, weighted, log_w, means, prec, log_det, n_groups, nk, sx, sxx, loglik):
     """prec (K, D): diagonal precisions (spherical passes them broadcast over D)."""
     N, D = X.shape
     K = means.shape[0]
@@ -235,6 +292,8 @@ def _diag(X, log_w, means, prec, log_det, n_groups, nk, sx, sxx, loglik):
             start = blk * _BLOCK
             nb = min(N, start + _BLOCK) - start
             _load_block(X, start, start + nb, xb)
+            if weighted:
+                _zero_weightless(sw, start, nb, xb)
             for k in range(K):
                 for b in range(nb):
                     logp[k, b] = 0.0
@@ -245,7 +304,7 @@ def _diag(X, log_w, means, prec, log_det, n_groups, nk, sx, sxx, loglik):
                         logp[k, b] += dv * dv * p
                 for b in range(nb):
                     logp[k, b] = -0.5 * (D * _LOG_2PI + logp[k, b]) + log_det[k] + log_w[k]
-            acc_ll += softmax_columns(logp, logp, nb, False, True, m_buf, z_buf)  # responsibilities
+            acc_ll += _responsibilities(logp, nb, sw, start, weighted, m_buf, z_buf)
             _add_nk_sx(logp, xb, nb, nk[g], sx[g])
             for k in range(K):
                 for i in range(D):
@@ -256,9 +315,26 @@ def _diag(X, log_w, means, prec, log_det, n_groups, nk, sx, sxx, loglik):
         loglik[g] = acc_ll
 
 
-def fit_stats(X, weights, means, prec_chol, covariance_type, *, shift, chunk_size=None, xp=None):
+_NO_WEIGHTS = np.empty(0)  # what the kernels get for ``sw`` when they are unweighted
+
+
+def fit_stats(
+    X,
+    weights,
+    means,
+    prec_chol,
+    covariance_type,
+    *,
+    shift,
+    chunk_size=None,
+    xp=None,
+    sample_weight=None,
+):
     """Numba E-step statistics over all of X (the reference's signature; ``chunk_size`` is
-    ignored: the kernel works in blocks of 128 points)."""
+    ignored: the kernel works in blocks of 128 points).
+
+    ``sample_weight`` (n,), optional: a point of weight w counts as w copies of itself; ``n``
+    is then the total weight, a Python float (added in float64)."""
     Xf = np.ascontiguousarray(X)
     dtype = Xf.dtype
     # blocks are converted to float64 as they are loaded (accumulators and buffers are float64);
@@ -273,12 +349,16 @@ def fit_stats(X, weights, means, prec_chol, covariance_type, *, shift, chunk_siz
     nk = np.zeros((n_groups, K))
     sx = np.zeros((n_groups, K, D))
     loglik = np.zeros(n_groups)
+    weighted = sample_weight is not None
+    sw = f64(sample_weight) if weighted else _NO_WEIGHTS  # float64: one kernel per X dtype
     if covariance_type == "full":
         log_det = np.log(np.diagonal(pc, axis1=1, axis2=2)).sum(axis=1)
         sxx = np.zeros((n_groups, K, D, D))
         shift64 = f64(shift)
         _full(
             Xf,
+            sw,
+            weighted,
             log_w,
             mu,
             pc,
@@ -295,17 +375,18 @@ def fit_stats(X, weights, means, prec_chol, covariance_type, *, shift, chunk_siz
     elif covariance_type == "tied":
         log_det = np.array([np.log(np.diagonal(pc)).sum()])
         sxx = np.zeros((n_groups, D, D))
-        _tied(Xf, log_w, mu, pc, log_det, n_groups, nk, sx, sxx, loglik)
+        _tied(Xf, sw, weighted, log_w, mu, pc, log_det, n_groups, nk, sx, sxx, loglik)
         sxx = _mirror(sxx.sum(axis=0))
     else:
         prec = pc * pc if covariance_type == "diag" else np.repeat((pc * pc)[:, None], D, axis=1)
         log_det = np.log(pc).sum(axis=1) if covariance_type == "diag" else D * np.log(pc)
         sxx = np.zeros((n_groups, K, D))
-        _diag(Xf, log_w, mu, f64(prec), f64(log_det), n_groups, nk, sx, sxx, loglik)
+        _diag(Xf, sw, weighted, log_w, mu, f64(prec), f64(log_det), n_groups, nk, sx, sxx, loglik)
         sxx = sxx.sum(axis=0)
     cast = lambda a: np.asarray(a, dtype=dtype)  # noqa: E731
+    n = float(np.sum(sample_weight, dtype=np.float64)) if weighted else int(N)
     return Stats(
-        cast(nk.sum(axis=0)), cast(sx.sum(axis=0)), cast(sxx), cast(loglik.sum()), int(N), shift
+        cast(nk.sum(axis=0)), cast(sx.sum(axis=0)), cast(sxx), cast(loglik.sum()), n, shift
     )
 
 

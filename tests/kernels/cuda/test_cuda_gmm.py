@@ -52,14 +52,18 @@ def _parameters(rng, covariance_type, n, D, K, dtype):
     return cast(X), cast(weights), cast(means), cast(prec_chol), cast(shift)
 
 
-def _check(kernel, X, weights, means, prec_chol, covariance_type, shift):
+def _check(kernel, X, weights, means, prec_chol, covariance_type, shift, sample_weight=None):
     """The kernel's statistics against the reference's, field by field."""
     xp = numpy_namespace()
     dtype = X.dtype
     args = (X, weights, means, prec_chol, covariance_type)
-    ref = _gmm_math.fit_stats(*args, shift=shift, chunk_size=32, xp=xp)
-    got = kernel.fit_stats(*args, shift=shift, chunk_size=32, xp=xp)
-    assert got.n == X.shape[0]
+    kw = dict(shift=shift, chunk_size=32, xp=xp, sample_weight=sample_weight)
+    ref = _gmm_math.fit_stats(*args, **kw)
+    got = kernel.fit_stats(*args, **kw)
+    if sample_weight is None:
+        assert type(got.n) is int and got.n == X.shape[0]
+    else:  # the total weight, added in float64
+        assert type(got.n) is float and got.n == float(np.sum(sample_weight, dtype=np.float64))
     assert got.shift is shift
     for field in FIELDS:
         g, r = np.asarray(getattr(got, field)), np.asarray(getattr(ref, field))
@@ -117,3 +121,39 @@ def test_one_block_takes_every_tile(gmm_estep, monkeypatch, covariance_type):
     rng = np.random.default_rng(3)
     params = _parameters(rng, covariance_type, 75, 2, 2, np.float64)
     _check(gmm_estep, *params[:4], covariance_type, params[4])
+
+
+def _sample_weight(rng, n, dtype):
+    """Weights with zeros, fractions and values above 1."""
+    w = rng.uniform(0.1, 3.0, size=n)
+    w[rng.uniform(size=n) < 0.25] = 0.0
+    return w.astype(dtype)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("n, D, K", [(70, 1, 1), (71, 5, 3)])
+def test_weighted_matches_reference(gmm_estep, covariance_type, dtype, n, D, K):
+    """Sample weights (zeros, fractions, above 1) and a point of weight 0 whose every product
+    overflows: it adds nothing, and nothing becomes NaN (``_check`` asserts finite results)."""
+    rng = np.random.default_rng(1000 * n + 10 * D + K + 1)
+    X, weights, means, prec_chol, shift = _parameters(rng, covariance_type, n, D, K, dtype)
+    w = _sample_weight(rng, n, dtype)
+    huge = np.finfo(dtype).max / 8
+    X[33] = [huge if i % 2 == 0 else -huge for i in range(D)]
+    w[33] = 0.0
+    _check(gmm_estep, X, weights, means, prec_chol, covariance_type, shift, sample_weight=w)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_unit_weights_give_the_unweighted_numbers(gmm_estep, covariance_type, dtype):
+    xp = numpy_namespace()
+    rng = np.random.default_rng(11)
+    X, weights, means, prec_chol, shift = _parameters(rng, covariance_type, 70, 3, 2, dtype)
+    args = (X, weights, means, prec_chol, covariance_type)
+    got = gmm_estep.fit_stats(*args, shift=shift, xp=xp, sample_weight=np.ones(70, dtype=dtype))
+    want = gmm_estep.fit_stats(*args, shift=shift, xp=xp)
+    assert got.n == 70.0
+    for field in FIELDS:
+        np.testing.assert_array_equal(getattr(got, field), getattr(want, field), err_msg=field)
