@@ -39,3 +39,14 @@ def test_classify_fashion_mnist_example(capsys):
         "most confused",
     ):
         assert name in printed
+
+
+def test_fit_beyond_memory_example(tmp_path, capsys):
+    example = _load("fit_beyond_memory")
+    status = example.main(["--gib", "0.02", "--budget-mib", "2048", "--dir", str(tmp_path)])
+    printed = capsys.readouterr().out
+    assert status == 0
+    assert "peak resident memory of this process" in printed
+    distance = float(printed.split("and its true centre: ")[1].split()[0])
+    assert distance < 0.1
+    assert list(tmp_path.iterdir()) == []  # the data file is removed

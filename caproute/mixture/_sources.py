@@ -120,6 +120,8 @@ class ChunkedSource:
     def chunks(self):
         w = self.sample_weight
         for start, X in self.reader.read():
+            if X.shape[0] == 0:  # an empty chunk of a list adds nothing to any pass
+                continue
             stop = start + X.shape[0]
             wc = None if w is None else self._to_xp(w[start:stop])
             yield start, self._to_xp(X), wc

@@ -62,10 +62,11 @@ def _sources(data, on_disk):
     }
 
 
-def _fit(X, **kw):
+def _fit(X, sample_weight=None, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # short fits may not converge: same for both
-        return GaussianMixture(3, random_state=1, tol=1e-10, max_iter=15, **kw).fit(X)
+        gm = GaussianMixture(3, random_state=1, tol=1e-10, max_iter=15, **kw)
+        return gm.fit(X, sample_weight=sample_weight)
 
 
 def _assert_same_fit(got, ref, rtol=1e-8):
@@ -196,3 +197,13 @@ def test_too_few_points_and_sample_weight_length(data):
         GaussianMixture(2).fit([data[:1200], data[1200:]], sample_weight=np.ones(3))
     with pytest.raises(ValueError, match="Negative values in data passed to `sample_weight`"):
         GaussianMixture(2).fit([data[:1200], data[1200:]], sample_weight=-np.ones(2400))
+
+
+@pytest.mark.parametrize("init_params", INITS)
+def test_empty_chunks_are_skipped(data, init_params):
+    w = np.random.RandomState(0).randint(1, 3, size=data.shape[0]).astype(float)
+    chunks = [data[:100], data[:0], data[100:2000], data[:0], data[2000:]]
+    for weights in (None, w):
+        got = _fit(chunks, init_params=init_params, sample_weight=weights)
+        ref = _fit(data, init_params=init_params, sample_weight=weights)
+        _assert_same_fit(got, ref)
