@@ -318,7 +318,9 @@ DEFAULT_CHUNK_BYTES = 16 * 2**20
 def auto_chunk_size(n_samples, n_features, n_components):
     """Rows per chunk so that one chunk's responsibilities and per-component temporaries stay
     near 16 MiB whatever N is: the extra memory of a fit does not grow with N x K."""
-    per_row = 8 * max(1, n_components) * (n_features + 2)
+    # the full and tied E-step and scatter hold two (K, rows, D) temporaries, and the
+    # responsibilities, their logarithms and the draws of "random" about two (rows, K)
+    per_row = 8 * max(1, n_components) * (2 * n_features + 2)
     return int(max(256, min(n_samples, DEFAULT_CHUNK_BYTES // per_row)))
 
 

@@ -702,9 +702,26 @@ def _initial_indices(source, K, init_params, rng):
     with probability proportional to its weight (so a weight of 0 is never picked)."""
     weighted = source.sample_weight is not None
     if init_params == "k-means++":
-        host_chunks = functools.partial(_host_chunks, source)
+        sample = None
+        if getattr(source, "distributed", False):
+            # k-means++ passes over the data 2K times: on a cluster it runs on the client, on
+            # all the points up to KMEANS_SAMPLE_ROWS (fetched once), else on that many
+            # points drawn at random
+            if source.n_samples > KMEANS_SAMPLE_ROWS:
+                sample = np.sort(
+                    choice_without_replacement(rng, source.n_samples, KMEANS_SAMPLE_ROWS)
+                )
+                X_local, w_local = source.rows(sample)
+            else:
+                X_local, w_local = source.host_array()
+            source = ArraySource(
+                np.ascontiguousarray(to_numpy(X_local)),
+                None if w_local is None else to_numpy(w_local),
+                xp=np,
+                chunk_size=1 << 16,
+            )
         idx, _ = kmeans_plusplus_indices(
-            host_chunks,
+            functools.partial(_host_chunks, source),
             source.n_samples,
             source.n_features,
             K,
@@ -712,7 +729,7 @@ def _initial_indices(source, K, init_params, rng):
             weighted=weighted,
             dtype=np.dtype(_host_dtype(source)),
         )
-        return idx
+        return idx if sample is None else sample[idx]
     if not weighted:
         return choice_without_replacement(rng, source.n_samples, K)
     return _weighted_choice(source, K, rng)

@@ -180,6 +180,22 @@ def test_predictions_are_lazy_and_keep_the_fit_they_came_from(data, synchronous)
     np.testing.assert_array_equal(fit_labels.compute(), want["predict"])
 
 
+@pytest.mark.parametrize("init_params", ["kmeans", "k-means++"])
+def test_inits_on_a_sample_above_the_limit(data, synchronous, monkeypatch, init_params):
+    """Above KMEANS_SAMPLE_ROWS points, KMeans and k-means++ run on that many points drawn at
+    random: the fit still finds the in-memory fit's components."""
+    from caproute.mixture import gaussian_mixture as gm_module
+
+    X, _ = data
+    monkeypatch.setattr(gm_module, "KMEANS_SAMPLE_ROWS", X.shape[0] // 4)
+    Xd = da.from_array(X, chunks=UNEVEN)
+    kw = {"init_params": init_params, "random_state": 0, "tol": 1e-10, "max_iter": 1000}
+    got = _fit_quietly(GaussianMixture(3, **kw), Xd)
+    want = _fit_quietly(GaussianMixture(3, **kw), X)
+    order = lambda m: m[np.lexsort(m.T[::-1])]  # noqa: E731
+    np.testing.assert_allclose(order(got.means_), order(want.means_), atol=1e-3)
+
+
 def test_float16_and_integer_blocks_are_fitted_as_float64(data, synchronous):
     X, _ = data
     for X_other in (X.astype(np.float16), np.round(X * 10).astype(np.int32)):
