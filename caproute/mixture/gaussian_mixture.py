@@ -33,7 +33,14 @@ class GaussianMixture(DensityMixin, IterativeFit):
     messages as :class:`sklearn.mixture.GaussianMixture`, for every covariance type and
     initialisation; results agree with it (see ``tests/mixture``). The EM loop runs over
     sufficient statistics computed chunk by chunk, so a fit never holds the (n_samples,
-    n_components) responsibilities: its extra memory does not grow with N x K.
+    n_components) responsibilities, and no initialisation holds anything N-sized beyond what
+    scikit-learn's KMeans needs for ``init_params="kmeans"``.
+
+    Beyond scikit-learn: ``sample_weight`` in :meth:`fit`, :meth:`fit_predict` and
+    :meth:`partial_fit` (online EM); X may also be a NumPy memmap, a Zarr or h5py array, a
+    list of 2-D arrays (read chunk by chunk, once per iteration) or a ``dask.array.Array``
+    (per-block statistics on the cluster; the per-point methods then return lazy arrays).
+    See ``docs/out_of_core.md``.
 
     Parameters
     ----------
@@ -90,6 +97,9 @@ class GaussianMixture(DensityMixin, IterativeFit):
         Lower bound of the best initialisation (mean log-likelihood of its last E-step).
     lower_bounds_ : list of float
         Lower bound after every iteration of the best initialisation.
+    n_samples_seen_ : int or float
+        Total weight of the points fitted (their number without ``sample_weight``); for
+        :meth:`partial_fit`, of all the chunks seen so far.
     n_features_in_ : int
     feature_names_in_ : ndarray of shape (n_features_in_,)
 
