@@ -79,3 +79,13 @@ def test_readme_example_runs():
     exec(compile(blocks[0], "README.md", "exec"), namespace)
     assert namespace["v"].shape == (32, 10, 16)
     assert namespace["gm"].means_.shape == (3, 2)
+
+
+def test_the_package_says_it_is_typed():
+    """PEP 561: type checkers read caproute's annotations only if py.typed ships with it."""
+    import importlib.resources
+    from pathlib import Path
+
+    assert importlib.resources.files("caproute").joinpath("py.typed").is_file()
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    assert 'caproute = ["py.typed"]' in pyproject  # shipped in the wheel, not only here
