@@ -26,6 +26,15 @@ from .._sklearn_compat import check_sample_weight
 from . import _gmm_math
 
 
+def _sum_chunks(source, fn):
+    """The sum of the statistics ``fn(start, X_chunk, w_chunk)`` over the source's chunks."""
+    total = None
+    for start, X, w in source.chunks():
+        part = fn(start, X, w)
+        total = part if total is None else add_stats(total, part)
+    return total
+
+
 class ArraySource:
     """Points in memory: ``X`` (validated, 2-D, float) and optional ``sample_weight``."""
 
@@ -60,11 +69,7 @@ class ArraySource:
 
     def reduce_indexed(self, fn, resp):
         """``fn(start, X_chunk, w_chunk, resp)`` summed over the chunks."""
-        total = None
-        for start, X, w in self.chunks():
-            part = fn(start, X, w, resp)
-            total = part if total is None else add_stats(total, part)
-        return total
+        return _sum_chunks(self, lambda start, X, w: fn(start, X, w, resp))
 
     def rows(self, idx):
         """Rows ``idx`` (host integers) of X and of the weights, on X's device."""
@@ -127,19 +132,12 @@ class ChunkedSource:
             yield start, self._to_xp(X), wc
 
     def reduce(self, fn):
-        total = None
-        for _, X, w in self.chunks():
-            part = fn(X, w)
-            total = part if total is None else add_stats(total, part)
-        return total
+        """``fn(X_chunk, w_chunk)`` summed over the chunks."""
+        return _sum_chunks(self, lambda start, X, w: fn(X, w))
 
     def reduce_indexed(self, fn, resp):
         """``fn(start, X_chunk, w_chunk, resp)`` summed over the chunks."""
-        total = None
-        for start, X, w in self.chunks():
-            part = fn(start, X, w, resp)
-            total = part if total is None else add_stats(total, part)
-        return total
+        return _sum_chunks(self, lambda start, X, w: fn(start, X, w, resp))
 
     def rows(self, idx):
         idx = np.asarray(idx, dtype=np.int64)
