@@ -1,4 +1,6 @@
-"""Classify Fashion-MNIST images with the capsule networks shipped in caproute.
+"""
+Classify Fashion-MNIST images with the capsule networks shipped in caproute
+===========================================================================
 
 Prints each shipped model's summary, its accuracy per class on the bundled 500 test images
 (or the full test set with --full), and a confusion between the two most-confused classes.

@@ -1,4 +1,6 @@
-"""Cluster scikit-learn's toy data sets with routing, KMeans and GaussianMixture.
+"""
+Cluster scikit-learn's toy data sets with routing, KMeans and GaussianMixture
+=============================================================================
 
 Saves a figure with one panel per data set and algorithm (the adjusted Rand index in each
 title) and prints the table of scores as Markdown.
@@ -97,7 +99,7 @@ def table(rows):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--out", default="cluster_toy_datasets.png")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

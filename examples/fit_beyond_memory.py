@@ -1,4 +1,6 @@
-"""Fit a Gaussian mixture to a data set larger than the memory the fit may use.
+"""
+Fit a Gaussian mixture to a data set larger than the memory the fit may use
+===========================================================================
 
 The script writes ``--gib`` GiB of points (float32, D = 8, blobs) to a file 32 MiB at a time,
 opens it as a NumPy memmap and fits ``caproute.mixture.GaussianMixture`` on it. The fit reads
@@ -53,7 +55,7 @@ def write_points(path, n, seed=0):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--gib", type=float, default=2.0, help="size of the data set (GiB)")
     parser.add_argument("--budget-mib", type=float, default=512, help="memory budget (MiB)")
     parser.add_argument("--dir", default=None, help="where to write the file (a temp folder)")

@@ -101,7 +101,7 @@ class GaussianMixture(DensityMixin, IterativeFit):
         Total weight of the points fitted (their number without ``sample_weight``); for
         :meth:`partial_fit`, of all the chunks seen so far.
     n_features_in_ : int
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
 
     Examples
     --------
