@@ -31,6 +31,17 @@ _FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 _SUBSET = "fashion_mnist_test_subset.npz"
+_IMAGE_SHAPE = (28, 28)
+
+
+def _directory(path):
+    if path is None:
+        return DEBIAN_PATH
+    if isinstance(path, bool) or not isinstance(path, (str, bytes, os.PathLike)):
+        raise TypeError(
+            f"`path` must be a folder (str or os.PathLike) or None; got {type(path).__name__}."
+        )
+    return os.fsdecode(os.fspath(path))
 
 
 def _find(directory, stem):
@@ -61,7 +72,7 @@ def fashion_mnist_available(path: os.PathLike | str | None = None) -> bool:
     >>> isinstance(fashion_mnist_available(), bool)
     True
     """
-    directory = DEBIAN_PATH if path is None else os.fspath(path)
+    directory = _directory(path)
     return all(_find(directory, stem) is not None for pair in _FILES.values() for stem in pair)
 
 
@@ -89,6 +100,12 @@ def load_fashion_mnist(
     ------
     FileNotFoundError
         If the files are not there; the message says how to get them.
+    ValueError
+        If `split` is not "train" or "test", `path` is a file, or the files are not
+        Fashion-MNIST: not IDX (see :func:`read_idx`), images that are not uint8 28 x 28,
+        labels outside the classes 0..9, or images and labels of different counts.
+    TypeError
+        If `path` is not a path.
 
     Examples
     --------
@@ -97,9 +114,14 @@ def load_fashion_mnist(
     ...     images, labels = load_fashion_mnist("test")
     ...     assert images.shape == (10000, 28, 28)
     """
-    if split not in _FILES:
+    if not isinstance(split, str) or split not in _FILES:
         raise ValueError(f"`split` must be 'train' or 'test'; got {split!r}.")
-    directory = DEBIAN_PATH if path is None else os.fspath(path)
+    directory = _directory(path)
+    if path is not None and os.path.exists(directory) and not os.path.isdir(directory):
+        raise ValueError(
+            f"`path` must be a folder holding the Fashion-MNIST IDX files; got {directory!r}, "
+            "a file."
+        )
     found = [_find(directory, stem) for stem in _FILES[split]]
     if None in found:
         missing = [stem for stem, f in zip(_FILES[split], found, strict=True) if f is None]
@@ -109,7 +131,26 @@ def load_fashion_mnist(
             "files (https://github.com/zalandoresearch/fashion-mnist)."
         )
     images, labels = (read_idx(f) for f in found)
-    if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != _IMAGE_SHAPE:
+        raise ValueError(
+            f"Fashion-MNIST {split} images file {found[0]!r} holds {images.dtype} of shape "
+            f"{images.shape}; expected uint8 images of shape (n_images, 28, 28)."
+        )
+    if labels.dtype != np.uint8 or labels.ndim != 1:
+        raise ValueError(
+            f"Fashion-MNIST {split} labels file {found[1]!r} holds {labels.dtype} of shape "
+            f"{labels.shape}; expected uint8 labels of shape (n_images,)."
+        )
+    outside = np.flatnonzero(labels >= len(CLASS_NAMES))
+    if outside.size:
+        shown = ", ".join(f"{labels[i]} at index {i}" for i in outside[:3])
+        raise ValueError(
+            f"Fashion-MNIST {split} labels file {found[1]!r} holds {outside.size} label"
+            f"{'s' if outside.size != 1 else ''} outside the {len(CLASS_NAMES)} classes "
+            f"0..{len(CLASS_NAMES) - 1} ({shown}{', ...' if outside.size > 3 else ''}); the "
+            "file is corrupt or not Fashion-MNIST labels."
+        )
+    if images.shape[0] != labels.shape[0]:
         raise ValueError(
             f"Fashion-MNIST {split} files in {directory!r} do not pair up: images {images.shape}, "
             f"labels {labels.shape}."

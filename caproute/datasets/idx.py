@@ -1,14 +1,18 @@
 """Reader for the IDX format of the MNIST family (optionally gzip-compressed).
 
 The format: two zero bytes, a type code, the number of dimensions, then one big-endian
-uint32 per dimension, then the data in C order.
+uint32 per dimension, then the data in C order, and nothing after it. Every file that breaks
+these rules is refused with a ValueError that says what is wrong.
 """
 
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
+import sys
+import zlib
 
 import numpy as np
 
@@ -20,6 +24,17 @@ _TYPES = {
     0x0D: np.dtype(">f4"),
     0x0E: np.dtype(">f8"),
 }
+_GZIP_MAGIC = b"\x1f\x8b"
+_MAX_BYTES = sys.maxsize
+_CHUNK = 1 << 24
+_OTHER_KINDS = (
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"\x93NUM", "a NumPy .npy file"),
+    (b"PK\x03\x04", "a zip archive (an .npz?)"),
+    (b"\x89HDF", "an HDF5 file"),
+    (b"\x80", "a Python pickle"),
+)
 
 
 def read_idx(path: os.PathLike | str) -> np.ndarray:
@@ -28,7 +43,8 @@ def read_idx(path: os.PathLike | str) -> np.ndarray:
     Parameters
     ----------
     path : str or os.PathLike
-        The file. A name ending in ``.gz`` is decompressed on the fly.
+        The file. A gzip-compressed file (``.gz``, recognised by its content) is decompressed
+        on the fly.
 
     Returns
     -------
@@ -38,7 +54,13 @@ def read_idx(path: os.PathLike | str) -> np.ndarray:
     Raises
     ------
     ValueError
-        If the file is not IDX, or is shorter or longer than its header says.
+        If the file is not IDX (a wrong magic number), its header's sizes overflow, its data
+        is shorter than its header says (truncated) or followed by trailing bytes, its gzip
+        compression is damaged, or it is a directory.
+    FileNotFoundError
+        If there is no such file.
+    TypeError
+        If `path` is not a path.
 
     Examples
     --------
@@ -51,29 +73,93 @@ def read_idx(path: os.PathLike | str) -> np.ndarray:
     >>> read_idx(path)
     array([7, 2, 1], dtype=uint8)
     """
-    path = os.fspath(path)
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        try:
-            raw = f.read()
-        except (OSError, EOFError) as exc:
-            raise ValueError(f"IDX file {path!r} could not be read: {exc}.") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _TYPES:
+    if isinstance(path, bool) or not isinstance(path, (str, bytes, os.PathLike)):
+        raise TypeError(f"`path` must be a path (str or os.PathLike); got {type(path).__name__}.")
+    path = os.fsdecode(os.fspath(path))
+    if os.path.isdir(path):
+        raise ValueError(f"IDX file {path!r} is a directory, not a file.")
+    with open(path, "rb") as raw:  # FileNotFoundError as it is: the path is in its message
+        compressed = raw.read(2) == _GZIP_MAGIC
+    try:
+        with (gzip.open if compressed else open)(path, "rb") as f:
+            return _read(f, path)
+    except (OSError, EOFError, zlib.error):
+        if not compressed:
+            raise
+        raise ValueError(
+            f"IDX file {path!r} is gzip-compressed, but its compressed data is damaged or "
+            "truncated."
+        ) from None
+
+
+def _read(f, path):
+    head = f.read(4)
+    if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _TYPES:
         raise ValueError(
             f"IDX file {path!r} does not start with an IDX magic number "
-            f"(0x00 0x00, a type code in {sorted(_TYPES)}, ndim); got {raw[:4]!r}."
+            f"(0x00 0x00, a type code in {sorted(_TYPES)}, ndim); got {head!r}{_what(head)}."
         )
-    dtype = _TYPES[raw[2]]
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise ValueError(f"IDX file {path!r} is truncated inside its header.")
-    shape = struct.unpack(f">{ndim}I", raw[4:header])
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(raw) - header != expected:
+    dtype = _TYPES[head[2]]
+    ndim = head[3]
+    dims = f.read(4 * ndim)
+    if len(dims) < 4 * ndim:
         raise ValueError(
-            f"IDX file {path!r} holds {len(raw) - header} data bytes, but its header "
-            f"(shape {shape}, {dtype.name}) needs {expected}; the file is truncated or corrupt."
+            f"IDX file {path!r} is truncated inside its header: {ndim} dimensions need "
+            f"{4 * ndim} bytes of sizes, the file has {len(dims)}."
         )
-    data = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
-    return data.astype(dtype.newbyteorder("="), copy=True)
+    shape = struct.unpack(f">{ndim}I", dims)
+    expected = math.prod(shape) * dtype.itemsize  # exact: Python integers do not overflow
+    if expected > _MAX_BYTES:
+        raise ValueError(
+            f"IDX file {path!r} has a header whose sizes overflow: shape {shape} of {dtype.name} "
+            f"would need {expected} data bytes, more than any file can hold; the file is "
+            "corrupt or not IDX."
+        )
+    data = _read_at_most(f, expected)
+    held = len(data)
+    if held == expected:
+        held += _count_rest(f)
+    if held != expected:
+        what = (
+            "the file is truncated"
+            if held < expected
+            else f"{held - expected} trailing bytes follow the data (corrupt, or not IDX)"
+        )
+        raise ValueError(
+            f"IDX file {path!r} holds {held} data bytes, but its header (shape {shape}, "
+            f"{dtype.name}) needs {expected}; {what}."
+        )
+    array = np.frombuffer(data, dtype=dtype).reshape(shape)
+    return array.astype(dtype.newbyteorder("="), copy=True)
+
+
+def _read_at_most(f, n):
+    """Up to ``n`` bytes of ``f``, read in chunks: a header that claims more than the file
+    holds costs no more memory than the file."""
+    chunks, left = [], n
+    while left > 0:
+        chunk = f.read(min(left, _CHUNK))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _count_rest(f):
+    count = 0
+    while chunk := f.read(_CHUNK):
+        count += len(chunk)
+    return count
+
+
+def _what(head):
+    """What a file that is not IDX seems to be, from its first bytes (for messages)."""
+    for magic, name in _OTHER_KINDS:
+        if head.startswith(magic):
+            return f": it looks like {name}"
+    try:
+        text = head.decode("ascii")
+    except UnicodeDecodeError:
+        return ""
+    return ": it looks like a text file" if text.isprintable() and text else ""

@@ -8,23 +8,42 @@ Supported layouts (see docs/models.md for the details and for mapping any other 
 - PyTorch state dicts laid out like the common PyTorch implementation (gram-ai
   ``capsule-networks``: ``conv1``, ``primary_capsules.capsules.<k>`` -- one convolution per
   capsule component -- and ``digit_capsules.route_weights (n_out, n_in, in_dim, out_dim)``),
-  from a safetensors file or an ``.npz``. A ``.pt`` pickle is converted first by
-  ``caproute convert-torch`` (needs torch, loads with ``weights_only=True``).
+  from a safetensors file or an ``.npz``. A ``.pt`` checkpoint is converted first by
+  ``caproute convert-torch`` (:func:`caproute.models.torch_files.convert_torch_checkpoint`;
+  needs torch, loads with ``weights_only=True``).
+
+Nothing is unpickled. Every argument is checked before a file is read; a file of the wrong kind
+is named as what it is (:func:`caproute.models.errors.describe_file`), a damaged one says what
+is wrong, and tensors whose sizes do not fit the hints (``primary_dim``, ``input_shape``) are
+reported with the value that would fit them.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
-from collections.abc import Sequence
+import zipfile
+import zlib
+from collections.abc import Mapping, Sequence
 
 import numpy as np
+from numpy.lib import format as npy_format
 
 from .._backend import Array
+from .._lib.validation import check_int, check_scalar, is_sequence
 from .architectures import capsnet
-from .errors import WeightsFileError, WeightsMismatchError
+from .errors import (
+    WeightsFileError,
+    WeightsMismatchError,
+    convert_torch_hint,
+    describe_file,
+    what_file_is,
+)
 from .model import Model
 from .weights_file import load_file
+
+_TORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 
 
 def torch_conv_to_hwio(weight: Array) -> np.ndarray:
@@ -53,22 +72,32 @@ def torch_conv_to_hwio(weight: Array) -> np.ndarray:
 def read_state_dict(path: os.PathLike | str) -> dict[str, np.ndarray]:
     """Read a flat ``{name: ndarray}`` from a ``.safetensors`` or ``.npz`` file (no pickle).
 
+    The file's content decides how it is read: an ``.npz`` archive of arrays (``numpy.savez``)
+    or a safetensors file, whatever its name. Nothing is ever unpickled: PyTorch checkpoints
+    and other pickles are refused with the way to convert them, and every other kind of file
+    is named as what it is.
+
     Parameters
     ----------
     path : str or os.PathLike
-        A ``.npz`` file, or a safetensors file (any other name). PyTorch pickles (``.pt``,
+        A ``.npz`` file, or a safetensors file (any other name). PyTorch checkpoints (``.pt``,
         ``.pth``, ``.ckpt``, ``.bin``) are refused with the command that converts them.
 
     Returns
     -------
     dict of str to numpy.ndarray
-        Every tensor of the file, by name.
+        Every tensor of the file, by name, in native byte order.
 
     Raises
     ------
     WeightsFileError
-        If the file is a PyTorch pickle, or cannot be read as an ``.npz`` of arrays or as a
-        safetensors file.
+        If the file is a PyTorch checkpoint or another pickle, an ``.npz`` holding pickled
+        objects, something other than an ``.npz`` archive or a safetensors file (said what it
+        is), or a damaged one of these (said what is wrong).
+    FileNotFoundError
+        If there is no such file.
+    TypeError
+        If `path` is not a path.
 
     Examples
     --------
@@ -79,30 +108,202 @@ def read_state_dict(path: os.PathLike | str) -> dict[str, np.ndarray]:
     >>> np.savez(path, **{"conv1.weight": np.zeros((2, 1, 3, 3), np.float32)})
     >>> {k: v.shape for k, v in read_state_dict(path).items()}
     {'conv1.weight': (2, 1, 3, 3)}
+
+    A file of another kind is named as what it is:
+
+    >>> with open(path, "w") as f:
+    ...     _ = f.write("epoch,loss")
+    >>> read_state_dict(path)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    caproute.models.errors.WeightsFileError: '...' is not an .npz archive: it is a text file ...
     """
-    path = os.fspath(path)
-    if path.endswith(".npz"):
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                return {k: data[k] for k in data.files}
-        except (ValueError, OSError, EOFError) as exc:
-            raise WeightsFileError(
-                f"{path!r} could not be read as an .npz of arrays: {exc}"
-            ) from None
-    if path.endswith((".pt", ".pth", ".ckpt", ".bin")):
+    path = _check_path(path, "path")
+    kind, description = describe_file(path)
+    if kind in ("torch-zip", "torch-legacy"):
         raise WeightsFileError(
-            f"{path!r} is a PyTorch pickle, which caproute never unpickles. Convert it once with "
-            f"`caproute convert-torch {os.path.basename(path)} weights.safetensors` (needs torch; "
-            "loads with weights_only=True) and import the .safetensors file."
+            f"{path!r} is {description}: a pickle, which caproute never unpickles. "
+            + convert_torch_hint(path)
+        )
+    if kind == "pickle":
+        raise WeightsFileError(
+            f"{path!r} is a Python pickle, which caproute never unpickles (unpickling can run "
+            "arbitrary code). Save the weights as safetensors (safetensors.numpy.save_file, "
+            "safetensors.torch.save_file) or as an .npz of arrays (numpy.savez) instead."
+        )
+    if kind == "directory":
+        raise WeightsFileError(f"{path!r} is a directory, not a weights file.")
+    if kind == "npz":
+        return _read_npz(path)
+    if path.lower().endswith(".npz"):
+        raise WeightsFileError(f"{path!r} is not an .npz archive: it is {description}.")
+    if path.lower().endswith(_TORCH_SUFFIXES) and kind != "safetensors":
+        raise WeightsFileError(
+            f"{path!r} has the name of a PyTorch checkpoint but is not one: it is {description}."
         )
     return load_file(path)[0]
+
+
+def _read_npz(path):
+    """The arrays of the ``.npz`` archive ``path``, each checked before it is read.
+
+    Read member by member with zipfile and NumPy's ``.npy`` header functions: an object array
+    is refused from its header (never unpickled), and a header whose shape does not match the
+    member's size is refused before any memory is allocated for it.
+    """
+
+    def bad(reason):
+        return WeightsFileError(f"{path!r} could not be read as an .npz of arrays: {reason}.")
+
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        raise bad("the zip archive is damaged or truncated") from None
+    out = {}
+    with archive:
+        for info in archive.infolist():
+            name = info.filename
+            if not name.endswith(".npy"):
+                raise bad(f"member {name!r} is not a .npy array")
+            try:
+                with archive.open(info) as f:
+                    out[name[: -len(".npy")]] = _read_npy_member(f, name, info.file_size, bad)
+            except WeightsFileError:
+                raise
+            except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError):
+                raise bad(
+                    f"member {name!r} is damaged (its data is truncated or does not match its "
+                    "checksum)"
+                ) from None
+    return out
+
+
+def _read_npy_member(f, name, size, bad):
+    try:
+        version = npy_format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = npy_format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = npy_format.read_array_header_2_0(f)
+        else:
+            raise bad(
+                f"member {name!r} is a .npy array of format version {version[0]}.{version[1]}, "
+                "which caproute does not read (versions 1.0 and 2.0)"
+            )
+    except ValueError as exc:
+        if isinstance(exc, WeightsFileError):
+            raise
+        raise bad(f"member {name!r} is not a valid .npy array (its header is malformed)") from None
+    if dtype.hasobject:
+        raise bad(
+            f"member {name!r} holds pickled Python objects (dtype {dtype}), which caproute "
+            "never loads"
+        )
+    count = math.prod(shape)
+    needed = count * dtype.itemsize
+    held = size - f.tell()
+    if held != needed:
+        raise bad(
+            f"member {name!r} holds {held} data bytes, but its header (shape {shape}, {dtype}) "
+            f"needs {needed}; the archive is truncated or corrupt"
+        )
+    if needed == 0:
+        arr = np.zeros(shape, dtype=dtype)
+    else:
+        data = f.read(needed)
+        if len(data) != needed:
+            raise bad(f"member {name!r} is truncated")
+        arr = np.frombuffer(data, dtype=dtype, count=count)
+        arr = arr.reshape(shape, order="F" if fortran else "C")
+    return np.array(arr, dtype=arr.dtype.newbyteorder("="), order="C")
+
+
+def _check_path(path, name):
+    if isinstance(path, bool) or not isinstance(path, (str, bytes, os.PathLike)):
+        raise TypeError(f"`{name}` must be a path (str or os.PathLike); got {type(path).__name__}.")
+    return os.fsdecode(os.fspath(path))
+
+
+def _check_common(n_iter, input_shape, classes, squash_eps):
+    """The arguments both CapsNet importers take, checked before any file is read."""
+    n_iter = check_int(n_iter, name="n_iter", min_value=1)
+    if input_shape is not None:
+        expected = f"`input_shape` must be (H, W, C), 3 integers >= 1; got {input_shape!r}."
+        if not is_sequence(input_shape):
+            raise TypeError(expected)
+        if len(input_shape) != 3:
+            raise ValueError(expected)
+        input_shape = tuple(check_int(s, name="input_shape", min_value=1) for s in input_shape)
+    if classes is not None:
+        if not is_sequence(classes):
+            raise TypeError(
+                "`classes` must be a sequence of str, one name per class; got "
+                f"{type(classes).__name__}."
+            )
+        for c in classes:
+            if not isinstance(c, str):
+                raise TypeError(
+                    f"`classes` must be a sequence of str, one name per class; got {c!r} "
+                    f"({type(c).__name__}) in it."
+                )
+        classes = list(classes)
+    squash_eps = check_scalar(squash_eps, name="squash_eps", low=0, low_inclusive=False)
+    return n_iter, input_shape, classes, squash_eps
+
+
+def _check_name(value, name):
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"`{name}` must be a non-empty str (a layer name); got {value!r}.")
+    return value
+
+
+def _grid(size, k1, k2):
+    """Primary-capsule positions along one axis: conv1 (stride 1) then the primary conv
+    (stride 2), no padding; 0 when the kernels do not fit."""
+    h1 = size - k1 + 1
+    return 0 if h1 < k2 else (h1 - k2) // 2 + 1
+
+
+def _input_problems(input_shape, c_in, k1, k2, n_types, n_in, *, conv_name, route_name):
+    """Sentences that say which hint (``input_shape``) would explain the tensors' sizes."""
+    problems = []
+    h, w, c = input_shape
+    if c != c_in:
+        problems.append(
+            f"{conv_name} takes {c_in} input channel{'s' if c_in != 1 else ''} but "
+            f"input_shape={input_shape} has {c}: pass input_shape=({h}, {w}, {c_in})"
+        )
+    gh, gw = _grid(h, k1, k2), _grid(w, k1, k2)
+    if gh == 0 or gw == 0:
+        problems.append(
+            f"input_shape={input_shape} is too small for a {k1}x{k1} convolution followed by a "
+            f"{k2}x{k2} one: pass the input_shape the network was trained on"
+        )
+        return problems
+    if gh * gw * n_types != n_in:
+        fits = [s for s in range(1, 2049) if _grid(s, k1, k2) ** 2 * n_types == n_in]
+        advice = (
+            f"it was made for {' or '.join(map(str, fits))} pixel square images: pass "
+            f"input_shape=({fits[-1]}, {fits[-1]}, {c_in})"
+            if fits
+            else "pass the input_shape the network was trained on"
+        )
+        problems.append(
+            f"{route_name} has {n_in} input capsules, but input_shape={input_shape} gives "
+            f"{gh * gw * n_types} ({gh}x{gw} positions x {n_types} capsule types); {advice}"
+        )
+    return problems
+
+
+def _shape_text(arr):
+    return str(tuple(int(s) for s in arr.shape))
 
 
 def capsnet_from_torch(
     source: os.PathLike | str | dict[str, Array],
     *,
     n_iter: int = 3,
-    input_shape: tuple[int, int, int] = (28, 28, 1),
+    input_shape: tuple[int, int, int] | None = (28, 28, 1),
     classes: Sequence[str] | None = None,
     squash_eps: float = 1e-8,
 ) -> Model:
@@ -125,7 +326,7 @@ def capsnet_from_torch(
     n_iter : int, default=3
         Routing iterations of the class capsules.
     input_shape : tuple, default=(28, 28, 1)
-        (H, W, C) of the images.
+        (H, W, C) of the images; None: 28 x 28 with conv1's input channels.
     classes : sequence of str, optional
         Class names, in output order.
     squash_eps : float, default=1e-8
@@ -140,7 +341,12 @@ def capsnet_from_torch(
     Raises
     ------
     WeightsMismatchError
-        Listing every missing, unexpected or misshapen tensor.
+        Listing every missing, unexpected or misshapen tensor; when the tensors' sizes do not
+        fit `input_shape`, saying which `input_shape` would explain them.
+    WeightsFileError
+        If `source` is a file that cannot be read (see :func:`read_state_dict`).
+    TypeError, ValueError
+        If an argument is of the wrong type or value (the message names it).
 
     Examples
     --------
@@ -158,7 +364,20 @@ def capsnet_from_torch(
     >>> net.predict_proba(np.zeros((2, 28, 28), dtype=np.uint8)).shape
     (2, 10)
     """
-    sd = dict(read_state_dict(source) if not isinstance(source, dict) else source)
+    n_iter, input_shape, classes, squash_eps = _check_common(
+        n_iter, input_shape, classes, squash_eps
+    )
+    if isinstance(source, Mapping):
+        sd = dict(source)
+        for key in sd:
+            if not isinstance(key, str):
+                raise TypeError(
+                    f"`source` must map tensor names (str) to arrays; got the key {key!r} "
+                    f"({type(key).__name__})."
+                )
+    else:
+        sd = read_state_dict(_check_path(source, "source"))
+    what = "gram-ai CapsNet state dict"
     problems = []
     comp_keys = sorted(
         (int(m.group(1)), k)
@@ -185,53 +404,137 @@ def capsnet_from_torch(
     extra = sorted(k for k in sd if k not in known and not k.startswith("decoder."))
     problems += [f"unexpected tensor {k!r}" for k in extra]
     if problems:
-        raise WeightsMismatchError("gram-ai CapsNet state dict", problems)
+        raise WeightsMismatchError(what, problems)
 
-    conv1 = np.asarray(sd["conv1.weight"])
-    comps = [np.asarray(sd[k]) for _, k in comp_keys]
-    route = np.asarray(sd["digit_capsules.route_weights"])
-    shapes = {comp.shape for comp in comps}
-    if conv1.ndim != 4 or len(shapes) != 1 or len(comps[0].shape) != 4 or route.ndim != 4:
-        raise WeightsMismatchError(
-            "gram-ai CapsNet state dict",
-            [
-                f"conv1.weight must be 4-D, got {conv1.shape}",
-                f"primary capsule convolutions must share one 4-D shape, got {sorted(shapes)}",
-                f"digit_capsules.route_weights must be 4-D, got {route.shape}",
-            ],
-        )
-    n_types, c1, k2, _ = comps[0].shape
+    arrays = _numeric_arrays({k: sd[k] for k in sorted(known)}, what)
+    conv1 = arrays["conv1.weight"]
+    comps = [arrays[k] for _, k in comp_keys]
+    comp_biases = [arrays[k.replace("weight", "bias")] for _, k in comp_keys]
+    route = arrays["digit_capsules.route_weights"]
     dim = len(comps)
+    problems = []
+    if conv1.ndim != 4 or conv1.shape[2] != conv1.shape[3]:
+        problems.append(
+            f"conv1.weight must be 4-D (c1, c_in, k, k) with a square kernel; got shape "
+            f"{_shape_text(conv1)}"
+        )
+    elif arrays["conv1.bias"].shape != conv1.shape[:1]:
+        problems.append(
+            f"conv1.bias must have shape ({conv1.shape[0]},), one per conv1.weight output "
+            f"channel; got {_shape_text(arrays['conv1.bias'])}"
+        )
+    shapes = sorted({comp.shape for comp in comps})
+    if len(shapes) != 1 or len(shapes[0]) != 4 or shapes[0][2] != shapes[0][3]:
+        problems.append(
+            "primary_capsules.capsules.<d>.weight must share one 4-D shape (n_types, c1, k, k) "
+            f"with a square kernel; got {', '.join(map(str, shapes))}"
+        )
+    else:
+        n_types, c1 = shapes[0][:2]
+        if conv1.ndim == 4 and c1 != conv1.shape[0]:
+            problems.append(
+                f"primary_capsules.capsules.<d>.weight take {c1} input channels but "
+                f"conv1.weight has {conv1.shape[0]} output channels"
+            )
+        bias_shapes = sorted({b.shape for b in comp_biases})
+        if bias_shapes != [(n_types,)]:
+            problems.append(
+                f"primary_capsules.capsules.<d>.bias must have shape ({n_types},), one per "
+                f"capsule type; got {', '.join(map(str, bias_shapes))}"
+            )
+    if route.ndim != 4:
+        problems.append(
+            "digit_capsules.route_weights must be 4-D (n_out, n_in, in_dim, out_dim); got "
+            f"shape {_shape_text(route)}"
+        )
+    elif route.shape[2] != dim:
+        problems.append(
+            f"digit_capsules.route_weights {_shape_text(route)} takes {route.shape[2]}-D input "
+            f"capsules (in_dim, axis 2) but there are {dim} primary capsule components "
+            f"(primary_capsules.capsules.0..{dim - 1})"
+        )
+    if problems:
+        raise WeightsMismatchError(what, problems)
+    n_types, c1, k2, _ = comps[0].shape
     n_out, n_in, in_dim, out_dim = route.shape
+    input_shape = input_shape or (28, 28, conv1.shape[1])
+    hints = _input_problems(
+        input_shape,
+        conv1.shape[1],
+        conv1.shape[2],
+        k2,
+        n_types,
+        n_in,
+        conv_name="conv1.weight",
+        route_name="digit_capsules.route_weights",
+    )
     # one convolution with channel type * dim + d, as caproute's PrimaryCaps expects
     merged = np.stack(comps, axis=1).reshape(n_types * dim, c1, k2, k2)
-    merged_bias = np.stack(
-        [np.asarray(sd[k.replace("weight", "bias")]) for _, k in comp_keys], axis=1
-    )
-    model = capsnet(
-        input_shape=input_shape,
-        conv_channels=conv1.shape[0],
-        conv_kernel=conv1.shape[2],
-        primary_types=n_types,
-        primary_dim=dim,
-        primary_kernel=k2,
-        n_classes=n_out,
-        class_dim=out_dim,
-        n_iter=n_iter,
-        order="type-major",
-        weight_layout="torch",
-        squash_eps=squash_eps,
-        classes=classes,
-    )
-    return model.set_weights(
+    merged_bias = np.stack(comp_biases, axis=1)
+    return _build_and_set(
+        what,
+        hints,
+        dict(
+            input_shape=input_shape,
+            conv_channels=conv1.shape[0],
+            conv_kernel=conv1.shape[2],
+            primary_types=n_types,
+            primary_dim=dim,
+            primary_kernel=k2,
+            n_classes=n_out,
+            class_dim=out_dim,
+            n_iter=n_iter,
+            order="type-major",
+            weight_layout="torch",
+            squash_eps=squash_eps,
+            classes=classes,
+        ),
         {
             "conv1.weight": torch_conv_to_hwio(conv1),
-            "conv1.bias": np.asarray(sd["conv1.bias"]),
+            "conv1.bias": arrays["conv1.bias"],
             "primary_caps.weight": torch_conv_to_hwio(merged),
             "primary_caps.bias": merged_bias.reshape(-1),
             "class_caps.weight": route,
-        }
+        },
     )
+
+
+def _build_and_set(what, hints, architecture, weights):
+    """``capsnet(**architecture).set_weights(weights)``; a failure that ``hints`` (sentences
+    naming the argument that would explain it) account for is raised with them."""
+    try:
+        model = capsnet(**architecture)
+    except ValueError:
+        if not hints:
+            raise
+        raise WeightsMismatchError(what, hints) from None
+    try:
+        return model.set_weights(weights)
+    except WeightsMismatchError as exc:
+        if not hints:
+            raise
+        raise WeightsMismatchError(what, [*exc.problems, *hints]) from None
+
+
+def _numeric_arrays(tensors, what):
+    """``{name: ndarray}`` of ``tensors``, or a WeightsMismatchError listing every value that
+    is not an array of real numbers."""
+    out, problems = {}, []
+    for key, value in tensors.items():
+        try:
+            arr = np.asarray(value)
+        except Exception as exc:  # noqa: BLE001 -- whatever the value is, it is not an array
+            problems.append(f"tensor {key!r} is not an array ({type(value).__name__}: {exc})")
+            continue
+        if arr.dtype.kind not in "biuf":
+            problems.append(
+                f"tensor {key!r} is not an array of real numbers: got dtype {arr.dtype} "
+                f"({type(value).__name__})"
+            )
+        out[key] = arr
+    if problems:
+        raise WeightsMismatchError(what, problems)
+    return out
 
 
 def read_keras_h5(path: os.PathLike | str) -> dict[str, np.ndarray]:
@@ -252,16 +555,35 @@ def read_keras_h5(path: os.PathLike | str) -> dict[str, np.ndarray]:
     Raises
     ------
     ImportError
-        If h5py is not installed.
+        If h5py is not installed (and the file is HDF5).
     WeightsFileError
-        If the file is not HDF5, not a Keras 2 weights file, or a listed weight is unreadable.
+        If the file is not HDF5 (the message says what it is), is damaged, is not a Keras 2
+        weights file, or lists layers or weights it lacks or cannot read (all listed at once).
+    FileNotFoundError
+        If there is no such file.
 
     Examples
     --------
-    >>> from caproute.models import read_keras_h5   # doctest: +SKIP
+    >>> from caproute.models import read_keras_h5
     >>> read_keras_h5("capsnet_weights.h5")["digitcaps/W"].shape   # doctest: +SKIP
     (10, 1152, 16, 8)
+
+    A file that is not HDF5 is named as what it is:
+
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "weights.h5")
+    >>> with open(path, "w") as f:
+    ...     _ = f.write("loss: 0.12")
+    >>> read_keras_h5(path)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    caproute.models.errors.WeightsFileError: '...' could not be opened as HDF5: it is a text ...
     """
+    path = _check_path(path, "path")
+    kind, description = describe_file(path)
+    if kind != "hdf5":
+        other = what_file_is(path, expected=()) or f"it is {description}."
+        raise WeightsFileError(f"{path!r} could not be opened as HDF5: {other}")
     try:
         import h5py
     except ImportError:
@@ -269,36 +591,80 @@ def read_keras_h5(path: os.PathLike | str) -> dict[str, np.ndarray]:
             "reading Keras HDF5 files needs h5py: pip install 'caproute[keras]' "
             "(or pip install h5py)."
         ) from None
-    path = os.fspath(path)
     try:
         f = h5py.File(path, "r")
-    except OSError as exc:
-        raise WeightsFileError(f"{path!r} could not be opened as HDF5: {exc}") from None
-    with f:
-        root = f["model_weights"] if "model_weights" in f else f
-        if "layer_names" not in root.attrs:
-            raise WeightsFileError(
-                f"{path!r} is HDF5 but not a Keras 2 weights file: no 'layer_names' attribute "
-                "(Keras 3 '.weights.h5' files use another layout; save with the legacy .h5 format)."
-            )
-        out = {}
-        for layer in root.attrs["layer_names"]:
-            layer = layer.decode() if isinstance(layer, bytes) else str(layer)
-            group = root[layer]
-            for wname in group.attrs.get("weight_names", []):
-                wname = wname.decode() if isinstance(wname, bytes) else str(wname)
-                try:
-                    data = np.asarray(group[wname])
-                except (KeyError, OSError) as exc:
-                    raise WeightsFileError(
-                        f"{path!r}: weight {wname!r} listed but unreadable: {exc}"
-                    ) from None
-                short = wname.split(":")[0]
-                short = (
-                    short if short.startswith(layer + "/") else f"{layer}/{short.split('/')[-1]}"
+    except OSError:
+        raise WeightsFileError(
+            f"{path!r} could not be opened as HDF5: it starts like an HDF5 file but is damaged "
+            "or truncated."
+        ) from None
+    try:
+        with f:
+            return _read_keras_weights(f, path, h5py)
+    except (OSError, RuntimeError, KeyError) as exc:  # h5py's errors inside a damaged file
+        raise WeightsFileError(
+            f"{path!r} could not be read as a Keras weights file: the HDF5 file is damaged "
+            f"({type(exc).__name__} while reading it)."
+        ) from None
+
+
+def _decode(name):
+    return name.decode("utf-8") if isinstance(name, bytes) else str(name)
+
+
+def _read_keras_weights(f, path, h5py):
+    root = f["model_weights"] if isinstance(f.get("model_weights"), h5py.Group) else f
+    if "layer_names" not in root.attrs:
+        raise WeightsFileError(
+            f"{path!r} is HDF5 but not a Keras 2 weights file: no 'layer_names' attribute "
+            "(Keras 3 '.weights.h5' files use another layout; save with the legacy .h5 format)."
+        )
+    layer_names = np.atleast_1d(np.asarray(root.attrs["layer_names"]))
+    if layer_names.ndim != 1 or layer_names.dtype.kind not in "SUO":
+        raise WeightsFileError(
+            f"{path!r} is not a valid Keras weights file: its 'layer_names' attribute must list "
+            f"layer names (strings); got {layer_names.dtype} of shape {layer_names.shape}."
+        )
+    out, problems = {}, []
+    for raw_layer in layer_names:
+        layer = _decode(raw_layer)
+        group = root.get(layer)
+        if not isinstance(group, h5py.Group):
+            problems.append(f"layer {layer!r} is listed in 'layer_names' but has no group")
+            continue
+        weight_names = np.atleast_1d(np.asarray(group.attrs.get("weight_names", [])))
+        if weight_names.size and (weight_names.ndim != 1 or weight_names.dtype.kind not in "SUO"):
+            problems.append(f"layer {layer!r}: its 'weight_names' attribute does not list names")
+            continue
+        for raw_name in weight_names:
+            wname = _decode(raw_name)
+            dataset = group.get(wname)
+            if not isinstance(dataset, h5py.Dataset):
+                problems.append(
+                    f"weight {wname!r} of layer {layer!r} is listed in 'weight_names' but "
+                    + ("is not a dataset" if dataset is not None else "missing")
                 )
-                out[short] = data
-        return out
+                continue
+            try:
+                data = np.asarray(dataset[()])
+            except (OSError, RuntimeError, ValueError, TypeError):
+                problems.append(f"weight {wname!r} is listed but unreadable (damaged data)")
+                continue
+            if data.dtype.kind not in "biuf":
+                problems.append(
+                    f"weight {wname!r} is not an array of real numbers (dtype {data.dtype})"
+                )
+                continue
+            short = wname.split(":")[0]
+            short = short if short.startswith(layer + "/") else f"{layer}/{short.split('/')[-1]}"
+            out[short] = data
+    if problems:
+        lines = "\n  - ".join(problems)
+        raise WeightsFileError(
+            f"{path!r} is not a valid Keras weights file ({len(problems)} problem"
+            f"{'s' if len(problems) != 1 else ''}):\n  - {lines}"
+        )
+    return out
 
 
 def capsnet_from_keras_h5(
@@ -346,16 +712,40 @@ def capsnet_from_keras_h5(
     Raises
     ------
     WeightsMismatchError
-        Listing every missing tensor (with the names the file holds), or primary-capsule
-        channels that are not a multiple of ``primary_dim``.
+        Listing every missing tensor (with the names the file holds) or misshapen one; when
+        the sizes do not fit `primary_dim` or `input_shape`, saying which value would.
+    WeightsFileError
+        If the file is not a readable Keras HDF5 file (see :func:`read_keras_h5`).
+    TypeError, ValueError
+        If an argument is of the wrong type or value (the message names it), before the file
+        is read.
 
     Examples
     --------
-    >>> from caproute.models import capsnet_from_keras_h5   # doctest: +SKIP
+    >>> from caproute.models import capsnet_from_keras_h5
     >>> net = capsnet_from_keras_h5("capsnet_weights.h5")   # doctest: +SKIP
     >>> net.predict(images)                                 # doctest: +SKIP
+
+    The arguments are checked before the file is read:
+
+    >>> capsnet_from_keras_h5("capsnet_weights.h5", primary_dim=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: `primary_dim` must be an integer >= 1; got 0.
     """
+    primary_dim = check_int(primary_dim, name="primary_dim", min_value=1)
+    n_iter, input_shape, classes, squash_eps = _check_common(
+        n_iter, input_shape, classes, squash_eps
+    )
+    for value, name in (
+        (conv_name, "conv_name"),
+        (primary_name, "primary_name"),
+        (caps_name, "caps_name"),
+    ):
+        _check_name(value, name)
+    path = _check_path(path, "path")
     weights = read_keras_h5(path)
+    what = f"Keras CapsNet in {path!r}"
     needed = [
         f"{conv_name}/kernel",
         f"{conv_name}/bias",
@@ -366,40 +756,90 @@ def capsnet_from_keras_h5(
     problems = [f"missing tensor {k!r}" for k in needed if k not in weights]
     if problems:
         problems.append(f"the file holds {sorted(weights)}")
-        raise WeightsMismatchError(f"Keras CapsNet in {os.fspath(path)!r}", problems)
+        raise WeightsMismatchError(what, problems)
     k1 = weights[f"{conv_name}/kernel"]
+    b1 = weights[f"{conv_name}/bias"]
     k2 = weights[f"{primary_name}/kernel"]
+    b2 = weights[f"{primary_name}/bias"]
     W = weights[f"{caps_name}/W"]
-    if k2.shape[-1] % primary_dim:
-        raise WeightsMismatchError(
-            f"Keras CapsNet in {os.fspath(path)!r}",
-            [
-                f"{primary_name}/kernel has {k2.shape[-1]} output channels, not a multiple of "
-                f"primary_dim={primary_dim}"
-            ],
+    if k1.ndim != 4 or k1.shape[0] != k1.shape[1]:
+        problems.append(
+            f"{conv_name}/kernel must be 4-D (k, k, c_in, c1) with a square kernel; got shape "
+            f"{_shape_text(k1)}"
         )
-    n_out, _, out_dim, _ = W.shape
-    model = capsnet(
-        input_shape=input_shape or (28, 28, k1.shape[2]),
-        conv_channels=k1.shape[3],
-        conv_kernel=k1.shape[0],
-        primary_types=k2.shape[3] // primary_dim,
-        primary_dim=primary_dim,
-        primary_kernel=k2.shape[0],
-        n_classes=n_out,
-        class_dim=out_dim,
-        n_iter=n_iter,
-        order="position-major",
-        weight_layout="keras",
-        squash_eps=squash_eps,
-        classes=classes,
+    elif b1.shape != k1.shape[3:]:
+        problems.append(
+            f"{conv_name}/bias must have shape ({k1.shape[3]},), one per output channel of "
+            f"{conv_name}/kernel; got {_shape_text(b1)}"
+        )
+    if k2.ndim != 4 or k2.shape[0] != k2.shape[1]:
+        problems.append(
+            f"{primary_name}/kernel must be 4-D (k, k, c1, n_types * primary_dim) with a square "
+            f"kernel; got shape {_shape_text(k2)}"
+        )
+    else:
+        if k1.ndim == 4 and k2.shape[2] != k1.shape[3]:
+            problems.append(
+                f"{primary_name}/kernel takes {k2.shape[2]} input channels but "
+                f"{conv_name}/kernel has {k1.shape[3]} output channels"
+            )
+        if b2.shape != k2.shape[3:]:
+            problems.append(
+                f"{primary_name}/bias must have shape ({k2.shape[3]},), one per output channel "
+                f"of {primary_name}/kernel; got {_shape_text(b2)}"
+            )
+        if k2.shape[3] % primary_dim:
+            problems.append(
+                f"{primary_name}/kernel has {k2.shape[3]} output channels, not a multiple of "
+                f"primary_dim={primary_dim}"
+            )
+    if W.ndim != 4:
+        problems.append(
+            f"{caps_name}/W must be 4-D (n_out, n_in, out_dim, in_dim); got shape {_shape_text(W)}"
+        )
+    elif W.shape[3] != primary_dim:
+        problems.append(
+            f"{caps_name}/W {_shape_text(W)} takes {W.shape[3]}-D input capsules (in_dim, the "
+            f"last axis) but primary_dim={primary_dim}: pass primary_dim={W.shape[3]}"
+        )
+    if problems:
+        raise WeightsMismatchError(what, problems)
+    n_types = k2.shape[3] // primary_dim
+    n_out, n_in, out_dim, _ = W.shape
+    input_shape = input_shape or (28, 28, k1.shape[2])
+    hints = _input_problems(
+        input_shape,
+        k1.shape[2],
+        k1.shape[0],
+        k2.shape[0],
+        n_types,
+        n_in,
+        conv_name=f"{conv_name}/kernel",
+        route_name=f"{caps_name}/W",
     )
-    return model.set_weights(
+    return _build_and_set(
+        what,
+        hints,
+        dict(
+            input_shape=input_shape,
+            conv_channels=k1.shape[3],
+            conv_kernel=k1.shape[0],
+            primary_types=n_types,
+            primary_dim=primary_dim,
+            primary_kernel=k2.shape[0],
+            n_classes=n_out,
+            class_dim=out_dim,
+            n_iter=n_iter,
+            order="position-major",
+            weight_layout="keras",
+            squash_eps=squash_eps,
+            classes=classes,
+        ),
         {
             "conv1.weight": k1,
-            "conv1.bias": weights[f"{conv_name}/bias"],
+            "conv1.bias": b1,
             "primary_caps.weight": k2,
-            "primary_caps.bias": weights[f"{primary_name}/bias"],
+            "primary_caps.bias": b2,
             "class_caps.weight": W,
-        }
+        },
     )

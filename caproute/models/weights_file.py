@@ -23,7 +23,7 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
-from .errors import WeightsFileError
+from .errors import WeightsFileError, what_file_is
 
 _DTYPES = {
     "F64": np.dtype("<f8"),
@@ -120,9 +120,11 @@ def load_file(path):
         A malformed file, naming the path and the reason: truncated, header not JSON (or not an
         object, or naming something twice), an entry without a dtype, shape or two offsets,
         unknown dtype, offsets outside the data, byte count not matching the shape, overlapping
-        tensors, holes between tensors, trailing bytes after the last tensor, bad metadata.
+        tensors, holes between tensors, trailing bytes after the last tensor, bad metadata. A
+        file of another kind (a PyTorch checkpoint, a pickle, an ``.npz``, HDF5, text) or a
+        directory is named as what it is, with the way to read it where caproute has one.
     OSError
-        The file cannot be opened.
+        The file cannot be opened (``FileNotFoundError`` if there is no such file).
 
     Examples
     --------
@@ -142,26 +144,35 @@ def load_file(path):
     caproute.models.errors.WeightsFileError: '...' is not a valid safetensors file: 4 trailing ...
     """
     path = _fspath(path)
+    if os.path.isdir(path):
+        raise WeightsFileError(f"{path!r} is a directory, not a safetensors file.")
 
-    def bad(reason):
+    def bad(reason, *, sniff=False):
+        # Before the header is known to be JSON, a file that is something else entirely (a
+        # pickle, an .npz, HDF5, text) is named as what it is rather than as broken safetensors.
+        other = what_file_is(path, expected=("safetensors",)) if sniff else None
+        if other is not None:
+            return WeightsFileError(f"{path!r} is not a safetensors file: {other}")
         return WeightsFileError(f"{path!r} is not a valid safetensors file: {reason}.")
 
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         if size < 8:
-            raise bad(f"it has {size} bytes, fewer than the 8-byte header length")
+            raise bad(f"it has {size} bytes, fewer than the 8-byte header length", sniff=True)
         (n,) = struct.unpack("<Q", f.read(8))
         if n > _MAX_HEADER:
             raise bad(
                 f"the header claims {n} bytes, more than the {_MAX_HEADER} allowed "
-                "(not safetensors?)"
+                "(not safetensors?)",
+                sniff=True,
             )
         if 8 + n > size:
             raise bad(
                 f"the header claims {n} bytes but the file has {size - 8} after the length "
-                "(truncated or not safetensors)"
+                "(truncated or not safetensors)",
+                sniff=True,
             )
-        header = _parse_header(f.read(n), bad)
+        header = _parse_header(f.read(n), lambda reason: bad(reason, sniff=True))
         entries = _check_entries(header, size - 8 - n, bad)
         tensors = {}
         for name, (code, shape, begin, end) in entries.items():
