@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .._lib.validation import check_bool, check_int, is_sequence, shape_str
 from .layers import (
     ClassMatrixCaps,
     Conv2D,
@@ -18,6 +19,37 @@ from .model import Model
 def _layout_shape(input_shape, data_format):
     h, w, c = input_shape
     return (c, h, w) if data_format == "NCHW" else (h, w, c)
+
+
+def _check_input_shape(input_shape):
+    """``input_shape`` as three ints (H, W, C), checked under its public name."""
+    if not is_sequence(input_shape) or len(input_shape) != 3:
+        raise ValueError(
+            "`input_shape` must be three integers (H, W, C) (the channels last, whatever "
+            f"`data_format`); got {input_shape!r}."
+        )
+    return tuple(check_int(s, name="input_shape", min_value=1) for s in input_shape)
+
+
+def _check_ints(**values):
+    """The constructors' integer arguments, checked under their public names (the layers
+    would name their own arguments: ``filters`` for ``conv_channels``, ``dim`` for
+    ``primary_dim``)."""
+    for name, value in values.items():
+        check_int(value, name=name, min_value=1)
+
+
+def _build(layers, input_shape, data_format, classes, name):
+    """The Model, with a size mismatch between the kernels and ``input_shape`` explained."""
+    try:
+        return Model(layers, _layout_shape(input_shape, data_format), classes=classes, name=name)
+    except ValueError as exc:
+        if "does not fit" not in str(exc):
+            raise
+        raise ValueError(
+            f"the network does not fit `input_shape` {shape_str(input_shape)}: {exc} Use a "
+            "larger input_shape or smaller kernels or strides."
+        ) from None
 
 
 def capsnet(
@@ -80,6 +112,14 @@ def capsnet(
     model : Model
         Without weights: load them (:meth:`Model.set_weights`) or :meth:`Model.initialize`.
 
+    Raises
+    ------
+    ValueError
+        If an argument is out of its range (each message names the argument), or the
+        kernels and strides do not fit ``input_shape``.
+    TypeError
+        If an argument has the wrong type.
+
     Examples
     --------
     >>> from caproute import models
@@ -87,6 +127,18 @@ def capsnet(
     >>> f"{net.n_parameters():,}"
     '6,804,224'
     """
+    input_shape = _check_input_shape(input_shape)
+    _check_ints(
+        conv_channels=conv_channels,
+        conv_kernel=conv_kernel,
+        primary_types=primary_types,
+        primary_dim=primary_dim,
+        primary_kernel=primary_kernel,
+        primary_stride=primary_stride,
+        n_classes=n_classes,
+        class_dim=class_dim,
+        n_iter=n_iter,
+    )
     layers = [
         Conv2D(
             conv_channels, conv_kernel, activation="relu", data_format=data_format, name="conv1"
@@ -112,7 +164,7 @@ def capsnet(
             name="class_caps",
         ),
     ]
-    return Model(layers, _layout_shape(input_shape, data_format), classes=classes, name=name)
+    return _build(layers, input_shape, data_format, classes, name)
 
 
 def matrix_capsnet(
@@ -184,6 +236,14 @@ def matrix_capsnet(
     model : Model
         Without weights.
 
+    Raises
+    ------
+    ValueError
+        If an argument is out of its range (each message names the argument), or the
+        kernels and strides do not fit ``input_shape``.
+    TypeError
+        If an argument has the wrong type.
+
     Examples
     --------
     >>> from caproute import models
@@ -191,6 +251,19 @@ def matrix_capsnet(
     >>> f"{net.n_parameters():,}"
     '318,964'
     """
+    input_shape = _check_input_shape(input_shape)
+    _check_ints(
+        A=A,
+        B=B,
+        C=C,
+        D=D,
+        n_classes=n_classes,
+        conv_kernel=conv_kernel,
+        conv_stride=conv_stride,
+        n_iter=n_iter,
+    )
+    check_bool(coordinate_addition, name="coordinate_addition")
+    check_bool(beta_per_pose, name="beta_per_pose")
     routing = dict(
         n_iter=n_iter,
         inverse_temperature=inverse_temperature,
@@ -218,4 +291,4 @@ def matrix_capsnet(
             n_classes, coordinate_addition=coordinate_addition, name="class_caps", **routing
         ),
     ]
-    return Model(layers, _layout_shape(input_shape, data_format), classes=classes, name=name)
+    return _build(layers, input_shape, data_format, classes, name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 import sys
 import time
@@ -17,10 +18,18 @@ from .._backend import (
     dask_arrays,
     device,
     is_array,
+    overflow_quiet,
     resolve_backend,
     to_device,
 )
-from .._lib.validation import check_int, check_plain_array, shape_str
+from .._lib.validation import (
+    check_bool,
+    check_int,
+    check_plain_array,
+    check_scalar,
+    dtype_name,
+    shape_str,
+)
 from .errors import WeightsMismatchError
 from .layers import LAYERS, Layer
 
@@ -28,7 +37,11 @@ FORMAT = "caproute-model"
 FORMAT_VERSION = 1
 FLOAT_DTYPES = ("float32", "float64")
 # the keyword arguments of predict_scores, which predict_proba and predict pass on
-PREDICT_OPTIONS = ("batch_size", "backend", "data_format", "dtype", "progress")
+PREDICT_OPTIONS = ("batch_size", "backend", "data_format", "dtype", "progress", "scale")
+#: The pixel range assumed for a model whose metadata records none (the shipped models' range).
+DEFAULT_INPUT_RANGE = (0.0, 1.0)
+# values may exceed the input range by this fraction of its width (rounding, not rescaling)
+RANGE_SLACK = 1e-6
 
 
 class Model:
@@ -84,6 +97,13 @@ class Model:
         self.layers = layers
         self.input_shape = tuple(check_int(s, name="input_shape", min_value=1) for s in input_shape)
         self.name = str(name)
+        if classes is not None and (
+            isinstance(classes, (str, bytes, Mapping)) or not isinstance(classes, Iterable)
+        ):
+            raise TypeError(
+                "`classes` must be a sequence of class names (a list of str, in output order); "
+                f"got {type(classes).__name__}."
+            )
         self.classes = None if classes is None else [str(c) for c in classes]
         self._shapes = []  # (input shape, output shape) per layer
         shape = self.input_shape
@@ -122,6 +142,25 @@ class Model:
         """Number of classes: the last layer's number of output capsules or channels."""
         out = self.output_shape
         return out[0][0] if isinstance(out[0], tuple) else out[0]
+
+    @property
+    def input_range(self) -> tuple[float, float]:
+        """Range ``(low, high)`` of the pixel values the model was trained on.
+
+        Read from ``metadata["input_range"]``; a model whose metadata records none (a model
+        built here, or a file written before caproute recorded it) assumes (0.0, 1.0), the
+        range of the shipped models. Setting it records the range in ``metadata``, and
+        :func:`caproute.models.save` writes it to the file. The predict methods refuse float
+        images outside this range and map uint8 images onto it (see :meth:`predict_scores`).
+        """
+        if "input_range" not in self.metadata:
+            return DEFAULT_INPUT_RANGE
+        return parse_input_range(self.metadata["input_range"], name="metadata['input_range']")
+
+    @input_range.setter
+    def input_range(self, value: Sequence[float]) -> None:
+        low, high = parse_input_range(value, name="input_range")
+        self.metadata = {**self.metadata, "input_range": [low, high]}
 
     def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
         """Shapes of the parameters of every layer, in layer order.
@@ -368,10 +407,13 @@ class Model:
         if params is None:
             # built whole, then published: threads sharing the model (Dask's threaded scheduler)
             # never see a half-converted set; one converted copy is kept, the last one asked for
-            params = {
-                name: xp.astype(to_device(arr, xp, device=dev), dtype, copy=False)
-                for name, arr in self._weights.items()
-            }
+            # float64 weights beyond float32's range become inf quietly here: the forward
+            # pass then reports the overflow, naming the dtype
+            with overflow_quiet(np.zeros(0)):
+                params = {
+                    name: xp.astype(to_device(arr, xp, device=dev), dtype, copy=False)
+                    for name, arr in self._weights.items()
+                }
             self._cache = {key: params}
         return [
             {k.split(".", 1)[1]: v for k, v in params.items() if k.split(".", 1)[0] == layer.name}
@@ -379,21 +421,37 @@ class Model:
         ]
 
     # -- inference -----------------------------------------------------------------------------
-    def forward(self, x: Array, *, backend: str | None = None) -> Array | tuple[Array, Array]:
-        """Run every layer on a batch already in the model's layout and a float dtype.
+    def forward(
+        self, x: Array, *, backend: str | None = None, check_values: bool = True
+    ) -> Array | tuple[Array, Array]:
+        """Run every layer on a batch already in the model's layout, float dtype and range.
 
         Parameters
         ----------
         x : array of shape (batch, *input_shape)
-            The batch, float32 or float64; the weights are used in its dtype and namespace.
+            The batch, float32 or float64, with values in :attr:`input_range` (no scaling is
+            done here: :meth:`predict_scores` takes integer images and a ``scale``); the
+            weights are used in its dtype and namespace.
         backend : {"auto", "numpy", "numba", "cupy"} or None
             Where to run; None takes the configured backend.
+        check_values : bool, default=True
+            Check that ``x`` is finite and within :attr:`input_range` (one min/max pass).
+            :meth:`predict_scores` checks all its images at once and passes False.
 
         Returns
         -------
         output : array or tuple of arrays
             The last layer's output (for DenseCaps the parent capsules (batch, n_out, out_dim);
             for ClassMatrixCaps the pair (pose, activation)).
+
+        Raises
+        ------
+        ValueError
+            If ``x`` has the wrong shape, holds NaN or inf or lies outside
+            :attr:`input_range`, or if the computation overflowed (weights too large for the
+            dtype).
+        TypeError
+            If ``x`` is not a float32 or float64 array.
         """
         self._require_weights()
         x = _as_input_array(x)
@@ -402,14 +460,35 @@ class Model:
         if move:
             x = to_device(x, xp)
         self._check_batch(x, xp)
+        if check_bool(check_values, name="check_values"):
+            self._check_values(x, xp, name="x", scale=None)
         params = self._params_for(xp, device(x), x.dtype)
-        for layer, p in zip(self.layers, params, strict=True):
-            x = layer.forward(x, p, xp=xp, backend=backend)
-        return x
+        dtype, where = dtype_name(x.dtype), None
+        with overflow_quiet(x):
+            for layer, p in zip(self.layers, params, strict=True):
+                try:
+                    x = layer.forward(x, p, xp=xp, backend=backend)
+                except ValueError as exc:
+                    if not _is_overflow(exc):
+                        raise
+                    where = layer
+                    break
+            else:
+                outputs = x if isinstance(x, tuple) else (x,)
+                finite = None
+                for out in outputs:
+                    ok = xp.all(xp.isfinite(out))
+                    finite = ok if finite is None else xp.logical_and(finite, ok)
+                if bool(finite):
+                    return x
+        raise ModelOverflowError(self, where, dtype, arg="x")
 
     def _check_batch(self, x, xp):
         if x.dtype not in (xp.float32, xp.float64):
-            raise TypeError(f"`x` must be float32 or float64; got dtype {x.dtype}.")
+            raise TypeError(
+                f"`x` must be float32 or float64; got dtype {dtype_name(x.dtype)}. "
+                "predict_scores takes integer images and scales them."
+            )
         if (
             tuple(int(s) for s in x.shape[1:]) != self.input_shape
             or x.ndim != len(self.input_shape) + 1
@@ -428,15 +507,17 @@ class Model:
         data_format: str | None = None,
         dtype: str = "float32",
         progress: bool = False,
+        scale: float | None = None,
     ) -> Array:
         """Class scores: capsule lengths (dynamic routing) or activations (EM routing).
 
         Parameters
         ----------
         images : array of shape (n, H, W), (n, H, W, C) or (n, C, H, W)
-            Integer images are scaled by 1/255 (uint8 pixels to [0, 1]); float images are used
-            as given. A 3-D array is taken as single-channel. A ``dask.array.Array`` is
-            classified lazily, block by block (see Notes).
+            The pixels, in the range the model was trained on (:attr:`input_range`, [0, 1]
+            for the shipped models); see Notes for what each dtype must hold. A 3-D array is
+            taken as single-channel. A ``dask.array.Array`` is classified lazily, block by
+            block (see Notes).
         batch_size : int, default=100
             Images per forward pass (bounds memory; for a Dask array, within each block).
         backend : {"auto", "numpy", "numba", "cupy"} or None
@@ -448,6 +529,12 @@ class Model:
         progress : bool, default=False
             Print a progress bar with images per second on stderr (not for a Dask array:
             Dask's own progress bars show its blocks).
+        scale : float or None, default=None
+            A factor (> 0) the images are multiplied by before they are classified, e.g.
+            ``scale=1/255`` for float images holding 8-bit pixel values (0-255) or
+            ``1/65535`` for uint16 images; ``images * scale`` must lie in
+            :attr:`input_range`. None: uint8 images are mapped onto the input range, float
+            images are used as given, other integer dtypes are refused.
 
         Returns
         -------
@@ -455,18 +542,62 @@ class Model:
             In the namespace the computation ran in (CuPy for backend="cupy"); for a Dask
             array of images, a lazy Dask array chunked along the batch axis as ``images`` is.
 
+        Raises
+        ------
+        ValueError
+            If ``images`` has a shape the model does not take (the message gives the shapes it
+            takes), holds NaN or inf, or lies outside the input range (the message gives the
+            values found and the fix); if integer images other than uint8 come without
+            ``scale``; if an option is invalid; if the computation overflowed.
+        TypeError
+            If ``images`` is not an array of integers or floats.
+
         Notes
         -----
+        The input contract: the images must hold what the model was trained on, pixel values
+        in :attr:`input_range` (recorded in the model's metadata; (0, 1) for the shipped
+        models and for models without a record). With ``scale=None``:
+
+        - uint8 images are mapped onto the input range: divided by 255 for (0, 1);
+        - float images are used as given, and must lie in the input range (up to a rounding
+          slack of 1e-6 of its width). Floats in [0, 255], as
+          ``np.asarray(pil_image, dtype=np.float32)`` gives, are refused, with the fix:
+          ``scale=1/255`` or dividing them by 255;
+        - other integer dtypes (uint16, int8, int64, ...) are refused: their pixel values
+          have no single meaning, so ``scale`` must say how to read them.
+
+        With ``scale`` given, every dtype is multiplied by it and ``images * scale`` must lie
+        in the input range. The check is one min/max pass over the images (none for uint8
+        images without ``scale``) and happens before any image is classified.
+
         A ``dask.array.Array`` of images (NumPy or CuPy blocks) gives a lazy Dask array
         at once: the options and the images' shape and dtype are checked when it is built,
         with the messages NumPy images get, and each block of images is classified when the
-        result is computed (by this method on the block: NaN or inf in float images raise
-        then), in parallel by Dask's scheduler or on a ``dask.distributed`` cluster. Blocks
-        split the batch axis only: images chunked along their pixel or channel axes are
-        rechunked into whole images first. The model enters the task graph once (its
-        weights travel once to each worker, not once per block) and as it is at the call:
-        changing its weights later does not change a result already built. docs/models.md
-        ("Classifying a Dask array") shows it on a cluster.
+        result is computed (by this method on the block: NaN or inf, or values outside the
+        input range, raise then), in parallel by Dask's scheduler or on a
+        ``dask.distributed`` cluster. Blocks split the batch axis only: images chunked along
+        their pixel or channel axes are rechunked into whole images first. The model enters
+        the task graph once (its weights travel once to each worker, not once per block) and
+        as it is at the call: changing its weights later does not change a result already
+        built. docs/models.md ("Classifying a Dask array") shows it on a cluster.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from caproute import models
+        >>> net = models.capsnet(conv_channels=8, primary_types=2, class_dim=4)
+        >>> net = net.initialize(random_state=0)
+        >>> pixels = np.full((2, 28, 28), 200, dtype=np.uint8)
+        >>> scores = net.predict_scores(pixels)  # uint8: divided by 255
+        >>> scores.shape
+        (2, 10)
+        >>> as_floats = pixels.astype(np.float32)  # 0-255 floats: refused, with the fix
+        >>> net.predict_scores(as_floats)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: `images` must lie in the model's input range [0, 1] ... divide them by 255.
+        >>> bool(np.allclose(net.predict_scores(as_floats, scale=1 / 255), scores))
+        True
         """
         if dask_arrays.is_dask_array(images):
             return self._predict_dask(
@@ -477,25 +608,34 @@ class Model:
                 data_format=data_format,
                 dtype=dtype,
                 progress=progress,
+                scale=scale,
             )
         self._require_weights()
-        batch_size = _check_predict_options(batch_size, dtype)
+        batch_size, scale = _check_predict_options(batch_size, dtype, scale)
         images = _as_input_array(images, name="images")
         xp = array_namespace(images)
         backend, xp, move = resolve_backend(xp, backend)
         if move:
             images = to_device(images, xp)
-        images = self._prepare(images, xp, data_format, getattr(xp, dtype))
+        images = self._prepare(images, xp, data_format, getattr(xp, dtype), scale)
         n = int(images.shape[0])
         out = []
         bar = _Progress(n) if progress else None
-        for start in range(0, n, batch_size):
-            result = self.forward(images[start : min(n, start + batch_size), ...], backend=backend)
-            out.append(self.layers[-1].class_scores(result, xp=xp))
+        try:
+            for start in range(0, n, batch_size):
+                result = self.forward(
+                    images[start : min(n, start + batch_size), ...],
+                    backend=backend,
+                    check_values=False,
+                )
+                out.append(self.layers[-1].class_scores(result, xp=xp))
+                if bar:
+                    bar.update(min(n, start + batch_size))
+        except ModelOverflowError as exc:
+            raise ValueError(exc.message(arg="images")) from None
+        finally:
             if bar:
-                bar.update(min(n, start + batch_size))
-        if bar:
-            bar.close()
+                bar.close()
         return xp.concat(out, axis=0) if out else xp.zeros((0, self.n_classes), dtype=images.dtype)
 
     def predict_proba(self, images: Array, **kwargs: Any) -> Array:
@@ -504,22 +644,31 @@ class Model:
         Parameters
         ----------
         images : array of shape (n, H, W), (n, H, W, C) or (n, C, H, W)
-            As in :meth:`predict_scores` (a ``dask.array.Array`` included).
+            As in :meth:`predict_scores` (a ``dask.array.Array`` included): uint8 pixels,
+            or floats within :attr:`input_range`, or any integers or floats with ``scale``.
         **kwargs
-            ``batch_size``, ``backend``, ``data_format``, ``dtype``, ``progress``, as in
-            :meth:`predict_scores`.
+            ``batch_size``, ``backend``, ``data_format``, ``dtype``, ``progress``, ``scale``,
+            as in :meth:`predict_scores`.
 
         Returns
         -------
         proba : array of shape (n, n_classes)
             Non-negative, summing to 1 per image (uniform where every score is 0); lazy for a
             Dask array of images, as in :meth:`predict_scores`.
+
+        Raises
+        ------
+        ValueError
+            As :meth:`predict_scores` does: images of a shape the model does not take, NaN or
+            inf, values outside the input range, integers other than uint8 without ``scale``.
+        TypeError
+            If ``images`` is not an array of integers or floats, or an option is unknown.
         """
         if dask_arrays.is_dask_array(images):
             return self._predict_dask(
                 "predict_proba", images, **_predict_options("predict_proba", kwargs)
             )
-        scores = self.predict_scores(images, **kwargs)
+        scores = self.predict_scores(images, **_predict_options("predict_proba", kwargs))
         xp = array_namespace(scores)
         total = xp.sum(scores, axis=1, keepdims=True)
         # all-zero scores (possible only in degenerate models) give the uniform distribution
@@ -531,20 +680,29 @@ class Model:
         Parameters
         ----------
         images : array of shape (n, H, W), (n, H, W, C) or (n, C, H, W)
-            As in :meth:`predict_scores` (a ``dask.array.Array`` included).
+            As in :meth:`predict_scores` (a ``dask.array.Array`` included): uint8 pixels,
+            or floats within :attr:`input_range`, or any integers or floats with ``scale``.
         **kwargs
-            ``batch_size``, ``backend``, ``data_format``, ``dtype``, ``progress``, as in
-            :meth:`predict_scores`.
+            ``batch_size``, ``backend``, ``data_format``, ``dtype``, ``progress``, ``scale``,
+            as in :meth:`predict_scores`.
 
         Returns
         -------
         labels : array of shape (n,)
             Class indices (int64), in the namespace the computation ran in; lazy for a Dask
             array of images, as in :meth:`predict_scores`.
+
+        Raises
+        ------
+        ValueError
+            As :meth:`predict_scores` does: images of a shape the model does not take, NaN or
+            inf, values outside the input range, integers other than uint8 without ``scale``.
+        TypeError
+            If ``images`` is not an array of integers or floats, or an option is unknown.
         """
         if dask_arrays.is_dask_array(images):
             return self._predict_dask("predict", images, **_predict_options("predict", kwargs))
-        scores = self.predict_scores(images, **kwargs)
+        scores = self.predict_scores(images, **_predict_options("predict", kwargs))
         return array_namespace(scores).argmax(scores, axis=1)
 
     def _predict_dask(
@@ -557,11 +715,12 @@ class Model:
         data_format=None,
         dtype="float32",
         progress=False,
+        scale=None,
     ):
         """The lazy result of ``method`` for a Dask array of images: everything that needs no
         pixel value is checked now, the rest by ``method`` on each block when computed."""
         self._require_weights()
-        batch_size = _check_predict_options(batch_size, dtype)
+        batch_size, scale = _check_predict_options(batch_size, dtype, scale)
         if progress:
             raise ValueError(
                 "`progress` is not available for a Dask array of `images`: use Dask's progress "
@@ -575,13 +734,14 @@ class Model:
                 f"{_shape_text(images.shape)}); call images.compute_chunk_sizes() first."
             )
         xp = dask_arrays.block_namespace(images)
-        self._check_images(images.shape, images.dtype, xp, data_format)
+        self._check_images(images.shape, images.dtype, xp, data_format, scale)
         # the backend as configured now (the blocks may run in other threads or processes);
         # its namespace is the blocks' output's (CuPy for "cupy")
         backend, out_xp, _ = resolve_backend(xp, backend)
         scores = out_xp.zeros((0, self.n_classes), dtype=getattr(out_xp, dtype))
-        snapshot = copy.copy(self)  # the weights as they are now; a fresh, empty cache
+        snapshot = copy.copy(self)  # the weights and metadata as they are now; an empty cache
         snapshot._cache = {}
+        snapshot.metadata = dict(self.metadata)
         return dask_arrays.map_batches(
             _predict_block,
             images,
@@ -592,21 +752,60 @@ class Model:
                 "backend": backend,
                 "data_format": data_format,
                 "dtype": dtype,
+                "scale": scale,
             },
-            shared_token=("caproute-model", self.get_config(), self._weights),
+            shared_token=("caproute-model", self.get_config(), self._weights, self.input_range),
             out_tail=() if method == "predict" else (self.n_classes,),
             meta=out_xp.argmax(scores, axis=1) if method == "predict" else scores,
             name="caproute-" + method.replace("_", "-"),
         )
 
-    def _check_images(self, shape, kind, xp, data_format):
+    def _accepted_shapes(self):
+        """The image shapes the model takes, in words (for messages)."""
+        dims = ", ".join(map(str, self.input_shape))
+        if self.data_format == "NHWC":
+            h, w, c = self.input_shape
+            own, other, other_fmt = f"(n, {dims})", f"(n, {c}, {h}, {w})", "NCHW"
+        else:
+            c, h, w = self.input_shape
+            own, other, other_fmt = f"(n, {dims})", f"(n, {h}, {w}, {c})", "NHWC"
+        forms = f"(n, {h}, {w}) or {own}" if c == 1 else own
+        return f"{forms}, or {other} with data_format={other_fmt!r}"
+
+    def _shape_hint(self, shape, fmt, data_format):
+        """A sentence on what the images' shape suggests, or ''."""
+        shape = tuple(int(s) for s in shape)
+        if self.data_format == "NHWC":
+            h, w, c = self.input_shape
+        else:
+            c, h, w = self.input_shape
+        if shape in ((h, w), (h, w, c), (c, h, w)):
+            return " For one image, pass a batch of one: images[None]."
+        if len(shape) == 4 and data_format is None:
+            other = "NCHW" if fmt == "NHWC" else "NHWC"
+            read = shape[1:] if other == "NCHW" else (shape[3], shape[1], shape[2])
+            if read == (c, h, w):
+                return f" They look like {other} images: pass data_format={other!r}."
+        if len(shape) == 4:
+            size = shape[1:3] if fmt == "NHWC" else shape[2:]
+            channels = shape[3] if fmt == "NHWC" else shape[1]
+            if size == (h, w) and channels != c:
+                fix = " (convert colour images to grey scale first)" if c == 1 else ""
+                return f" The model takes {c} channel{'s' * (c != 1)}; got {channels}{fix}."
+        return ""
+
+    def _check_images(self, shape, kind, xp, data_format, scale=None):
         """Check what the images' shape and dtype say (no pixel value is read); return the
         layout they are in."""
         fmt = self.data_format if data_format is None else data_format
         if fmt not in ("NHWC", "NCHW"):
             raise ValueError(f"`data_format` must be 'NHWC', 'NCHW' or None; got {data_format!r}.")
-        if xp.isdtype(kind, "bool") or not xp.isdtype(kind, ("integral", "real floating")):
-            raise TypeError(f"`images` must hold integers (0-255) or floats; got dtype {kind}.")
+        if not _is_real_dtype(xp, kind):
+            raise TypeError(
+                "`images` must hold integers or floats (uint8 pixels, or floats in the "
+                f"model's input range); got dtype {dtype_name(kind)}."
+            )
+        expected = f" Model {self.name!r} takes images of shape {self._accepted_shapes()}"
         full = tuple(shape)
         if len(full) == 3:
             full = (*full, 1) if fmt == "NHWC" else (full[0], 1, *full[1:])
@@ -615,6 +814,9 @@ class Model:
                 "`images` must be 3-D (n, H, W) or 4-D "
                 f"({'n, H, W, C' if fmt == 'NHWC' else 'n, C, H, W'}); "
                 f"got shape {_shape_text(shape)}."
+                + expected
+                + "."
+                + self._shape_hint(shape, fmt, data_format)
             )
         if fmt != self.data_format:
             full = tuple(full[i] for i in ((0, 2, 3, 1) if fmt == "NCHW" else (0, 3, 1, 2)))
@@ -624,30 +826,194 @@ class Model:
                 f"({self.data_format}); got {tuple(int(s) for s in full[1:])}"
                 + ("" if data_format is None else f" after reading them as {fmt}")
                 + "."
+                + expected
+                + f"; `images` has shape {_shape_text(shape)}."
+                + self._shape_hint(shape, fmt, data_format)
+            )
+        if scale is None and xp.isdtype(kind, "integral") and kind != xp.uint8:
+            low, high = self.input_range
+            raise ValueError(
+                f"`images` of dtype {dtype_name(kind)} need an explicit `scale`: only uint8 "
+                "images are mapped onto the model's input range by caproute (divided by 255 "
+                f"for [0, 1]). Pass the factor that takes your pixel values into "
+                f"[{low:g}, {high:g}], e.g. scale=1/65535 for 16-bit images using their full "
+                "range, or scale=1/255 for 8-bit values held in a wider integer type."
             )
         return fmt
 
-    def _prepare(self, images, xp, data_format, dtype):
-        fmt = self._check_images(images.shape, images.dtype, xp, data_format)
+    def _check_values(self, images, xp, *, name, scale):
+        """NaN, inf and the input range, in one min/max pass over the pixels as given.
+
+        uint8 images without ``scale`` are skipped: they are mapped onto the input range.
+        """
+        integral = xp.isdtype(images.dtype, "integral")
+        if (integral and scale is None) or math.prod(int(s) for s in images.shape) == 0:
+            return
+        with overflow_quiet(images):
+            lo, hi = float(xp.min(images)), float(xp.max(images))
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise ValueError(
+                f"`{name}` holds NaN or inf; every pixel must be a finite number in the "
+                f"model's input range {_range_text(self.input_range)}."
+            )
+        factor = 1.0 if scale is None else scale
+        low, high = self.input_range
+        slack = RANGE_SLACK * (high - low)
+        if lo * factor >= low - slack and hi * factor <= high + slack:
+            return
+        raise ValueError(self._range_message(name, lo, hi, images.dtype, scale))
+
+    def _range_message(self, name, lo, hi, kind, scale):
+        low, high = self.input_range
+        span = _range_text(self.input_range)
+        found = f"{dtype_name(kind)} values from {lo:.6g} to {hi:.6g}"
+        if scale is None:
+            head = (
+                f"`{name}` must lie in the model's input range {span} (the range it was "
+                f"trained on); got {found}."
+            )
+        else:
+            head = (
+                f"`{name}` times `scale` must lie in the model's input range {span}; with "
+                f"scale={scale:.6g} they run from {lo * scale:.6g} to {hi * scale:.6g} "
+                f"({found})."
+            )
+        how = "pass scale={} or divide them by {}" if name == "images" else "divide them by {1}"
+        unit = (low, high) == (0.0, 1.0) and scale is None and lo >= 0
+        width = high - low
+        if unit and 2 < hi <= 255:
+            tail = (
+                " If they are 8-bit pixel values (as np.asarray(pil_image, dtype=np.float32) "
+                f"gives), {how.format('1/255', 255)}."
+            )
+        elif unit and 255 < hi <= 65535:
+            tail = f" If they are 16-bit pixel values, {how.format('1/65535', 65535)}."
+        elif scale is not None and lo >= 0:
+            tail = (
+                f" Choose `scale` so that the largest pixel value maps to at most {high:g}: "
+                "1/255 for 8-bit pixel values, 1/65535 for 16-bit ones."
+            )
+        elif scale is None and lo >= low - 0.05 * width and hi <= high + 0.05 * width:
+            tail = (
+                f" If they overshoot a little (after resampling, say), clip them into {span} "
+                f"first: np.clip({name}, {low:g}, {high:g})."
+            )
+        else:
+            tail = (
+                f" Map them into {span} first (if they were standardised, by a mean and a "
+                "standard deviation for example, undo that)"
+                + (", or pass `scale`." if name == "images" and lo >= 0 else ".")
+            )
+        return head + tail
+
+    def _prepare(self, images, xp, data_format, dtype, scale=None):
+        fmt = self._check_images(images.shape, images.dtype, xp, data_format, scale)
+        self._check_values(images, xp, name="images", scale=scale)
         kind = images.dtype
         if images.ndim == 3:
             images = xp.expand_dims(images, axis=-1 if fmt == "NHWC" else 1)
         if fmt != self.data_format:
             images = xp.permute_dims(images, (0, 2, 3, 1) if fmt == "NCHW" else (0, 3, 1, 2))
-        if xp.isdtype(kind, "integral"):
-            return xp.astype(images, dtype) / 255.0
         images = xp.astype(images, dtype)
-        if not bool(xp.all(xp.isfinite(images))):
-            raise ValueError("`images` holds NaN or inf.")
+        if scale is not None:
+            return images * scale
+        if xp.isdtype(kind, "integral"):  # uint8: _check_images refused the others
+            low, high = self.input_range
+            if (low, high) == (0.0, 1.0):
+                return images / 255.0
+            return images * ((high - low) / 255.0) + low
         return images
 
 
-def _check_predict_options(batch_size, dtype):
-    """Check predict_scores' ``batch_size`` and ``dtype``; return the batch size as an int."""
+class ModelOverflowError(ValueError):
+    """A model's computation overflowed on input within its range: weights too large for the
+    dtype. Raised by :meth:`Model.forward`; the predict methods re-raise it as a ValueError
+    that names their own arguments."""
+
+    def __init__(self, model, layer, dtype, *, arg):
+        self.model_name = model.name
+        self.where = (
+            "its last layer's output"
+            if layer is None
+            else f"layer {layer.name!r} ({type(layer).__name__})"
+        )
+        self.dtype = dtype
+        self.largest = max(
+            (float(np.max(np.abs(w))) for w in model._weights.values() if w.size), default=0.0
+        )
+        self.input_range = model.input_range
+        super().__init__(self.message(arg=arg))
+
+    def message(self, *, arg):
+        text = (
+            f"model {self.model_name!r} overflowed at {self.where}, computing in {self.dtype} "
+            f"on `{arg}` within its input range {_range_text(self.input_range)}: its weights "
+            f"(largest magnitude {self.largest:.3g}) are too large for {self.dtype}."
+        )
+        if self.dtype == "float64":
+            return text + " Check the weights the model holds (Model.get_weights)."
+        fix = "pass dtype='float64'" if arg == "images" else "pass `x` as float64"
+        return text + f" Compute in float64: {fix}."
+
+
+def _check_predict_options(batch_size, dtype, scale):
+    """Check predict_scores' ``batch_size``, ``dtype`` and ``scale``; return the batch size as
+    an int and the scale as a float or None."""
     batch_size = check_int(batch_size, name="batch_size", min_value=1)
     if dtype not in FLOAT_DTYPES:
         raise ValueError(f"`dtype` must be 'float32' or 'float64'; got {dtype!r}.")
-    return batch_size
+    if scale is not None:
+        scale = check_scalar(scale, name="scale", low=0, low_inclusive=False)
+    return batch_size, scale
+
+
+def parse_input_range(value, *, name):
+    """A model's input range as ``(low, high)`` floats, from a pair of numbers or the JSON text
+    a model file stores; ``name`` is where the value came from, for the message."""
+    given = value
+    if isinstance(value, (str, bytes)):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            value = None
+    if (
+        isinstance(value, (str, bytes, Mapping))
+        or not isinstance(value, Iterable)
+        or len(value := list(value)) != 2
+        or not all(
+            isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+            for v in value
+        )
+    ):
+        raise ValueError(
+            f"`{name}` must be two numbers [low, high] (the range of the pixel values the "
+            f"model was trained on); got {given!r}."
+        )
+    low, high = (float(v) for v in value)
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(f"`{name}` must be finite with low < high; got {given!r}.")
+    return low, high
+
+
+def _is_overflow(exc):
+    """Whether a layer's ValueError says that finite input overflowed inside it (the routing
+    functions' checks of their inputs and outputs)."""
+    text = str(exc)
+    return type(exc) is ValueError and (
+        "must contain only finite values" in text or "overflowed" in text
+    )
+
+
+def _is_real_dtype(xp, kind):
+    """Whether ``kind`` is an integer or real floating dtype (not bool, complex, str, object)."""
+    try:
+        return not xp.isdtype(kind, "bool") and xp.isdtype(kind, ("integral", "real floating"))
+    except (TypeError, ValueError):  # str, object and other dtypes outside the Array API
+        return False
+
+
+def _range_text(bounds):
+    return f"[{bounds[0]:g}, {bounds[1]:g}]"
 
 
 def _predict_options(method, kwargs):
@@ -708,9 +1074,11 @@ def _as_input_array(x, name="x"):
         return x
     try:
         return np.asarray(x)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError):
         raise TypeError(
-            f"`{name}` must be an array; could not convert {type(x).__name__}: {exc}"
+            f"`{name}` must be an array, or a sequence of images of one shape; could not make "
+            f"one array of the {type(x).__name__} given (images of different sizes, or "
+            "entries that are not numbers?)."
         ) from None
 
 

@@ -8,6 +8,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from .errors import WeightsFileError
+from .model import DEFAULT_INPUT_RANGE, parse_input_range
 from .serialization import load
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ def pretrained_info(name: str) -> dict[str, Any]:
     dict
         A copy of the entry: file, sha256, training command, epochs, test accuracy on the
         full Fashion-MNIST test set and on the bundled subset (as caproute computes them),
-        and notes.
+        the input range ``[low, high]`` of the pixel values it was trained on, and notes.
 
     Raises
     ------
@@ -83,7 +84,9 @@ def load_pretrained(name: str) -> Model:
     Returns
     -------
     model : Model
-        With its weights; ``model.metadata["pretrained"]`` is ``name``.
+        With its weights; ``model.metadata["pretrained"]`` is ``name`` and
+        ``model.metadata["input_range"]`` the registry's (``[0.0, 1.0]`` for every shipped
+        model: :attr:`Model.input_range`, which the predict methods enforce).
 
     Raises
     ------
@@ -102,6 +105,8 @@ def load_pretrained(name: str) -> Model:
     >>> recorded = models.pretrained_info("capsnet-fashion-mnist")["subset_accuracy"]
     >>> float((pred == labels).mean()) == recorded
     True
+    >>> net.input_range
+    (0.0, 1.0)
     """
     info = pretrained_info(name)
     resource = resources.files(_PACKAGE).joinpath(info["file"])
@@ -113,5 +118,9 @@ def load_pretrained(name: str) -> Model:
                 f"records {info['sha256']}; the installation is damaged (reinstall caproute)."
             )
         model = load(path)
-    model.metadata = {**model.metadata, "pretrained": name}
+    # the files predate the input_range record: the registry holds it (the training range)
+    low, high = parse_input_range(
+        info.get("input_range", list(DEFAULT_INPUT_RANGE)), name=f"{name}'s input_range"
+    )
+    model.metadata = {**model.metadata, "input_range": [low, high], "pretrained": name}
     return model

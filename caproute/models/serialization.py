@@ -8,10 +8,11 @@ from collections.abc import Mapping
 
 from .._version import __version__
 from .errors import WeightsFileError
-from .model import Model
+from .model import Model, parse_input_range
 from .weights_file import load_file, save_file
 
 ARCHITECTURE_KEY = "caproute_model"
+INPUT_RANGE_KEY = "input_range"
 
 
 def save(
@@ -26,7 +27,18 @@ def save(
     path : str or os.PathLike
         The file to write (replaced if it exists), by convention ``*.safetensors``.
     metadata : dict of str to str, optional
-        Extra notes stored in the file (training command, accuracy, ...).
+        Extra notes stored in the file (training command, accuracy, ...). The model's
+        :attr:`~Model.input_range` is always stored, under ``"input_range"`` (as JSON, e.g.
+        ``"[0.0, 1.0]"``); an ``"input_range"`` given here replaces it (two numbers, or their
+        JSON text).
+
+    Raises
+    ------
+    TypeError
+        If ``model`` is not a :class:`Model`.
+    ValueError
+        If ``metadata["input_range"]`` or the model's recorded input range is not two finite
+        numbers ``[low, high]`` with ``low < high``.
 
     Examples
     --------
@@ -38,10 +50,18 @@ def save(
     >>> again = models.load(path)
     >>> again.metadata["note"], again.n_parameters() == net.n_parameters()
     ('random weights', True)
+    >>> again.input_range  # recorded in the file; (0.0, 1.0) unless set otherwise
+    (0.0, 1.0)
     """
     if not isinstance(model, Model):
         raise TypeError(f"`model` must be a caproute.models.Model; got {type(model).__name__}.")
-    meta = {str(k): str(v) for k, v in (metadata or {}).items()}
+    meta = {str(k): v for k, v in (metadata or {}).items()}
+    if INPUT_RANGE_KEY in meta:
+        low, high = parse_input_range(meta[INPUT_RANGE_KEY], name="metadata['input_range']")
+    else:
+        low, high = model.input_range
+    meta = {k: str(v) for k, v in meta.items()}
+    meta[INPUT_RANGE_KEY] = json.dumps([low, high])
     meta[ARCHITECTURE_KEY] = json.dumps(model.get_config())
     meta["caproute_version"] = __version__
     save_file(path, model.get_weights(), meta)
@@ -58,12 +78,14 @@ def load(path: os.PathLike | str) -> Model:
     Returns
     -------
     model : Model
-        With its weights; ``model.metadata`` holds the file's metadata.
+        With its weights; ``model.metadata`` holds the file's metadata, its
+        ``"input_range"`` as a list ``[low, high]`` (:attr:`Model.input_range`; a file
+        without one gives a model that assumes (0.0, 1.0)).
 
     Raises
     ------
     WeightsFileError
-        Unreadable file, or no or invalid architecture in the metadata.
+        Unreadable file, or no or invalid architecture or input range in the metadata.
     WeightsMismatchError
         Tensors that do not fit the described architecture (all listed at once).
 
@@ -92,6 +114,16 @@ def load(path: os.PathLike | str) -> Model:
         raise WeightsFileError(
             f"{str(path)!r}: the architecture in its metadata is invalid: {exc}"
         ) from None
+    metadata = {k: v for k, v in meta.items() if k != ARCHITECTURE_KEY}
+    if INPUT_RANGE_KEY in metadata:
+        try:
+            metadata[INPUT_RANGE_KEY] = list(
+                parse_input_range(metadata[INPUT_RANGE_KEY], name="input_range")
+            )
+        except ValueError as exc:
+            raise WeightsFileError(
+                f"{str(path)!r}: the input range in its metadata: {exc}"
+            ) from None
     model.set_weights(tensors)
-    model.metadata = {k: v for k, v in meta.items() if k != ARCHITECTURE_KEY}
+    model.metadata = metadata
     return model

@@ -107,6 +107,7 @@ def main():
         "epochs": meta["epochs"],
         "test_accuracy": test_acc,
         "subset_accuracy": subset_acc,
+        "input_range": [0, 1],  # the training images were uint8 / 255
         "torch_test_accuracy": meta["torch_test_accuracy"],
         "notes": opts.notes,
     }
