@@ -428,7 +428,7 @@ class Model:
 
         Parameters
         ----------
-        x : array of shape (batch, *input_shape)
+        x : array of shape (batch, ``*input_shape``)
             The batch, float32 or float64, with values in :attr:`input_range` (no scaling is
             done here: :meth:`predict_scores` takes integer images and a ``scale``); the
             weights are used in its dtype and namespace.
