@@ -79,9 +79,13 @@ class ArraySource:
         return xp.take(self.X, i, axis=0), None if w is None else xp.take(w, i, axis=0)
 
     def host_array(self):
-        """X and the weights as NumPy arrays (for scikit-learn's KMeans)."""
-        w = self.sample_weight
-        return to_numpy(self.X), None if w is None else to_numpy(w)
+        """X and the weights as NumPy arrays (for scikit-learn's KMeans and k-means++): no
+        copy for NumPy input; from a device, copied once per fit however many ``n_init``
+        runs ask (the source lives as long as the fit)."""
+        if getattr(self, "_host", None) is None:
+            w = self.sample_weight
+            self._host = (to_numpy(self.X), None if w is None else to_numpy(w))
+        return self._host
 
 
 class ChunkedSource:

@@ -13,7 +13,15 @@ from sklearn.mixture import GaussianMixture as _SKGaussianMixture
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from .._backend import Array, array_namespace, device, select_impl, to_device, to_numpy
+from .._backend import (
+    Array,
+    array_namespace,
+    device,
+    is_numpy_namespace,
+    select_impl,
+    to_device,
+    to_numpy,
+)
 from .._backend.dask_arrays import is_dask_array
 from .._backend.estimator_input import validate_sample_weight, validate_X, validate_X_like_fit
 from .._config import BACKENDS
@@ -713,7 +721,11 @@ def _initial_indices(source, K, init_params, rng):
     weighted = source.sample_weight is not None
     if init_params == "k-means++":
         sample = None
-        if getattr(source, "distributed", False):
+        if source.in_memory and not is_numpy_namespace(source.xp):
+            # k-means++ runs on the host (scikit-learn's numbers): X copied there once per fit
+            X_host, w_host = source.host_array()
+            source = ArraySource(X_host, w_host, xp=np, chunk_size=1 << 16)
+        elif getattr(source, "distributed", False):
             # k-means++ passes over the data 2K times: on a cluster it runs on the client, on
             # all the points up to KMEANS_SAMPLE_ROWS (fetched once), else on that many
             # points drawn at random

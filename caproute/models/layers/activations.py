@@ -59,7 +59,7 @@ class Activation(Layer):
     >>> import numpy as np
     >>> from caproute.models import Activation, Model
     >>> net = Model([Activation("relu", name="act")], input_shape=(2, 2, 1))
-    >>> net.forward(np.array([[[[-1.0], [2.0]], [[3.0], [-4.0]]]]))[..., 0]
+    >>> net.forward(np.array([[[[-1.0], [2.0]], [[3.0], [-4.0]]]]), check_values=False)[..., 0]
     array([[[0., 2.],
             [3., 0.]]])
     """
