@@ -12,6 +12,7 @@ title) and prints the table of scores as Markdown.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 import warnings
 
@@ -26,7 +27,10 @@ from sklearn.mixture import GaussianMixture
 from caproute.cluster import DynamicRoutingClustering, EMRoutingClustering
 
 
-def datasets(seed=170):
+def datasets(seed=0):
+    """The four data sets; ``seed`` draws the two blob sets (seed 0 draws them with
+    scikit-learn's example seed, 170); iris and digits are fixed."""
+    seed = 170 + seed
     X_var, y_var = make_blobs(n_samples=600, cluster_std=[1.0, 2.5, 0.5], random_state=seed)
     X_aniso, y_aniso = make_blobs(n_samples=600, random_state=seed)
     X_aniso = X_aniso @ np.array([[0.6, -0.6], [-0.4, 0.8]])
@@ -52,7 +56,7 @@ def algorithms(k, seed=0):
 def run(seed=0):
     """Fit every algorithm on every data set; return rows (data, algorithm, labels, ARI, s)."""
     rows = []
-    for data_name, (X, y) in datasets().items():
+    for data_name, (X, y) in datasets(seed).items():
         k = len(np.unique(y))
         for algo_name, est in algorithms(k, seed).items():
             with warnings.catch_warnings():
@@ -64,13 +68,13 @@ def run(seed=0):
     return rows
 
 
-def plot(rows, path):
+def plot(rows, path, seed=0):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    data = datasets()
+    data = datasets(seed)
     names = list(data)
     algos = list(dict.fromkeys(r[1] for r in rows))
     fig, axes = plt.subplots(len(names), len(algos), figsize=(4 * len(algos), 3.6 * len(names)))
@@ -101,13 +105,25 @@ def table(rows):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--out", default="cluster_toy_datasets.png")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed", type=int, default=0, help="draws the blob data sets and seeds the algorithms"
+    )
     args = parser.parse_args(argv)
+    try:  # before any work: the figure needs matplotlib, an optional extra
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print(
+            "cluster_toy_datasets: this example draws with matplotlib, which is not installed; "
+            'install it with `pip install "caproute[examples]"` (or `pip install matplotlib`).',
+            file=sys.stderr,
+        )
+        return 1
     rows = run(args.seed)
-    plot(rows, args.out)
+    plot(rows, args.out, args.seed)
     print(f"adjusted Rand index (seed {args.seed}); figure saved to {args.out}\n")
     print(table(rows))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,8 +1,12 @@
 """The examples run end to end (they are documentation; a broken one misleads)."""
 
 import importlib.util
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -50,3 +54,24 @@ def test_fit_beyond_memory_example(tmp_path, capsys):
     distance = float(printed.split("and its true centre: ")[1].split()[0])
     assert distance < 0.1
     assert list(tmp_path.iterdir()) == []  # the data file is removed
+
+
+def test_cluster_toy_datasets_seed_draws_other_blobs():
+    example = _load("cluster_toy_datasets")
+    a, b = example.datasets(0), example.datasets(1)
+    assert not np.array_equal(a["blobs, varied spread"][0], b["blobs, varied spread"][0])
+    np.testing.assert_array_equal(a["iris (4-D)"][0], b["iris (4-D)"][0])
+
+
+def test_cluster_toy_datasets_without_matplotlib_fails_fast():
+    """Without matplotlib the example says so and exits 1 before fitting anything."""
+    code = (
+        "import sys, runpy; sys.modules['matplotlib'] = None; "
+        f"sys.argv = ['x', '--out', 'unused.png']; runpy.run_path({str(EXAMPLES / 'cluster_toy_datasets.py')!r}, run_name='__main__')"
+    )
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 1
+    assert "matplotlib, which is not installed" in out.stderr
+    assert "Traceback" not in out.stderr and out.stdout == ""
+    assert time.perf_counter() - t0 < 30  # no fitting happened (the imports take a few s)
