@@ -28,11 +28,11 @@ def shape_str(shape):
     return "(" + ", ".join(str(int(s)) for s in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
-def as_array(x, *, name, xp=None, like=None):
+def as_array(x, *, name, xp=None, like=None, ref_name=None):
     """Return ``x`` as an array: arrays pass through, array-likes become arrays of ``xp``.
 
     With ``like`` given, array-likes take its dtype and device (for parameters such as biases
-    that follow the main input).
+    that follow the main input, named ``ref_name`` in messages).
     """
     check_plain_array(x, name=name)  # before np.asarray quietly drops a mask or a matrix
     if is_array(x):
@@ -43,10 +43,11 @@ def as_array(x, *, name, xp=None, like=None):
         )
     try:
         arr = np.asarray(x)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError):
         raise TypeError(
-            f"`{name}` must be an array of real floating numbers; could not convert "
-            f"{type(x).__name__}: {exc}"
+            f"`{name}` must be an array of real floating numbers; got a {type(x).__name__} "
+            "that does not convert to one (nested sequences of unequal lengths, or elements "
+            "that are not numbers)."
         ) from None
     if arr.dtype.kind not in "biuf":
         raise TypeError(
@@ -57,6 +58,7 @@ def as_array(x, *, name, xp=None, like=None):
     if like is not None:
         if arr.dtype.kind != "f":
             arr = arr.astype(np.float64)
+        check_fits_dtype(arr, like, name=name, xp=np, ref_name=ref_name)  # on the host
         return xp.astype(to_device(arr, xp, device=device(like)), like.dtype, copy=False)
     return to_device(arr, xp)
 
@@ -133,12 +135,14 @@ def check_same_namespace(x, ref, *, name, ref_name):
         )
 
 
-def check_int(value, *, name, min_value, noun="integer"):
-    """Check an integer (not a bool) >= ``min_value``; return it as a Python int.
+def check_int(value, *, name, min_value, noun="integer", max_value=None, why=""):
+    """Check an integer (not a bool) >= ``min_value`` (and <= ``max_value``); return it as a
+    Python int.
 
-    TypeError for a non-integer, ValueError for one below ``min_value``. ``noun`` is the word
-    the message uses for the type: the model layers' messages have always said "int"
-    ("`filters` must be an int >= 1; got 0."), the functions' "integer".
+    TypeError for a non-integer, ValueError for one out of range. ``noun`` is the word the
+    message uses for the type: the model layers' messages have always said "int" ("`filters`
+    must be an int >= 1; got 0."), the functions' "integer". ``why`` follows the upper bound in
+    its message, to say where the bound comes from.
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(
@@ -146,6 +150,9 @@ def check_int(value, *, name, min_value, noun="integer"):
         )
     if value < min_value:
         raise ValueError(f"`{name}` must be an {noun} >= {min_value}; got {value}.")
+    if max_value is not None and value > max_value:
+        got = str(int(value)) if len(str(int(value))) <= 24 else f"{float(value):.3g}"
+        raise ValueError(f"`{name}` must be an {noun} <= {max_value}{why}; got {got}.")
     return int(value)
 
 
@@ -170,7 +177,13 @@ def check_scalar(value, *, name, low=None, low_inclusive=True):
         raise TypeError(
             f"`{name}` must be a real number{bound}; got {value!r} ({type(value).__name__})."
         )
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an int beyond the largest float
+        raise ValueError(
+            f"`{name}` must be a finite real number{_bound_text(low, low_inclusive)}; got an "
+            f"integer of {len(str(abs(int(value))))} digits, beyond the largest float."
+        ) from None
     bad = not np.isfinite(value)
     if low is not None:
         bad = bad or (value < low if low_inclusive else value <= low)
@@ -208,13 +221,18 @@ def is_sequence(value):
     return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
 
 
-def check_outputs_finite(outputs, *, given, name, xp):
+def check_outputs_finite(outputs, *, given, name, xp, others=()):
     """Raise a clear error where finite input overflowed inside the computation.
 
     Validation accepts every finite input, but |s|^2 or (V - mu)^2 can still overflow when the
-    input is near the dtype's largest values (about 1e19 for float32). The outputs are small,
-    so checking them costs little (one host synchronisation for all of them); the input's
-    largest magnitude is computed only on failure.
+    input is near the dtype's largest values (about 1e19 for float32, 1e154 for float64). The
+    outputs are small, so checking them costs little (one host synchronisation for all of
+    them); the inputs' largest magnitudes are computed only on failure.
+
+    ``given`` is the main input, named ``name``; ``others`` holds ``(name, array)`` pairs of
+    the other inputs that enter the same products (``W`` for ``u``, the betas for the votes).
+    The message names the one of largest magnitude, and suggests float64 only to float32
+    input.
     """
     finite = None
     for o in outputs:
@@ -222,8 +240,71 @@ def check_outputs_finite(outputs, *, given, name, xp):
         finite = ok if finite is None else xp.logical_and(finite, ok)
     if finite is None or bool(finite):
         return
-    largest = float(xp.max(xp.abs(given)))
+    sizes = [(name, float(xp.max(xp.abs(given))))]
+    sizes += [(n, float(xp.max(xp.abs(a)))) for n, a in others if a is not None]
+    culprit, largest = max(sizes, key=lambda item: item[1])
+    dtype = dtype_name(given.dtype)
+    # the other inputs, where they are large enough to matter in a product
+    rest = "; ".join(f"`{n}` up to {m:.3g}" for n, m in sizes if n != culprit and m > 1.0)
+    rest = f"; {rest}" if rest else ""
+    if dtype == "float64":
+        remedy = f"Scale `{culprit}` down: float64 is the widest dtype caproute computes in."
+    else:
+        remedy = f"Scale `{culprit}` down or pass float64."
     raise ValueError(
-        f"`{name}` is too large for {dtype_name(given.dtype)}: routing overflowed (largest "
-        f"magnitude {largest:.3g}). Scale `{name}` down or pass float64."
+        f"`{culprit}` is too large for {dtype}: routing overflowed (largest "
+        f"magnitude {largest:.3g}{rest}). {remedy}"
     )
+
+
+def _finfo(dtype):
+    return np.finfo(np.float32 if dtype_name(dtype) == "float32" else np.float64)
+
+
+def check_fits_dtype(x, like, *, name, xp, ref_name=None):
+    """Check that the finite values of float array ``x`` fit in the dtype of ``like``.
+
+    Casting float64 to float32 turns values beyond float32's largest (3.4e38) into inf, which
+    then reads as an overflow inside the computation or as "non-finite input". Only a cast to
+    a narrower dtype is checked (one reduction, one host synchronisation, on that rare path).
+    """
+    if _finfo(x.dtype).max <= _finfo(like.dtype).max:
+        return
+    limit = float(_finfo(like.dtype).max)
+    with overflow_quiet(x):
+        too_big = xp.logical_and(xp.isfinite(x), xp.abs(x) > limit)
+    if bool(xp.any(too_big)):
+        largest = float(xp.max(xp.where(too_big, xp.abs(x), 0.0)))
+        whose = f", the dtype of `{ref_name}`" if ref_name else ""
+        raise ValueError(
+            f"`{name}` must fit in {dtype_name(like.dtype)}{whose} (magnitudes up to "
+            f"{limit:.3g}); got a value of magnitude {largest:.3g}. Scale it down or pass "
+            "float64 arrays."
+        )
+
+
+def cast_like(x, like, *, name, ref_name, xp):
+    """``x`` (checked, finite) cast to the dtype of ``like``, refusing values it cannot hold."""
+    if x.dtype == like.dtype:
+        return x
+    check_fits_dtype(x, like, name=name, xp=xp, ref_name=ref_name)
+    return xp.astype(x, like.dtype)
+
+
+def check_scalar_fits(value, like, *, name, ref_name, positive=False):
+    """Check that the (validated) float ``value`` is representable in the dtype of ``like``:
+    at most its largest value and, with ``positive``, at least its smallest normal value, so
+    that it neither becomes inf nor rounds to 0 (an ``eps`` of 0 divides 0 by 0)."""
+    info = _finfo(like.dtype)
+    dtype = dtype_name(like.dtype)
+    if abs(value) > float(info.max):
+        raise ValueError(
+            f"`{name}` must fit in {dtype}, the dtype of `{ref_name}` (at most "
+            f"{float(info.max):.3g}); got {value!r}."
+        )
+    if positive and value < float(info.smallest_normal):
+        raise ValueError(
+            f"`{name}` must be at least {float(info.smallest_normal):.3g} in {dtype}, the dtype "
+            f"of `{ref_name}` (smaller values round to 0 there); got {value!r}."
+        )
+    return value

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numbers
 
-from .._backend import Array, device
+from .._backend import Array, device, overflow_quiet
+from .._lib.validation import check_scalar_fits, dtype_name
 from .._sklearn_compat import Interval
 from ..routing._dynamic_math import couplings
 from ._base import _RoutingClusteringBase
@@ -17,10 +18,20 @@ def _lift(Z, *, xp):
     (2 rho z, |z|^2 - rho^2) / (|z|^2 + rho^2). The map is conformal and the dot product of two
     lifted points falls as their distance grows, so clustering directions on the sphere (what
     dynamic routing's dot-product agreement does) clusters positions in the plane.
+
+    Each row is divided by m, the power of two at or below its largest magnitude (1 for rows
+    inside the unit box), and the fraction's terms by m^2: exact, so rows that the plain
+    formula handles give the same bits, and far rows, whose |z|^2 would overflow, reach the
+    north pole (0, ..., 0, 1) as the map does in the limit.
     """
     rho2 = float(Z.shape[1])
-    n2 = xp.sum(Z * Z, axis=1, keepdims=True)
-    return xp.concat([2.0 * rho2**0.5 * Z, n2 - rho2], axis=1) / (n2 + rho2)
+    with overflow_quiet(Z):
+        largest = xp.max(xp.abs(Z), axis=1, keepdims=True)
+        m = 2.0 ** xp.floor(xp.log2(xp.maximum(largest, 1.0)))
+        t = Z / m
+        n2 = xp.sum(t * t, axis=1, keepdims=True)
+        r = rho2 / m / m  # underflows to 0 for far rows, as it should
+        return xp.concat([2.0 * rho2**0.5 * (t / m), n2 - r], axis=1) / (n2 + r)
 
 
 def _unlift(Q, *, eps, xp):
@@ -50,6 +61,12 @@ class DynamicRoutingClustering(_RoutingClusteringBase):
     (``init``) break the tie: the starting logits are the children's agreement with the lifted
     initial centres, as if those had been the parents' previous outputs.
 
+    **Scale.** X may have any magnitude its dtype holds: it is divided by a power of two near
+    its largest value before the standardisation, which keeps squares from overflowing or
+    underflowing, so X times 1e200 (or 1e-200, or 1e37 in float32) gives the same clusters as X.
+    New points far outside the training data route to the cluster nearest the lift's pole;
+    points whose standardised values leave the dtype raise ValueError.
+
     **How it differs.** Compared with KMeans: assignments are soft and harden as routing goes,
     and distances are measured as angles after the lift. Compared with GaussianMixture: no
     covariances and no likelihood; a parent's length ``|v_j|`` (``activations_``) says how much
@@ -68,7 +85,9 @@ default="k-means++"
         Initial centres that break the parents' symmetry.
     concentration : float, default=10.0
         Length of a unit-weight vote: the inverse temperature of the agreement (larger values
-        make couplings decisive sooner).
+        make couplings decisive sooner). At most ``cbrt(largest float) / (2 n_samples)`` (2.3e100
+        for 120 points in float64, 2.9e10 in float32), beyond which the parents' squash
+        overflows.
     leaky : bool, default=False
         Leaky routing: an orphan parent with a zero logit lets outlying points route nowhere,
         so their couplings (``transform``) sum to less than 1.
@@ -109,7 +128,7 @@ default="k-means++"
         Whether the best initialisation converged before ``max_iter``.
     n_features_in_ : int
         Number of features seen in fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of the features, when X has string column names.
 
     See Also
@@ -190,9 +209,25 @@ default="k-means++"
 
     _step_op = "dynamic_routing_step"
 
+    def _overflow_advice(self, dtype):
+        return (
+            f"concentration={self.concentration!r} makes the votes too long for {dtype}; "
+            "use a smaller value (the default is 10)."
+        )
+
     def _prepare_routing(self, fit_state):
         xp, Z = fit_state["xp"], fit_state["Z"]
         n, d1 = int(Z.shape[0]), int(Z.shape[1]) + 1
+        check_scalar_fits(self.eps, Z, name="eps", ref_name="X", positive=True)
+        # a parent sums up to n votes of length concentration, and the squash takes the cube of
+        # that length: keep it below the dtype's largest value, with a margin of 2
+        bound = float(xp.finfo(Z.dtype).max) ** (1 / 3) / (2 * n)
+        if self.concentration > bound:
+            raise ValueError(
+                f"`concentration` must be at most {bound:.3g} for {n} points in "
+                f"{dtype_name(Z.dtype)} X (a cluster adds up to n_samples votes of length "
+                f"concentration, and the squash cubes their sum); got {self.concentration:.3g}."
+            )
         u = self.concentration * xp.expand_dims(fit_state["w"], axis=1) * _lift(Z, xp=xp)
         fit_state["u"] = u  # (n, d + 1)
         # every child casts the same vote for every parent: a broadcast view, not a copy
@@ -248,7 +283,9 @@ default="k-means++"
         self._D = state["D"]
         self._v = v
         direction = v / xp.maximum(length, self.eps)
-        self.cluster_centers_ = _unlift(direction, eps=self.eps, xp=xp) * self._scale + self._mean
+        with overflow_quiet(v):  # X near its dtype's largest values: checked by _end_fit
+            centres = _unlift(direction, eps=self.eps, xp=xp) * self._scale + self._mean
+            self.cluster_centers_ = centres * self._unit
         self.activations_ = xp.reshape(length, (-1,))
 
     def _permute(self, order, *, xp):

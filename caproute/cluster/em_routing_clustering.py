@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 
-from .._backend import Array, array_namespace, device, select_impl
+from .._backend import Array, array_namespace, device, overflow_quiet, select_impl, to_numpy
+from .._lib.validation import check_scalar_fits, dtype_name
 from .._sklearn_compat import Interval
 from ..routing import _em_math
 from ..routing._options import DEFAULT_EM_EPS, broadcast_param
@@ -38,6 +40,15 @@ class EMRoutingClustering(_RoutingClusteringBase):
     measured in units of the average cluster mass (``lambda`` is ``inverse_temperature``
     times ``n_clusters / sum(activations)``, and ``beta_a`` is compared with the cost per
     average cluster mass), so the options do not depend on the number of samples.
+
+    **Scale.** X is divided by a power of two near its largest value before the
+    standardisation, so X at any magnitude gives the clusters of X rescaled, as long as
+    ``cluster_variances_`` (X's spread squared) fit in X's dtype: X whose spread is beyond about
+    1e154 or below 1e-154 in float64 (1e19 and 1e-19 in float32) raises ValueError, which says
+    how to rescale. New points so far from the training data that their densities leave the
+    dtype raise ValueError too. ``inverse_temperature``, ``beta_u`` and ``beta_a`` are at most
+    the cube root of the dtype's largest value in magnitude (5.6e102 in float64, 7e12 in
+    float32), so that the clusters' cost cannot overflow.
 
     **How it differs.** Compared with KMeans: soft assignments, a variance per cluster and
     feature, and clusters that can switch off. Compared with GaussianMixture(covariance_type=
@@ -103,7 +114,7 @@ default="k-means++"
         Whether the best initialisation converged before ``max_iter``.
     n_features_in_ : int
         Number of features seen in fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of the features, when X has string column names.
 
     See Also
@@ -196,6 +207,70 @@ default="k-means++"
         n, d = Z.shape
         return xp.broadcast_to(xp.reshape(Z, (1, n, 1, d)), (1, n, self.n_clusters, d))
 
+    def _check_units(self, X, *, xp):
+        # cluster_variances_ are in X's units squared: refuse X whose spread squared leaves
+        # the dtype before fitting (_attributes_finite checks the fitted values exactly)
+        info = xp.finfo(X.dtype)
+        log2_spread = math.log2(float(self._scale)) + math.log2(float(self._unit))
+        if 2 * log2_spread > math.log2(float(info.max)):
+            direction = "large"
+        elif 2 * log2_spread < math.log2(float(info.smallest_normal)):
+            direction = "small"
+        else:
+            return
+        log10_spread = log2_spread * math.log10(2)  # the spread itself may not fit in a float
+        exponent = math.floor(log10_spread)
+        spread = f"{10 ** (log10_spread - exponent):.3g}e{exponent:+d}"
+        raise self._units_error(
+            X,
+            xp=xp,
+            what=f"its cluster variances (its spread, about {spread}, squared)",
+            direction=direction,
+        )
+
+    def _attributes_finite(self, *, xp):
+        tiny = float(xp.finfo(self.cluster_variances_.dtype).smallest_normal)
+        var = self.cluster_variances_
+        expressed = xp.logical_and(
+            xp.isfinite(var), xp.logical_or(var >= tiny, self._var[0, ...] == 0)
+        )
+        return xp.logical_and(xp.all(xp.isfinite(self.cluster_centers_)), xp.all(expressed))
+
+    def _units_error(self, X, *, xp, what=None, direction=None):
+        if what is None:  # found after the fit: say which way the variances left the dtype
+            var = self.cluster_variances_
+            direction = "large" if not bool(xp.all(xp.isfinite(var))) else "small"
+            what = "the cluster centres or variances"
+        return super()._units_error(X, xp=xp, what=what, direction=direction)
+
+    def _overflow_advice(self, dtype):
+        return (
+            "Use a smaller `inverse_temperature` or smaller `beta_u` and `beta_a` "
+            f"(inverse_temperature={self.inverse_temperature!r}, beta_u={self.beta_u!r}, "
+            f"beta_a={self.beta_a!r}), or a larger `min_var` (min_var={self.min_var!r})."
+        )
+
+    def _check_option_range(self, beta_u, beta_a, *, xp):
+        """The activation's logit multiplies inverse_temperature, a beta and a cluster mass: each
+        must stay below the cube root of the dtype's largest value (5.6e102 in float64, 7e12 in
+        float32), so that their product cannot overflow into a NaN fit."""
+        dtype = dtype_name(beta_u.dtype)
+        bound = float(xp.finfo(beta_u.dtype).max) ** (1 / 3)
+        largest_u, largest_a = (
+            float(v) for v in to_numpy(xp.stack([xp.max(xp.abs(beta_u)), xp.max(xp.abs(beta_a))]))
+        )
+        for name, value in (
+            ("inverse_temperature", float(self.inverse_temperature)),
+            ("beta_u", largest_u),
+            ("beta_a", largest_a),
+        ):
+            if value > bound:
+                raise ValueError(
+                    f"`{name}` must be at most {bound:.3g} in magnitude for {dtype} X (the "
+                    f"clusters' cost multiplies it, and larger values overflow); got "
+                    f"{value:.3g}."
+                )
+
     def _prepare_routing(self, fit_state):
         xp, Z, w = fit_state["xp"], fit_state["Z"], fit_state["w"]
         K, d = self.n_clusters, int(Z.shape[1])
@@ -203,14 +278,22 @@ default="k-means++"
         # em_routing's logit is lam * (beta_a - cost) with cost in units of summed activation;
         # measuring it per average cluster mass m means lam / m and beta_a * m
         mass_unit = float(xp.sum(w)) / K
-        beta_u = broadcast_param(self.beta_u, name="beta_u", like=V, xp=xp, shapes=[(K, d), (K,)])
-        beta_a = broadcast_param(self.beta_a, name="beta_a", like=V, xp=xp, shapes=[(K,)])
+        beta_u = broadcast_param(
+            self.beta_u, name="beta_u", like=V, xp=xp, shapes=[(K, d), (K,)], ref_name="X"
+        )
+        beta_a = broadcast_param(
+            self.beta_a, name="beta_a", like=V, xp=xp, shapes=[(K,)], ref_name="X"
+        )
+        check_scalar_fits(self.min_var, Z, name="min_var", ref_name="X")
+        self._check_option_range(beta_u, beta_a, xp=xp)
+        # (the mass unit is at least 1 / n_clusters: weights are divided by their largest)
+        lam = self.inverse_temperature / mass_unit
         fit_state.update(
             V=V,
             a=xp.expand_dims(w, axis=0),
             beta_u=beta_u,
             beta_a=beta_a * mass_unit,
-            lam=self.inverse_temperature / mass_unit,
+            lam=lam,
         )
 
     def _initial_params(self, fit_state, centres):
@@ -259,8 +342,10 @@ default="k-means++"
 
     def _end_state(self, state, *, xp):
         self._mu, self._var, self._logit = state["mu"], state["var"], state["logit"]
-        self.cluster_centers_ = self._mu[0, ...] * self._scale + self._mean
-        self.cluster_variances_ = self._var[0, ...] * (self._scale * self._scale)
+        unit = self._unit
+        with overflow_quiet(self._var):  # leaving the dtype is checked by _end_fit
+            self.cluster_centers_ = (self._mu[0, ...] * self._scale + self._mean) * unit
+            self.cluster_variances_ = self._var[0, ...] * (self._scale * self._scale) * unit * unit
         self.activations_ = _em_math.activation(self._logit[0, ...], xp=xp)
 
     def _permute(self, order, *, xp):
@@ -293,8 +378,10 @@ default="k-means++"
             In data units (a log-density when the activations sum to 1).
         """
         Z, xp = self._prepare(X, "score_samples")
-        log_norm = self._e_step(Z, xp=xp)[1][0, ...]
-        return log_norm - Z.shape[1] * xp.log(self._scale)
+        R, log_norm = self._e_step(Z, xp=xp)[:2]
+        R, log_norm = self._checked(Z, R, log_norm, xp=xp)
+        log_scale = xp.log(self._scale) + xp.log(self._unit)  # the data's spread, unrounded
+        return log_norm[0, ...] - Z.shape[1] * log_scale
 
     def score(self, X: Array, y: None = None) -> float:
         """Mean of :meth:`score_samples` over X: higher means the parents explain X better.

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._backend import device, is_array, to_numpy
+from .._backend import check_plain_array, device, is_array, to_numpy
 from .._lib.validation import (
     as_array,
+    cast_like,
     check_bool,
     check_float_array,
     check_int,
     check_same_namespace,
     check_scalar,
+    check_scalar_fits,
     check_shape,
     is_sequence,
     shape_str,
@@ -21,14 +23,31 @@ from .._lib.validation import (
 DEFAULT_SQUASH_EPS = 1e-8
 DEFAULT_MIN_VAR = 5e-4  # the official EM-routing code's variance floor
 DEFAULT_EM_EPS = 1e-8
+# Routing converges in a few iterations (the papers use 3); the bound keeps a mistyped count
+# from running for hours, overflowing the kernels' int64 loop counter, or filling memory with
+# an EM schedule of one value per iteration.
+MAX_N_ITER = 1_000_000
+_MAX_N_ITER_WHY = " (routing converges in a few iterations; the papers use 3)"
 
 
-def check_dynamic_options(n_iter, leaky, eps, return_coupling):
-    """Validated ``(n_iter, leaky, eps, return_coupling)`` of dynamic routing."""
+def check_n_iter(n_iter):
+    """Validated number of routing iterations: an integer in [1, MAX_N_ITER]."""
+    return check_int(n_iter, name="n_iter", min_value=1, max_value=MAX_N_ITER, why=_MAX_N_ITER_WHY)
+
+
+def check_dynamic_options(n_iter, leaky, eps, return_coupling, *, like=None, ref_name=None):
+    """Validated ``(n_iter, leaky, eps, return_coupling)`` of dynamic routing.
+
+    With ``like`` (the routed array, named ``ref_name``), ``eps`` must also be a positive
+    normal number of its dtype: one that rounds to 0 there would divide 0 by 0 in the squash.
+    """
+    eps = check_scalar(eps, name="eps", low=0, low_inclusive=False)
+    if like is not None:
+        check_scalar_fits(eps, like, name="eps", ref_name=ref_name, positive=True)
     return (
-        check_int(n_iter, name="n_iter", min_value=1),
+        check_n_iter(n_iter),
         check_bool(leaky, name="leaky"),
-        check_scalar(eps, name="eps", low=0, low_inclusive=False),
+        eps,
         check_bool(return_coupling, name="return_coupling"),
     )
 
@@ -37,17 +56,17 @@ def check_bias(bias, like, shape, *, xp, ref_name, what):
     """None, or the (n_out, dim) bias checked and cast to the dtype of ``like``."""
     if bias is None:
         return None
-    bias = as_array(bias, name="bias", xp=xp, like=like)
+    bias = as_array(bias, name="bias", xp=xp, like=like, ref_name=ref_name)
     check_same_namespace(bias, like, name="bias", ref_name=ref_name)
     check_float_array(bias, name="bias", ndim=2, layout="(n_out, dim)", xp=xp)
     check_shape(bias, shape, name="bias", what=what)
-    return xp.astype(bias, like.dtype)
+    return cast_like(bias, like, name="bias", ref_name=ref_name, xp=xp)
 
 
 def check_initial_logits(b0, like, shape, *, xp, ref_name="u_hat"):
     """Validate starting logits of ``shape`` (batch, n_in, n_out), or (n_in, n_out) shared by
     the batch; returns them broadcast and cast to the dtype of ``like``."""
-    b0 = as_array(b0, name="initial_logits", xp=xp, like=like)
+    b0 = as_array(b0, name="initial_logits", xp=xp, like=like, ref_name=ref_name)
     check_same_namespace(b0, like, name="initial_logits", ref_name=ref_name)
     check_float_array(b0, name="initial_logits", xp=xp)
     if tuple(int(s) for s in b0.shape) == shape[1:]:
@@ -58,7 +77,7 @@ def check_initial_logits(b0, like, shape, *, xp, ref_name="u_hat"):
         name="initial_logits",
         what=f"(batch, n_in, n_out) or (n_in, n_out) of `{ref_name}`",
     )
-    return xp.astype(b0, like.dtype)
+    return cast_like(b0, like, name="initial_logits", ref_name=ref_name, xp=xp)
 
 
 def official_schedule(n_iter, final_lambda=0.01):
@@ -71,8 +90,12 @@ def inverse_temperature_schedule(inverse_temperature, n_iter):
     number, or a sequence of ``n_iter`` numbers."""
     if inverse_temperature is None:
         return official_schedule(n_iter)
-    if is_array(inverse_temperature) or is_sequence(inverse_temperature):
-        values = np.asarray(to_numpy(inverse_temperature), dtype=np.float64)
+    if (
+        is_array(inverse_temperature)
+        or is_sequence(inverse_temperature)
+        or isinstance(inverse_temperature, np.ndarray)  # np.matrix, masked: refused by name
+    ):
+        values = _host_reals(inverse_temperature, name="inverse_temperature")
         if values.ndim != 1 or values.shape[0] != n_iter:
             raise ValueError(
                 f"`inverse_temperature` as a sequence must hold one value per iteration "
@@ -87,23 +110,47 @@ def inverse_temperature_schedule(inverse_temperature, n_iter):
     return (lam,) * n_iter
 
 
-def check_em_options(n_iter, inverse_temperature, min_var, eps):
-    """Validated ``(n_iter, schedule, min_var, eps)`` of EM routing."""
-    n_iter = check_int(n_iter, name="n_iter", min_value=1)
-    return (
-        n_iter,
-        inverse_temperature_schedule(inverse_temperature, n_iter),
-        check_scalar(min_var, name="min_var", low=0),
-        check_scalar(eps, name="eps", low=0, low_inclusive=False),
-    )
+def _host_reals(value, *, name):
+    """A sequence or array of real numbers as a float64 NumPy array (a small host copy)."""
+    check_plain_array(value, name=name)
+    expect = f"`{name}` as a sequence must hold real numbers"
+    try:
+        values = np.asarray(to_numpy(value) if is_array(value) else value)
+    except (TypeError, ValueError, OverflowError):
+        raise TypeError(
+            f"{expect}; got a {type(value).__name__} that does not convert to an array of "
+            "numbers (nested sequences of unequal lengths, or elements that are not numbers)."
+        ) from None
+    if values.dtype.kind not in "iuf":
+        raise TypeError(f"{expect}; got dtype {values.dtype}.")
+    with np.errstate(over="ignore"):  # integers beyond float64 become inf, refused as such
+        return values.astype(np.float64)
+
+
+def check_em_options(n_iter, inverse_temperature, min_var, eps, *, like=None, ref_name=None):
+    """Validated ``(n_iter, schedule, min_var, eps)`` of EM routing.
+
+    With ``like`` (the votes, named ``ref_name``), the values must also be representable in
+    its dtype: ``eps`` a positive normal number (0 would divide by 0), ``min_var`` and the
+    inverse temperatures no larger than its largest value.
+    """
+    n_iter = check_n_iter(n_iter)
+    schedule = inverse_temperature_schedule(inverse_temperature, n_iter)
+    min_var = check_scalar(min_var, name="min_var", low=0)
+    eps = check_scalar(eps, name="eps", low=0, low_inclusive=False)
+    if like is not None:
+        check_scalar_fits(max(schedule), like, name="inverse_temperature", ref_name=ref_name)
+        check_scalar_fits(min_var, like, name="min_var", ref_name=ref_name)
+        check_scalar_fits(eps, like, name="eps", ref_name=ref_name, positive=True)
+    return n_iter, schedule, min_var, eps
 
 
 def broadcast_param(value, *, name, like, xp, shapes, ref_name="votes"):
     """Broadcast a scalar or array parameter to the first of ``shapes`` it matches."""
-    value = as_array(value, name=name, xp=xp, like=like)
+    value = as_array(value, name=name, xp=xp, like=like, ref_name=ref_name)
     check_same_namespace(value, like, name=name, ref_name=ref_name)
     check_float_array(value, name=name, xp=xp, allow_empty=True)
-    value = xp.astype(value, like.dtype)
+    value = cast_like(value, like, name=name, ref_name=ref_name, xp=xp)
     shape = tuple(int(s) for s in value.shape)
     target = shapes[0]
     if shape == () or shape in shapes:
@@ -117,11 +164,11 @@ def broadcast_param(value, *, name, like, xp, shapes, ref_name="votes"):
 def check_activations(a_in, votes, *, xp):
     """``a_in`` (batch, n_in) of ``votes``, in [0, 1], cast to the dtype of ``votes``."""
     batch, n_in = (int(s) for s in votes.shape[:2])
-    a_in = as_array(a_in, name="a_in", xp=xp, like=votes)
+    a_in = as_array(a_in, name="a_in", xp=xp, like=votes, ref_name="votes")
     check_same_namespace(a_in, votes, name="a_in", ref_name="votes")
     check_float_array(a_in, name="a_in", ndim=2, layout="(batch, n_in)", xp=xp)
     check_shape(a_in, (batch, n_in), name="a_in", what="(batch, n_in) of `votes`")
-    a_in = xp.astype(a_in, votes.dtype)
+    a_in = cast_like(a_in, votes, name="a_in", ref_name="votes", xp=xp)
     lo, hi = float(xp.min(a_in)), float(xp.max(a_in))
     if lo < 0.0 or hi > 1.0:
         raise ValueError(f"`a_in` must hold activations in [0, 1]; got values in [{lo}, {hi}].")
@@ -131,13 +178,13 @@ def check_activations(a_in, votes, *, xp):
 def check_assignments(R, votes, *, xp):
     """Starting assignments (batch, n_in, n_out) in [0, 1] whose rows sum to 1."""
     name = "initial_assignments"
-    R = as_array(R, name=name, xp=xp, like=votes)
+    R = as_array(R, name=name, xp=xp, like=votes, ref_name="votes")
     check_same_namespace(R, votes, name=name, ref_name="votes")
     check_float_array(R, name=name, ndim=3, layout="(batch, n_in, n_out)", xp=xp)
     check_shape(
         R, tuple(int(s) for s in votes.shape[:3]), name=name, what="(batch, n_in, n_out) of `votes`"
     )
-    R = xp.astype(R, votes.dtype)
+    R = cast_like(R, votes, name=name, ref_name="votes", xp=xp)
     lo, hi = float(xp.min(R)), float(xp.max(R))
     if lo < 0.0 or hi > 1.0:
         raise ValueError(f"`{name}` must hold values in [0, 1]; got values in [{lo}, {hi}].")

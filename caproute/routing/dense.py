@@ -6,6 +6,7 @@ from __future__ import annotations
 from .._backend import Array, adopt, array_namespace, select_impl
 from .._lib.validation import (
     as_array,
+    cast_like,
     check_float_array,
     check_outputs_finite,
     check_same_namespace,
@@ -44,7 +45,7 @@ def dense_dynamic_routing(
     W : array of shape (n_in, n_out, out_dim, in_dim)
         Transformation matrices, one per (child, parent) pair; cast to the dtype of ``u``.
     n_iter : int, default=3
-        Number of routing iterations (>= 1).
+        Number of routing iterations, from 1 to 1,000,000.
     bias : array of shape (n_out, out_dim), optional
         Added to ``s_j`` before the squash in every iteration, as in
         :func:`caproute.dynamic_routing`. Cast to the dtype of ``u``.
@@ -66,6 +67,17 @@ def dense_dynamic_routing(
     c : array of shape (batch, n_in, n_out)
         Couplings of the last iteration (only with ``return_coupling=True``).
 
+    Raises
+    ------
+    TypeError
+        Non-float ``u``, ``W`` or ``bias``, arrays of different libraries, wrongly typed
+        options.
+    ValueError
+        Wrong or mismatched shapes, NaN or inf in the input, ``n_iter`` out of range,
+        ``eps <= 0``, a ``W``, ``bias``, ``initial_logits`` or ``eps`` that ``u``'s dtype cannot
+        hold, or ``u`` and ``W`` so large that routing overflows in that dtype (the message
+        names the larger of the two).
+
     Examples
     --------
     >>> import numpy as np
@@ -82,7 +94,7 @@ def dense_dynamic_routing(
     xp = array_namespace(u)
     check_float_array(u, name="u", ndim=3, layout="(batch, n_in, in_dim)", xp=xp)
     batch, n_in, in_dim = (int(s) for s in u.shape)
-    W = as_array(W, name="W", xp=xp, like=u)
+    W = as_array(W, name="W", xp=xp, like=u, ref_name="u")
     check_same_namespace(W, u, name="W", ref_name="u")
     check_float_array(W, name="W", ndim=4, layout="(n_in, n_out, out_dim, in_dim)", xp=xp)
     n_out, out_dim = int(W.shape[1]), int(W.shape[2])
@@ -92,8 +104,10 @@ def dense_dynamic_routing(
         name="W",
         what="(n_in, n_out, out_dim, in_dim) with n_in, in_dim of `u`",
     )
-    W = xp.astype(W, u.dtype)
-    n_iter, leaky, eps, return_coupling = check_dynamic_options(n_iter, leaky, eps, return_coupling)
+    W = cast_like(W, u, name="W", ref_name="u", xp=xp)
+    n_iter, leaky, eps, return_coupling = check_dynamic_options(
+        n_iter, leaky, eps, return_coupling, like=u, ref_name="u"
+    )
     bias = check_bias(
         bias, u, (n_out, out_dim), xp=xp, ref_name="u", what="(n_out, out_dim) of `W`"
     )
@@ -114,5 +128,5 @@ def dense_dynamic_routing(
         initial_logits=initial_logits,
         xp=plan.xp,
     )
-    check_outputs_finite((v, c), given=u, name="u", xp=plan.xp)
+    check_outputs_finite((v, c), given=u, name="u", others=(("W", W),), xp=plan.xp)
     return (v, c) if return_coupling else v

@@ -39,7 +39,7 @@ def dynamic_routing(
         The predictions ("votes") of every child ``i`` for every parent ``j``, float32 or
         float64, finite, from any Array API library (NumPy, CuPy, array_api_strict, ...).
     n_iter : int, default=3
-        Number of routing iterations (>= 1; the paper uses 3).
+        Number of routing iterations, from 1 to 1,000,000 (the paper uses 3).
     bias : array of shape (n_out, dim), optional
         Added to ``s_j`` before the squash in every iteration (the official TensorFlow code and
         Efficient-CapsNet have it; the paper does not). Cast to the dtype of ``u_hat``.
@@ -69,7 +69,9 @@ def dynamic_routing(
     TypeError
         Non-float ``u_hat`` or ``bias``, wrongly typed options.
     ValueError
-        Wrong shapes, NaN or inf in the input, ``n_iter < 1``, ``eps <= 0``.
+        Wrong shapes, NaN or inf in the input, ``n_iter`` out of range, ``eps <= 0``, a
+        ``bias``, ``initial_logits`` or ``eps`` that ``u_hat``'s dtype cannot hold, or input so
+        large that routing overflows in that dtype (the message names the argument).
 
     Examples
     --------
@@ -92,7 +94,9 @@ def dynamic_routing(
     u_hat = as_array(u_hat, name="u_hat")
     xp = array_namespace(u_hat)
     check_float_array(u_hat, name="u_hat", ndim=4, layout=U_HAT_LAYOUT, xp=xp)
-    n_iter, leaky, eps, return_coupling = check_dynamic_options(n_iter, leaky, eps, return_coupling)
+    n_iter, leaky, eps, return_coupling = check_dynamic_options(
+        n_iter, leaky, eps, return_coupling, like=u_hat, ref_name="u_hat"
+    )
     bias = check_bias(
         bias,
         u_hat,

@@ -10,7 +10,6 @@ from .._lib.validation import (
     as_array,
     check_bool,
     check_float_array,
-    check_int,
     check_outputs_finite,
     check_scalar,
 )
@@ -21,6 +20,7 @@ from ._options import (
     check_activations,
     check_assignments,
     check_em_options,
+    check_n_iter,
     official_schedule,
 )
 
@@ -33,7 +33,7 @@ def official_inverse_temperature(n_iter: int, final_lambda: float = 0.01) -> tup
     Parameters
     ----------
     n_iter : int
-        Number of routing iterations.
+        Number of routing iterations, from 1 to 1,000,000.
     final_lambda : float, default=0.01
         The value the schedule approaches.
 
@@ -48,7 +48,7 @@ def official_inverse_temperature(n_iter: int, final_lambda: float = 0.01) -> tup
     >>> [round(x, 6) for x in cr.routing.official_inverse_temperature(3)]
     [0.0005, 0.000975, 0.001426]
     """
-    n_iter = check_int(n_iter, name="n_iter", min_value=1)
+    n_iter = check_n_iter(n_iter)
     final_lambda = check_scalar(final_lambda, name="final_lambda", low=0, low_inclusive=False)
     return official_schedule(n_iter, final_lambda)
 
@@ -89,7 +89,7 @@ def em_routing(
     beta_a : float or array of shape (n_out,)
         The per-parent activation threshold.
     n_iter : int, default=3
-        Number of routing iterations (>= 1).
+        Number of routing iterations, from 1 to 1,000,000.
     inverse_temperature : float, sequence of n_iter floats, or None, default=None
         ``lambda``: one positive value for every iteration, one per iteration, or None for the
         official schedule ``0.01 * (1 - 0.95**(t + 1))`` (see
@@ -122,8 +122,10 @@ def em_routing(
     TypeError
         Non-float arrays, wrongly typed options.
     ValueError
-        Wrong or mismatched shapes, NaN or inf, activations outside [0, 1], ``n_iter < 1``,
-        ``min_var < 0``, ``eps <= 0``, non-positive inverse temperatures.
+        Wrong or mismatched shapes, NaN or inf, activations outside [0, 1], ``n_iter`` out of
+        range, ``min_var < 0``, ``eps <= 0``, non-positive inverse temperatures, values that
+        the votes' dtype cannot hold, or votes so large that routing overflows in that dtype
+        (the message names the argument).
 
     Examples
     --------
@@ -152,7 +154,9 @@ def em_routing(
         beta_u, name="beta_u", like=votes, xp=xp, shapes=[(n_out, pose_dim), (n_out,)]
     )
     beta_a = broadcast_param(beta_a, name="beta_a", like=votes, xp=xp, shapes=[(n_out,)])
-    n_iter, schedule, min_var, eps = check_em_options(n_iter, inverse_temperature, min_var, eps)
+    n_iter, schedule, min_var, eps = check_em_options(
+        n_iter, inverse_temperature, min_var, eps, like=votes, ref_name="votes"
+    )
     return_assignments = check_bool(return_assignments, name="return_assignments")
     if initial_assignments is not None:
         initial_assignments = check_assignments(initial_assignments, votes, xp=xp)
@@ -172,5 +176,11 @@ def em_routing(
         initial_assignments=initial_assignments,
         xp=plan.xp,
     )
-    check_outputs_finite((pose, act, R), given=votes, name="votes", xp=plan.xp)
+    check_outputs_finite(
+        (pose, act, R),
+        given=votes,
+        name="votes",
+        others=(("beta_u", beta_u), ("beta_a", beta_a)),
+        xp=plan.xp,
+    )
     return (pose, act, R) if return_assignments else (pose, act)

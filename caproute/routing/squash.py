@@ -10,6 +10,7 @@ from .._lib.validation import (
     check_float_array,
     check_outputs_finite,
     check_scalar,
+    check_scalar_fits,
 )
 from ._options import DEFAULT_SQUASH_EPS
 
@@ -38,6 +39,14 @@ def squash(
     v : array of the same shape, dtype and namespace as ``s``
         The squashed vectors, each of length ``|s|^2 / (1 + |s|^2)`` (up to eps).
 
+    Raises
+    ------
+    TypeError
+        Non-float ``s``, a non-integer ``axis``, a non-real ``eps``.
+    ValueError
+        NaN or inf in ``s``, an ``axis`` out of range, an ``eps`` that is not positive or that
+        ``s``'s dtype cannot hold, or ``s`` so large that ``|s|^2`` overflows in its dtype.
+
     Examples
     --------
     >>> import numpy as np
@@ -56,6 +65,7 @@ def squash(
         )
     axis = check_axis(axis, s.ndim)
     eps = check_scalar(eps, name="eps", low=0, low_inclusive=False)
+    check_scalar_fits(eps, s, name="eps", ref_name="s", positive=True)
     plan = select_impl("squash", xp, backend)
     (s,) = adopt(plan, s)
     v = plan.func(s, axis=axis, eps=eps, xp=plan.xp)

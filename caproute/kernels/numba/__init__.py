@@ -8,6 +8,13 @@ workers take the core that work needs: measured on 2 cores, a 13-step clustering
 spinning. So the OpenMP wait policy defaults to passive here, unless the environment sets one
 (``OMP_WAIT_POLICY``); it must be set before the threading layer starts, which is the first
 parallel kernel call.
+
+Threads: the kernels may be called from several Python threads at once. Numba picks the first
+threading layer it can load, ``tbb``, then ``omp``, then ``workqueue`` (caproute keeps that
+order and any ``NUMBA_THREADING_LAYER`` the user set). ``tbb`` and ``omp`` are thread-safe;
+``workqueue`` aborts the process when two threads enter parallel regions at once, so under it
+caproute runs its kernel calls one at a time (``_jit.GuardedDispatcher``). Once a parallel
+kernel has run, ``numba.threading_layer()`` says which layer the process uses.
 """
 
 import os

@@ -1,11 +1,28 @@
 """``njit_cached``: Numba's ``njit`` with an on-disk cache that every kernel here uses, so a
-new process loads compiled kernels instead of compiling them again."""
+new process loads compiled kernels instead of compiling them again; and the guard that keeps
+concurrent calls safe under Numba's ``workqueue`` threading layer.
+
+**Threads.** Numba runs ``parallel=True`` kernels on the first threading layer it can load, in
+the order ``tbb``, ``omp``, ``workqueue`` (``NUMBA_THREADING_LAYER`` and
+``NUMBA_THREADING_LAYER_PRIORITY`` change that; caproute leaves them as the user set them).
+``tbb`` and ``omp`` accept parallel regions launched from several Python threads at once;
+``workqueue``, the fallback where neither TBB nor an OpenMP runtime is installed, aborts the
+whole process ("Concurrent access has been detected"). So every kernel compiled here starts
+as a :class:`GuardedDispatcher`, whose calls from Python take a process-wide lock until Numba
+has started its threading layer (the first parallel region). Then, under ``tbb`` or ``omp``,
+the kernels become plain Numba dispatchers again (no cost at all from there on); under
+``workqueue`` they keep the lock, so concurrent kernel calls run one after another, each still
+parallel inside.
+"""
 
 from __future__ import annotations
 
 import os
+import threading
 
+import numba
 from numba import njit
+from numba.core.registry import CPUDispatcher
 
 
 def _package_stamp():
@@ -16,6 +33,63 @@ def _package_stamp():
 
 
 _PACKAGE_STAMP = _package_stamp()
+
+# -- concurrent calls --------------------------------------------------------------------------
+_LOCK = threading.RLock()
+# None until Numba's threading layer has started (the first parallel region of the process),
+# then whether it is one that must not be entered from two threads at once
+_serialise = None
+_call = CPUDispatcher.__call__
+_GUARDED = []  # the kernels still guarded while the threading layer is unknown
+
+
+def threading_layer_is_serialised():
+    """Whether caproute serialises its kernel calls: True under ``workqueue``, False under
+    ``tbb`` and ``omp``, None while Numba has not started its threading layer (calls are then
+    serialised, to be safe, until it has)."""
+    return _serialise
+
+
+def _settle():
+    """Read the threading layer once Numba has started it (``numba.threading_layer()``)."""
+    global _serialise
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # "Threading layer is not initialized": no parallel region ran yet
+        return
+    _serialise = layer == "workqueue"
+    if not _serialise:  # a thread-safe layer: the kernels need no guard from now on
+        for dispatcher in _GUARDED:
+            dispatcher.__class__ = CPUDispatcher
+    _GUARDED.clear()
+
+
+class GuardedDispatcher(CPUDispatcher):
+    """Numba's CPU dispatcher, whose calls from Python hold a process-wide lock where the
+    threading layer is not thread-safe (``workqueue``) or not yet known. Calls between jitted
+    functions do not pass through here; every parallel region starts from a Python call to
+    some kernel, which is enough."""
+
+    def __call__(self, *args, **kwargs):
+        if _serialise is False:
+            return _call(self, *args, **kwargs)
+        with _LOCK:
+            try:
+                return _call(self, *args, **kwargs)
+            finally:
+                if _serialise is None:
+                    _settle()
+
+
+def _guard(dispatcher):
+    # a class swap, not a wrapper: the kernel stays a Dispatcher (its cache, its stats, calls
+    # from other jitted functions), only its Python-level call changes
+    # (no lock here: a module imported while _settle runs may keep the guard, whose check
+    # then costs one comparison per call; taking the lock at import could wait on a kernel)
+    if type(dispatcher) is CPUDispatcher and _serialise is not False:
+        dispatcher.__class__ = GuardedDispatcher
+        _GUARDED.append(dispatcher)
+    return dispatcher
 
 
 def njit_cached(**options):
@@ -28,7 +102,8 @@ def njit_cached(**options):
     kernel's own file only; so its stamp here covers every module of this package (an edit to
     any of them recompiles all kernels once). Where Numba has nowhere writable at all
     (read-only install and read-only home), ``cache=True`` raises at import; the kernel is then
-    compiled in each process, as without the cache.
+    compiled in each process, as without the cache. The kernel is guarded against concurrent
+    calls where the threading layer needs it (see the module's docstring on threads).
     """
 
     def decorate(func):
@@ -37,10 +112,10 @@ def njit_cached(**options):
         except RuntimeError as exc:  # "cannot cache function ...: no locator available ..."
             if "cannot cache function" not in str(exc):
                 raise
-            return njit(**options)(func)
+            return _guard(njit(**options)(func))
         cache_file = getattr(getattr(dispatcher, "_cache", None), "_cache_file", None)
         if cache_file is not None:  # Numba 0.68's IndexDataCacheFile (None under DISABLE_JIT)
             cache_file._source_stamp = (cache_file._source_stamp, _PACKAGE_STAMP)
-        return dispatcher
+        return _guard(dispatcher)
 
     return decorate
