@@ -37,6 +37,7 @@ __all__ = [
     "adopt",
     "capabilities",
     "numba_available",
+    "option_fallbacks",
     "resolve_backend",
     "select_impl",
 ]
@@ -86,6 +87,38 @@ CAPABILITIES: dict[str, dict[str, str]] = {
 }
 
 
+# op -> the options that change its math (the public function's variants), and, per kernel,
+# those it implements. A call that sets an option its kernel lacks runs the reference instead
+# with backend="auto" (and on the GPU with backend="cupy"); backend="numba" raises.
+OPTIONS: dict[str, tuple[str, ...]] = {
+    "em_routing": (
+        "pose_momentum",
+        "e_step_log_var_weight",
+        "e_step_norm",
+        "mass_floor",
+        "cost_log_var",
+        "renormalize_assignments",
+        "last_inverse_temperature",
+    ),
+}
+KERNEL_OPTIONS: dict[str, dict[str, tuple[str, ...]]] = {
+    "em_routing": {
+        # e_step_norm: only "ratio_child" (the per-sample and per-batch shifts fall back);
+        # last_inverse_temperature is folded into the schedule before any kernel runs
+        "numba": (
+            "pose_momentum",
+            "e_step_log_var_weight",
+            "e_step_norm=ratio_child",
+            "mass_floor",
+            "cost_log_var",
+            "renormalize_assignments",
+            "last_inverse_temperature",
+        ),
+        "cupy": ("last_inverse_temperature",),
+    },
+}
+
+
 @dataclass(frozen=True)
 class Plan:
     """Where and how an operation runs: implementation name, namespace, and the callable."""
@@ -115,6 +148,61 @@ def capabilities() -> dict[str, dict[str, bool]]:
         op: {impl: impl in impls for impl in ("reference", "numba", "cupy")}
         for op, impls in CAPABILITIES.items()
     }
+
+
+def option_fallbacks() -> dict[str, dict[str, list[str]]]:
+    """Which options of each operation its kernels lack (calls setting them run the reference).
+
+    Returns
+    -------
+    table : dict
+        ``{operation: {kernel: [option, ...]}}`` for the operations with options and kernels.
+        An entry ``name=value`` is one value of an option that the kernel implements for
+        other values.
+
+    Examples
+    --------
+    >>> from caproute._backend.dispatch import option_fallbacks
+    >>> option_fallbacks()["em_routing"]["numba"]
+    ['e_step_norm=ratio_sample', 'e_step_norm=ratio_batch']
+    """
+    table = {}
+    for op, names in OPTIONS.items():
+        per_kernel = {}
+        for impl in ("numba", "cupy"):
+            if impl not in CAPABILITIES[op]:
+                continue
+            has = KERNEL_OPTIONS.get(op, {}).get(impl, ())
+            lacks = []
+            for name in names:
+                if name in has:
+                    continue
+                done = [h.partition("=")[2] for h in has if h.startswith(name + "=")]
+                if done:
+                    values = _OPTION_VALUES.get(name, ())
+                    lacks += [f"{name}={v}" for v in values if v not in done]
+                else:
+                    lacks.append(name)
+            per_kernel[impl] = lacks
+        table[op] = per_kernel
+    return table
+
+
+# the non-default values of options that kernels implement only in part
+_OPTION_VALUES = {"e_step_norm": ("ratio_child", "ratio_sample", "ratio_batch")}
+
+
+def _lacking(op, impl, options):
+    """The entries of ``options`` (``name`` or ``(name, value)``) that kernel ``impl`` of
+    ``op`` does not implement, as text for messages."""
+    has = KERNEL_OPTIONS.get(op, {}).get(impl, ())
+    lacks = []
+    for opt in options:
+        name, value = opt if isinstance(opt, tuple) else (opt, None)
+        if name in has or f"{name}={value}" in has:
+            continue
+        lacks.append(f"{name}={value!r}" if isinstance(value, str) else name)
+    return lacks
 
 
 def numba_available():
@@ -159,12 +247,29 @@ def resolve_backend(xp, backend=None):
     return backend, xp, False
 
 
-def select_impl(op, xp, backend=None):
+def select_impl(op, xp, backend=None, *, options=()):
     """Choose the implementation of ``op`` for input of namespace ``xp`` (rules of
     :func:`resolve_backend`; an explicit ``backend='numba'`` for an op without a Numba kernel
-    raises BackendUnavailableError)."""
+    raises BackendUnavailableError).
+
+    ``options`` names the call's options that differ from their defaults (a name, or a
+    ``(name, value)`` pair for options that kernels implement for some values only): a kernel
+    that lacks one is skipped for the reference (``backend='auto'``, and on the device for
+    ``backend='cupy'``); ``backend='numba'`` then raises BackendUnavailableError naming it."""
     backend, run_xp, move = resolve_backend(xp, backend)
     impls = CAPABILITIES[op]
+    if options:
+        impls = dict(impls)
+        for impl in ("numba", "cupy"):
+            lacks = _lacking(op, impl, options) if impl in impls else []
+            if lacks and impl == "numba" and backend == "numba":
+                raise BackendUnavailableError(
+                    f"backend='numba': the Numba kernel of {op!r} does not implement "
+                    f"{', '.join(lacks)}. Use backend='auto' (which runs the reference for "
+                    "these options) or 'numpy'."
+                )
+            if lacks:
+                del impls[impl]
 
     if backend == "cupy":
         return _device_plan(impls, run_xp, move)

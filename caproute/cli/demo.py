@@ -344,6 +344,13 @@ def run_info(args, out):
     for op, impls in sorted(table.items()):
         marks = ["yes" if impls[k] else "-" for k in ("reference", "numba", "cupy")]
         out.print(f"  {op:<20} {marks[0]:>9} {marks[1]:>6} {marks[2]:>5}")
+    from .._backend.dispatch import option_fallbacks
+
+    fallbacks = option_fallbacks()
+    out.print("\noptions a kernel lacks (calls setting them run the reference on the same device):")
+    for op, per_kernel in sorted(fallbacks.items()):
+        for impl, names in per_kernel.items():
+            out.print(f"  {op} [{impl}]: {', '.join(names) if names else 'none'}")
     out.print("\nshipped models (accuracy on the full Fashion-MNIST test set):")
     for m in shipped:
         out.print(f"  {m['name']:<30} {m['test_accuracy']:.2%}  {m['n_parameters']:,} parameters")
@@ -358,6 +365,7 @@ def run_info(args, out):
                 op: {k: bool(impls[k]) for k in ("reference", "numba", "cupy")}
                 for op, impls in sorted(table.items())
             },
+            "option_fallbacks": fallbacks,
             "models": shipped,
         }
     )

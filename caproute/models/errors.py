@@ -21,6 +21,7 @@ class WeightsMismatchError(ValueError):
     """
 
     def __init__(self, model_name, problems):
+        self.model_name = model_name
         self.problems = list(problems)
         lines = "\n  - ".join(self.problems)
         super().__init__(
@@ -31,6 +32,29 @@ class WeightsMismatchError(ValueError):
 
 class WeightsFileError(ValueError):
     """A weights file is unreadable: truncated, malformed header, bad metadata, wrong checksum."""
+
+
+class UnsupportedLayerError(ValueError):
+    """A checkpoint holds a layer that caproute cannot express.
+
+    Raised by the importers (:func:`caproute.models.load_keras`) instead of building a model
+    that would compute something else. The message names the layer, its class and why.
+
+    Parameters
+    ----------
+    layer : str
+        The layer's name in the checkpoint; kept as the ``layer`` attribute.
+    layer_class : str
+        The layer's class in the checkpoint (e.g. ``"Conv3D"``); kept as ``layer_class``.
+    reason : str
+        Why it cannot be expressed, and what would be (one or more sentences).
+    """
+
+    def __init__(self, layer, layer_class, reason):
+        self.layer = layer
+        self.layer_class = layer_class
+        self.reason = reason
+        super().__init__(f"layer {layer!r} (class {layer_class}) cannot be imported: {reason}")
 
 
 # ---------------------------------------------------------------- what a file is -------------
@@ -55,6 +79,7 @@ FILE_KINDS = {
     "torch-legacy": "a PyTorch checkpoint in the legacy (before PyTorch 1.6) format",
     "pickle": "a Python pickle",
     "zip": "a zip archive",
+    "keras": "a Keras 3 .keras archive (config.json and model.weights.h5)",
     "zip-damaged": "a damaged or truncated zip archive",
     "hdf5": "an HDF5 file (Keras .h5 files are HDF5)",
     "gzip": "a gzip-compressed file",
@@ -128,6 +153,8 @@ def _kind_of(path, head, size):
             return "torch-zip", ""
         if all(name.endswith(".npy") for name in names):
             return "npz", ""
+        if "config.json" in names and "model.weights.h5" in names:
+            return "keras", ""
         shown = ", ".join(repr(name) for name in names[:3]) + (", ..." if len(names) > 3 else "")
         return "zip", f" holding {shown}, not .npy arrays"
     if head[:6] == b"\x93NUMPY":
@@ -206,8 +233,9 @@ def what_file_is(path, *, expected):
         "pickle": ", which caproute never loads (unpickling can run arbitrary code).",
         "npz": "; read it with caproute.models.read_state_dict.",
         "hdf5": (
-            "; read Keras weights with caproute.models.read_keras_h5 or "
-            "caproute.models.capsnet_from_keras_h5."
+            "; load a Keras model with caproute.models.load_keras, or read its weights with "
+            "caproute.models.read_keras_h5."
         ),
+        "keras": "; load it with caproute.models.load_keras.",
     }.get(kind, ".")
     return f"it is {description}{advice}"

@@ -32,6 +32,7 @@ from numpy.lib import format as npy_format
 
 from .._backend import Array
 from .._lib.validation import check_int, check_scalar, is_sequence
+from ._keras import files as _keras_files
 from .architectures import capsnet
 from .errors import (
     WeightsFileError,
@@ -40,6 +41,7 @@ from .errors import (
     describe_file,
     what_file_is,
 )
+from .keras_import import load_keras
 from .model import Model
 from .weights_file import load_file
 
@@ -513,7 +515,9 @@ def _build_and_set(what, hints, architecture, weights):
     except WeightsMismatchError as exc:
         if not hints:
             raise
-        raise WeightsMismatchError(what, [*exc.problems, *hints]) from None
+        # the importer's hints name its own arguments: the model's generic ones would repeat them
+        own = [p for p in exc.problems if not p.startswith("hint: ")]
+        raise WeightsMismatchError(what, [*own, *hints]) from None
 
 
 def _numeric_arrays(tensors, what):
@@ -540,7 +544,9 @@ def _numeric_arrays(tensors, what):
 def read_keras_h5(path: os.PathLike | str) -> dict[str, np.ndarray]:
     """All weights of a Keras (2.x / tf.keras legacy HDF5) weights or model file.
 
-    Needs h5py.
+    Needs h5py. Keys are full paths, so tensors with equal short names never merge: a
+    nested decoder's three dense kernels stay ``"decoder/dense_1/kernel"``,
+    ``"decoder/dense_2/kernel"`` and ``"decoder/dense_3/kernel"``.
 
     Parameters
     ----------
@@ -550,7 +556,9 @@ def read_keras_h5(path: os.PathLike | str) -> dict[str, np.ndarray]:
     Returns
     -------
     dict of str to numpy.ndarray
-        ``{"<layer>/<weight>": array}``, with the ``:0`` suffixes dropped.
+        ``{"<layer>/<weight path>": array}`` in file order: the path each weight has in the
+        layer's ``weight_names`` (``"conv1/kernel"``, ``"decoder/dense_1/kernel"``), without
+        the ``:0`` suffix and prefixed with ``<layer>/`` where it does not start with it.
 
     Raises
     ------
@@ -561,6 +569,10 @@ def read_keras_h5(path: os.PathLike | str) -> dict[str, np.ndarray]:
         weights file, or lists layers or weights it lacks or cannot read (all listed at once).
     FileNotFoundError
         If there is no such file.
+
+    See Also
+    --------
+    load_keras : The model a Keras file describes, built in one call.
 
     Examples
     --------
@@ -600,78 +612,58 @@ def read_keras_h5(path: os.PathLike | str) -> dict[str, np.ndarray]:
         ) from None
     try:
         with f:
-            return _read_keras_weights(f, path, h5py)
+            layers = _keras_files.keras2_weights(f, repr(path), h5py)
     except (OSError, RuntimeError, KeyError) as exc:  # h5py's errors inside a damaged file
         raise WeightsFileError(
             f"{path!r} could not be read as a Keras weights file: the HDF5 file is damaged "
             f"({type(exc).__name__} while reading it)."
         ) from None
+    return {key: arr for _, tensors in layers for key, arr in tensors}
 
 
-def _decode(name):
-    return name.decode("utf-8") if isinstance(name, bytes) else str(name)
-
-
-def _read_keras_weights(f, path, h5py):
-    root = f["model_weights"] if isinstance(f.get("model_weights"), h5py.Group) else f
-    if "layer_names" not in root.attrs:
-        raise WeightsFileError(
-            f"{path!r} is HDF5 but not a Keras 2 weights file: no 'layer_names' attribute "
-            "(Keras 3 '.weights.h5' files use another layout; save with the legacy .h5 format)."
-        )
-    layer_names = np.atleast_1d(np.asarray(root.attrs["layer_names"]))
-    if layer_names.ndim != 1 or layer_names.dtype.kind not in "SUO":
-        raise WeightsFileError(
-            f"{path!r} is not a valid Keras weights file: its 'layer_names' attribute must list "
-            f"layer names (strings); got {layer_names.dtype} of shape {layer_names.shape}."
-        )
-    out, problems = {}, []
-    for raw_layer in layer_names:
-        layer = _decode(raw_layer)
-        group = root.get(layer)
-        if not isinstance(group, h5py.Group):
-            problems.append(f"layer {layer!r} is listed in 'layer_names' but has no group")
-            continue
-        weight_names = np.atleast_1d(np.asarray(group.attrs.get("weight_names", [])))
-        if weight_names.size and (weight_names.ndim != 1 or weight_names.dtype.kind not in "SUO"):
-            problems.append(f"layer {layer!r}: its 'weight_names' attribute does not list names")
-            continue
-        for raw_name in weight_names:
-            wname = _decode(raw_name)
-            dataset = group.get(wname)
-            if not isinstance(dataset, h5py.Dataset):
-                problems.append(
-                    f"weight {wname!r} of layer {layer!r} is listed in 'weight_names' but "
-                    + ("is not a dataset" if dataset is not None else "missing")
-                )
-                continue
-            try:
-                data = np.asarray(dataset[()])
-            except (OSError, RuntimeError, ValueError, TypeError):
-                problems.append(f"weight {wname!r} is listed but unreadable (damaged data)")
-                continue
-            if data.dtype.kind not in "biuf":
-                problems.append(
-                    f"weight {wname!r} is not an array of real numbers (dtype {data.dtype})"
-                )
-                continue
-            short = wname.split(":")[0]
-            short = short if short.startswith(layer + "/") else f"{layer}/{short.split('/')[-1]}"
-            out[short] = data
-    if problems:
-        lines = "\n  - ".join(problems)
-        raise WeightsFileError(
-            f"{path!r} is not a valid Keras weights file ({len(problems)} problem"
-            f"{'s' if len(problems) != 1 else ''}):\n  - {lines}"
-        )
+def _keras_capsnet_tensors(weights, conv_name, primary_name, caps_name):
+    """The CapsNet-Keras layout's five tensors under their canonical keys
+    (``<conv_name>/kernel`` ...): layers by the given names where the file has them, else by
+    role (the first and the last convolution kernel, the one capsule transform); the
+    transform by shape (the layer's one tensor of rank >= 4, named ``W``, ``weights`` or
+    anything else; a leading axis of 1 dropped)."""
+    layers = {}
+    for key, arr in weights.items():
+        layer, _, rest = key.partition("/")
+        layers.setdefault(layer, {})[rest.rsplit("/", 1)[-1]] = arr
+    convs = [
+        name
+        for name, ws in layers.items()
+        if "kernel" in ws and ws["kernel"].ndim == 4 and set(ws) <= {"kernel", "bias"}
+    ]
+    caps = [
+        name
+        for name, ws in layers.items()
+        if "kernel" not in ws and sum(a.ndim >= 4 for a in ws.values()) == 1
+    ]
+    conv = conv_name if conv_name in layers else (convs[0] if convs else None)
+    primary = primary_name if primary_name in layers else (convs[-1] if len(convs) > 1 else None)
+    cap = caps_name if caps_name in layers else (caps[0] if len(caps) == 1 else None)
+    out = dict(weights)
+    for role, layer in ((conv_name, conv), (primary_name, primary)):
+        for part in ("kernel", "bias"):
+            if layer is not None and part in layers[layer]:
+                out[f"{role}/{part}"] = layers[layer][part]
+    if cap is not None:
+        big = [a for a in layers[cap].values() if a.ndim >= 4]
+        if len(big) == 1:
+            W = big[0]
+            while W.ndim > 4 and W.shape[0] == 1:
+                W = W[0]
+            out[f"{caps_name}/W"] = W
     return out
 
 
 def capsnet_from_keras_h5(
     path: os.PathLike | str,
     *,
-    primary_dim: int = 8,
-    n_iter: int = 3,
+    primary_dim: int | None = None,
+    n_iter: int | None = None,
     input_shape: tuple[int, int, int] | None = None,
     classes: Sequence[str] | None = None,
     squash_eps: float = 1e-7,
@@ -680,6 +672,14 @@ def capsnet_from_keras_h5(
     caps_name: str = "digitcaps",
 ) -> Model:
     """Build a CapsNet from a Keras HDF5 file laid out like the common Keras implementation.
+
+    A file written by ``model.save`` records its architecture: it is built from that by
+    :func:`load_keras` (any number of convolutions, their activations, strides and padding,
+    BatchNorm, routing iterations), and the layout arguments (`primary_dim`, the layer
+    names) are not used. A weights-only file is read as the fixed CapsNet-Keras layout: one
+    ReLU convolution (stride 1), the primary capsules' convolution (stride 2), no padding,
+    a capsule layer -- assumptions recorded in ``model.metadata["import"]["notes"]``;
+    :func:`load_keras` asks for them instead.
 
     Expected weights: ``<conv_name>/kernel`` (k, k, c_in, c1) and ``/bias``;
     ``<primary_name>/kernel`` (k, k, c1, n_types * primary_dim) and ``/bias``, whose NHWC
@@ -691,18 +691,20 @@ def capsnet_from_keras_h5(
     ----------
     path : str or os.PathLike
         The ``.h5`` file (``model.save_weights`` or ``model.save`` in the HDF5 format).
-    primary_dim : int, default=8
-        Capsule dimension of the primary capsules (not recorded in the weights).
-    n_iter : int, default=3
-        Routing iterations of the class capsules.
+    primary_dim : int, optional
+        Capsule dimension of the primary capsules; default: the transform's input dimension
+        (``W.shape[-1]``). Given, it is checked against that.
+    n_iter : int, optional
+        Routing iterations of the class capsules; default: the file's where it records them,
+        else 3.
     input_shape : tuple, optional
-        (H, W, C); default: 28 x 28 with the kernel's input channels.
+        (H, W, C); default: the file's, else 28 x 28 with the kernel's input channels.
     classes : sequence of str, optional
         Class names, in output order.
     squash_eps : float, default=1e-7
         ``eps`` inside the square root of squash: Keras' epsilon, as that code adds it.
     conv_name, primary_name, caps_name : str
-        Layer names in the file.
+        Layer names in the file (layers found by role where the file has none of them).
 
     Returns
     -------
@@ -733,9 +735,11 @@ def capsnet_from_keras_h5(
     ...
     ValueError: `primary_dim` must be an integer >= 1; got 0.
     """
-    primary_dim = check_int(primary_dim, name="primary_dim", min_value=1)
+    if primary_dim is not None:
+        primary_dim = check_int(primary_dim, name="primary_dim", min_value=1)
+    n_iter_given = n_iter is not None
     n_iter, input_shape, classes, squash_eps = _check_common(
-        n_iter, input_shape, classes, squash_eps
+        n_iter if n_iter_given else 3, input_shape, classes, squash_eps
     )
     for value, name in (
         (conv_name, "conv_name"),
@@ -744,7 +748,15 @@ def capsnet_from_keras_h5(
     ):
         _check_name(value, name)
     path = _check_path(path, "path")
-    weights = read_keras_h5(path)
+    if _keras_files.records_architecture(path):
+        return load_keras(
+            path,
+            input_shape=input_shape,
+            n_iter=n_iter if n_iter_given else None,
+            classes=classes,
+            squash_eps=squash_eps,
+        )
+    weights = _keras_capsnet_tensors(read_keras_h5(path), conv_name, primary_name, caps_name)
     what = f"Keras CapsNet in {path!r}"
     needed = [
         f"{conv_name}/kernel",
@@ -762,6 +774,8 @@ def capsnet_from_keras_h5(
     k2 = weights[f"{primary_name}/kernel"]
     b2 = weights[f"{primary_name}/bias"]
     W = weights[f"{caps_name}/W"]
+    if primary_dim is None:
+        primary_dim = int(W.shape[-1]) if W.ndim == 4 else 8
     if k1.ndim != 4 or k1.shape[0] != k1.shape[1]:
         problems.append(
             f"{conv_name}/kernel must be 4-D (k, k, c_in, c1) with a square kernel; got shape "
@@ -817,7 +831,7 @@ def capsnet_from_keras_h5(
         conv_name=f"{conv_name}/kernel",
         route_name=f"{caps_name}/W",
     )
-    return _build_and_set(
+    model = _build_and_set(
         what,
         hints,
         dict(
@@ -843,3 +857,18 @@ def capsnet_from_keras_h5(
             "class_caps.weight": W,
         },
     )
+    model.metadata = {
+        **model.metadata,
+        "import": {
+            "source": repr(path),
+            "format": "keras2-weights",
+            "notes": [
+                "the fixed CapsNet-Keras layout (a weights-only file does not record it): "
+                f"{conv_name} with ReLU and stride 1, the primary capsules' convolution with "
+                "stride 2, no padding, the paper's routing with "
+                f"n_iter={n_iter}{'' if n_iter_given else ' (the default)'}; "
+                "caproute.models.load_keras asks for each instead",
+            ],
+        },
+    }
+    return model

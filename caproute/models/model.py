@@ -95,6 +95,11 @@ class Model:
         if dupes:
             raise ValueError(f"layer names must be unique; repeated: {dupes}.")
         self.layers = layers
+        if isinstance(input_shape, (str, bytes, Mapping)) or not isinstance(input_shape, Iterable):
+            raise TypeError(
+                "`input_shape` must be a sequence of int (the per-sample shape, e.g. (28, 28, 1) "
+                f"for NHWC images); got {type(input_shape).__name__}."
+            )
         self.input_shape = tuple(check_int(s, name="input_shape", min_value=1) for s in input_shape)
         self.name = str(name)
         if classes is not None and (
@@ -107,9 +112,18 @@ class Model:
         self.classes = None if classes is None else [str(c) for c in classes]
         self._shapes = []  # (input shape, output shape) per layer
         shape = self.input_shape
-        for layer in layers:
-            layer.check_input_shape(shape)
-            out = layer.output_shape(shape)
+        for i, layer in enumerate(layers):
+            try:
+                layer.check_input_shape(shape)
+                out = layer.output_shape(shape)
+            except ValueError as exc:
+                if f"layer {layer.name!r}" in str(exc):
+                    raise
+                before = f" (the output of layer {layers[i - 1].name!r})" if i else ""
+                raise ValueError(
+                    f"layer {layer.name!r} ({type(layer).__name__}) cannot take its input of "
+                    f"per-sample shape {shape!r}{before}: {exc}"
+                ) from None
             self._shapes.append((shape, out))
             shape = out
         if self.classes is not None and len(self.classes) != self.n_classes:
@@ -364,10 +378,113 @@ class Model:
             else:
                 clean[key] = np.ascontiguousarray(arr)
         if problems:
-            raise WeightsMismatchError(self.name, problems)
+            given = {}
+            for key, value in arrays.items():
+                shape = getattr(value, "shape", None)
+                if key in expected and shape is not None:
+                    given[key] = tuple(int(d) for d in shape)
+            raise WeightsMismatchError(self.name, problems + self._mismatch_hints(given))
         self._weights = {k: clean[k] for k in expected}
         self._cache = {}
         return self
+
+    def _mismatch_hints(self, given):
+        """Sentences naming the argument (input channels, input size, primary capsule
+        dimension) whose other value would explain the misshapen tensors, with that value."""
+        from .layers import Conv2D, DenseCaps, PrimaryCaps
+
+        expected = self.parameter_shapes()
+        wrong = {k for k, shape in given.items() if shape != expected[k]}
+        hints = []
+        fitting_shape = self.input_shape  # with the channel count the weights take
+        first = self.layers[0]
+        key = f"{first.name}.weight"
+        if key in wrong and len(given[key]) == 4 and len(expected[key]) == 4:
+            c_in, c_model = given[key][2], expected[key][2]
+            if c_in != c_model and given[key][:2] == expected[key][:2]:
+                fitting_shape = _with_channels(self.input_shape, self.data_format, c_in)
+                hints.append(
+                    f"hint: {key!r} takes {c_in} input channel{'s' * (c_in != 1)}, the model "
+                    f"{c_model}: an input_shape with {c_in} channels, "
+                    f"{fitting_shape}, would fit"
+                )
+        kernel_hint = False  # another kernel changes the map sizes: no input size hint then
+        for layer in self.layers:
+            key = f"{layer.name}.weight"
+            if not isinstance(layer, (Conv2D, PrimaryCaps)) or key not in wrong:
+                continue
+            got, want = given[key], expected[key]
+            if len(got) != 4:
+                continue
+            if got[0] == got[1] and got[0] != want[0]:
+                arg = "conv_kernel" if isinstance(layer, Conv2D) else "primary_kernel"
+                kernel_hint = True
+                hints.append(
+                    f"hint: {key!r} is a {got[0]}x{got[1]} kernel; layer {layer.name!r} has "
+                    f"{want[0]}x{want[1]}: a kernel_size ({arg} in capsnet) of {got[0]} "
+                    "would fit"
+                )
+            if got[3] != want[3] and isinstance(layer, Conv2D):
+                hints.append(
+                    f"hint: {key!r} has {got[3]} output channels; layer {layer.name!r} has "
+                    f"{want[3]}: filters (conv_channels in capsnet) of {got[3]} would fit"
+                )
+            elif got[3] != want[3] and got[3] % layer.dim == 0:
+                hints.append(
+                    f"hint: {key!r} has {got[3]} output channels; layer {layer.name!r} makes "
+                    f"{want[3]} ({layer.n_types} types x {layer.dim}): n_types (primary_types "
+                    f"in capsnet) of {got[3] // layer.dim} would fit, or another dim"
+                )
+        for i, layer in enumerate(self.layers):
+            key = f"{layer.name}.weight"
+            if not isinstance(layer, DenseCaps) or key not in wrong or i == 0:
+                continue
+            prev = self.layers[i - 1]
+            n_in, in_dim = self._shapes[i][0]
+            found = _dense_caps_sizes(layer, given[key], n_in, in_dim)
+            if found is None or not isinstance(prev, PrimaryCaps):
+                continue
+            n_in_given, dim_given = found
+            n_types = prev.n_types
+            pkey = f"{prev.name}.weight"
+            if dim_given != in_dim:
+                channels = given.get(pkey, expected[pkey])[-1]
+                types = f" and {channels // dim_given} types" if channels % dim_given == 0 else ""
+                hints.append(
+                    f"hint: {key!r} takes {dim_given}-D input capsules; layer {prev.name!r} "
+                    f"makes {in_dim}-D ones: a primary_dim (PrimaryCaps `dim`) of {dim_given}"
+                    f"{types} would fit"
+                )
+                if channels % dim_given == 0:
+                    n_types = channels // dim_given
+            positions = n_in // prev.n_types
+            if not kernel_hint and n_in_given % n_types == 0 and n_in_given // n_types != positions:
+                sizes = self._sizes_giving(i - 1, n_in_given // n_types, prev)
+                if sizes:
+                    shape = _with_size(fitting_shape, self.data_format, sizes[-1])
+                    hints.append(
+                        f"hint: {key!r} takes {n_in_given} input capsules; the model's "
+                        f"input_shape {self.input_shape} gives {n_in}: it was made for "
+                        f"{' or '.join(map(str, sizes))} pixel square images, input_shape="
+                        f"{shape} would fit"
+                    )
+        return hints
+
+    def _sizes_giving(self, index, positions, primary):
+        """Square image sizes (up to 2048) for which layer ``index`` (a PrimaryCaps) has
+        ``positions`` positions per capsule type."""
+        sizes = []
+        for size in range(1, 2049):
+            shape = _with_size(self.input_shape, self.data_format, size)
+            try:
+                for layer in self.layers[: index + 1]:
+                    layer.check_input_shape(shape)
+                    shape = layer.output_shape(shape)
+            except ValueError:
+                continue
+            if shape[0] // primary.n_types == positions:
+                sizes.append(size)
+        return sizes
 
     def initialize(
         self, random_state: int | np.random.Generator | None = None, dtype: str = "float32"
@@ -391,7 +508,8 @@ class Model:
         for layer, (in_shape, _) in zip(self.layers, self._shapes, strict=True):
             for pname, shape in layer.parameter_shapes(in_shape).items():
                 scale = layer.initializer_scale(pname, shape)
-                arrays[f"{layer.name}.{pname}"] = (scale * rng.standard_normal(shape)).astype(dtype)
+                value = layer.initial_value(pname, shape) + scale * rng.standard_normal(shape)
+                arrays[f"{layer.name}.{pname}"] = value.astype(dtype)
         return self.set_weights(arrays)
 
     def _require_weights(self):
@@ -422,8 +540,13 @@ class Model:
 
     # -- inference -----------------------------------------------------------------------------
     def forward(
-        self, x: Array, *, backend: str | None = None, check_values: bool = True
-    ) -> Array | tuple[Array, Array]:
+        self,
+        x: Array,
+        *,
+        backend: str | None = None,
+        check_values: bool = True,
+        return_all: bool = False,
+    ) -> Array | tuple[Array, Array] | dict[str, Array | tuple[Array, Array]]:
         """Run every layer on a batch already in the model's layout, float dtype and range.
 
         Parameters
@@ -437,12 +560,18 @@ class Model:
         check_values : bool, default=True
             Check that ``x`` is finite and within :attr:`input_range` (one min/max pass).
             :meth:`predict_scores` checks all its images at once and passes False.
+        return_all : bool, default=False
+            Return every layer's output, not only the last one's: for debugging an import
+            layer by layer against the original framework's intermediate outputs.
 
         Returns
         -------
-        output : array or tuple of arrays
+        output : array, tuple of arrays, or dict
             The last layer's output (for DenseCaps the parent capsules (batch, n_out, out_dim);
-            for ClassMatrixCaps the pair (pose, activation)).
+            for ClassMatrixCaps the pair (pose, activation)). With ``return_all``, a dict
+            ``{layer name: that layer's output}`` in layer order, whose last entry is that
+            output; each output is laid out as :meth:`summary` shows (per sample) after the
+            batch axis, in ``x``'s namespace and dtype.
 
         Raises
         ------
@@ -452,8 +581,25 @@ class Model:
             dtype).
         TypeError
             If ``x`` is not a float32 or float64 array.
+
+        Examples
+        --------
+        Every layer's output, e.g. to find the first layer where an imported network departs
+        from the original:
+
+        >>> import numpy as np
+        >>> from caproute import models
+        >>> net = models.capsnet(conv_channels=8, primary_types=2, class_dim=4)
+        >>> net = net.initialize(random_state=0)
+        >>> outputs = net.forward(np.zeros((2, 28, 28, 1), np.float32), return_all=True)
+        >>> {name: out.shape for name, out in outputs.items()}
+        {'conv1': (2, 20, 20, 8), 'primary_caps': (2, 72, 8), 'class_caps': (2, 10, 4)}
+        >>> last = net.forward(np.zeros((2, 28, 28, 1), np.float32))
+        >>> bool(np.array_equal(outputs["class_caps"], last))
+        True
         """
         self._require_weights()
+        return_all = check_bool(return_all, name="return_all")
         x = _as_input_array(x)
         xp = array_namespace(x)
         backend, xp, move = resolve_backend(xp, backend)
@@ -464,6 +610,7 @@ class Model:
             self._check_values(x, xp, name="x", scale=None)
         params = self._params_for(xp, device(x), x.dtype)
         dtype, where = dtype_name(x.dtype), None
+        every = {}
         with overflow_quiet(x):
             for layer, p in zip(self.layers, params, strict=True):
                 try:
@@ -473,6 +620,8 @@ class Model:
                         raise
                     where = layer
                     break
+                if return_all:
+                    every[layer.name] = x
             else:
                 outputs = x if isinstance(x, tuple) else (x,)
                 finite = None
@@ -480,7 +629,7 @@ class Model:
                     ok = xp.all(xp.isfinite(out))
                     finite = ok if finite is None else xp.logical_and(finite, ok)
                 if bool(finite):
-                    return x
+                    return every if return_all else x
         raise ModelOverflowError(self, where, dtype, arg="x")
 
     def _check_batch(self, x, xp):
@@ -1039,6 +1188,40 @@ def _shape_text(shape):
         sizes = ["nan" if isinstance(s, float) and math.isnan(s) else str(int(s)) for s in shape]
         return "(" + ", ".join(sizes) + ("," if len(sizes) == 1 else "") + ")"
     return shape_str(shape)
+
+
+def _with_channels(input_shape, data_format, channels):
+    """``input_shape`` (in ``data_format``) with another channel count."""
+    if data_format == "NCHW":
+        return (channels, *input_shape[1:])
+    return (*input_shape[:2], channels)
+
+
+def _with_size(input_shape, data_format, size):
+    """``input_shape`` (in ``data_format``) with square images of another size."""
+    if data_format == "NCHW":
+        return (input_shape[0], size, size)
+    return (size, size, input_shape[2])
+
+
+def _dense_caps_sizes(layer, shape, n_in, in_dim):
+    """(n_in, in_dim) that a DenseCaps weight of ``shape`` (in the layer's layout) was made
+    for, or None where its other axes do not match the layer."""
+    n, o = layer.n_out, layer.out_dim
+    layout = layer.weight_layout
+    if layout == "tf":
+        if len(shape) == 3 and shape[2] == n * o:
+            return shape[0], shape[1]
+        return None
+    if len(shape) != 4:
+        return None
+    if layout == "caproute" and shape[1:3] == (n, o):
+        return shape[0], shape[3]
+    if layout == "keras" and (shape[0], shape[2]) == (n, o):
+        return shape[1], shape[3]
+    if layout == "torch" and (shape[0], shape[3]) == (n, o):
+        return shape[1], shape[2]
+    return None
 
 
 def _build_layer(cls, config):

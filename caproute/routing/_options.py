@@ -3,6 +3,8 @@ clustering estimators (one vocabulary: ``caproute._lib.validation``)."""
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from .._backend import check_plain_array, device, is_array, to_numpy
@@ -10,6 +12,7 @@ from .._lib.validation import (
     as_array,
     cast_like,
     check_bool,
+    check_choice,
     check_float_array,
     check_int,
     check_same_namespace,
@@ -197,3 +200,95 @@ def check_assignments(R, votes, *, xp):
             f"the largest deviation is {worst:.3g}."
         )
     return R
+
+
+# ----------------------------------------------------------------- EM-routing variants
+# The values each variant takes; the first is the default (the paper's choice). The math is
+# in _em_math.py, the documentation in em_routing.py's docstring.
+EM_NORMS = ("softmax", "ratio_child", "ratio_sample", "ratio_batch")
+EM_MASS_FLOORS = ("max", "add")
+EM_COST_LOG_VARS = ("half_log_var", "half_log_var_eps", "log_var_eps")
+EM_LOG_VAR_WEIGHTS = (0.5, 1.0)
+EM_LAST_LAMBDAS = ("schedule", "next")
+COMPETITION_INITS = ("all", "position")
+EM_VARIANT_DEFAULTS = {
+    "pose_momentum": None,
+    "e_step_log_var_weight": 0.5,
+    "e_step_norm": "softmax",
+    "mass_floor": "max",
+    "cost_log_var": "half_log_var",
+    "renormalize_assignments": False,
+}
+
+
+def check_em_variant(
+    *,
+    pose_momentum=None,
+    e_step_log_var_weight=0.5,
+    e_step_norm="softmax",
+    mass_floor="max",
+    cost_log_var="half_log_var",
+    renormalize_assignments=False,
+):
+    """The validated EM-routing variants, as a dict of keyword arguments of the math."""
+    if pose_momentum is not None:
+        pose_momentum = check_scalar(pose_momentum, name="pose_momentum", low=0)
+        if pose_momentum > 1.0:
+            raise ValueError(
+                f"`pose_momentum` must be None or a real number in [0, 1] (the weight of the "
+                f"new mean); got {pose_momentum!r}."
+            )
+    weight = check_scalar(e_step_log_var_weight, name="e_step_log_var_weight")
+    if weight not in EM_LOG_VAR_WEIGHTS:
+        raise ValueError(
+            "`e_step_log_var_weight` must be 0.5 (the Gaussian density: log sigma) or 1.0 "
+            f"(code that writes log sigma^2); got {e_step_log_var_weight!r}."
+        )
+    return {
+        "pose_momentum": pose_momentum,
+        "e_step_log_var_weight": weight,
+        "e_step_norm": check_choice(e_step_norm, name="e_step_norm", choices=EM_NORMS),
+        "mass_floor": check_choice(mass_floor, name="mass_floor", choices=EM_MASS_FLOORS),
+        "cost_log_var": check_choice(cost_log_var, name="cost_log_var", choices=EM_COST_LOG_VARS),
+        "renormalize_assignments": check_bool(
+            renormalize_assignments, name="renormalize_assignments"
+        ),
+    }
+
+
+def changed_em_variant(variant):
+    """The entries of ``variant`` that differ from their defaults (a dict)."""
+    return {k: v for k, v in variant.items() if v != EM_VARIANT_DEFAULTS[k]}
+
+
+def check_last_inverse_temperature(value, inverse_temperature):
+    """``"schedule"``, ``"next"`` or a positive float; "next" only where it is defined."""
+    if isinstance(value, str) or not isinstance(value, numbers.Real) or isinstance(value, bool):
+        if not isinstance(value, str) or value not in EM_LAST_LAMBDAS:
+            raise ValueError(
+                "`last_inverse_temperature` must be 'schedule', 'next' or a real number > 0; "
+                f"got {value!r}."
+            )
+        if value == "next" and (
+            is_array(inverse_temperature)
+            or is_sequence(inverse_temperature)
+            or isinstance(inverse_temperature, np.ndarray)
+        ):
+            raise ValueError(
+                "`last_inverse_temperature='next'` continues the official schedule "
+                "(inverse_temperature=None) or repeats a single inverse temperature; with a "
+                "sequence of inverse temperatures, give the last M-step's value as a number."
+            )
+        return value
+    return check_scalar(value, name="last_inverse_temperature", low=0, low_inclusive=False)
+
+
+def apply_last_inverse_temperature(schedule, last, inverse_temperature):
+    """The schedule with its last entry replaced as ``last`` (validated) says."""
+    if last == "schedule":
+        return schedule
+    if last == "next":
+        if inverse_temperature is not None:  # a single value: the next one is the same
+            return schedule
+        return schedule[:-1] + official_schedule(len(schedule) + 1)[-1:]
+    return schedule[:-1] + (float(last),)

@@ -12,14 +12,19 @@ from .._lib.validation import (
     check_float_array,
     check_outputs_finite,
     check_scalar,
+    check_scalar_fits,
 )
 from ._options import (
     DEFAULT_EM_EPS,
     DEFAULT_MIN_VAR,
+    apply_last_inverse_temperature,
     broadcast_param,
+    changed_em_variant,
     check_activations,
     check_assignments,
     check_em_options,
+    check_em_variant,
+    check_last_inverse_temperature,
     check_n_iter,
     official_schedule,
 )
@@ -65,6 +70,13 @@ def em_routing(
     eps: float = DEFAULT_EM_EPS,
     initial_assignments: Array | None = None,
     return_assignments: bool = False,
+    pose_momentum: float | None = None,
+    e_step_log_var_weight: float = 0.5,
+    e_step_norm: str = "softmax",
+    mass_floor: str = "max",
+    cost_log_var: str = "half_log_var",
+    renormalize_assignments: bool = False,
+    last_inverse_temperature: str | float = "schedule",
     backend: str | None = None,
 ) -> tuple[Array, Array] | tuple[Array, Array, Array]:
     """EM routing: fit one axis-aligned Gaussian per parent to the children's votes.
@@ -76,6 +88,14 @@ def em_routing(
     ``a_j = logistic(lambda (beta_a - sum_h cost_j^h))``; and then, except after the last
     iteration, the E-step for every child, in log space:
     ``R_ij = a_j p_j(V_ij) / sum_k a_k p_k(V_ik)`` with ``p_j`` the Gaussian density.
+
+    Public implementations differ from the paper in details that change their outputs; the
+    options from ``pose_momentum`` to ``last_inverse_temperature`` reproduce them (their
+    defaults are the paper's equations above, so results do not change unless they are set).
+    With any of them set, the Numba and GPU kernels run only where they implement it; otherwise
+    ``backend="auto"`` (and ``"cupy"``, on the GPU) runs the reference implementation and
+    ``backend="numba"`` raises BackendUnavailableError naming the option; ``caproute info``
+    lists which options each kernel lacks.
 
     Parameters
     ----------
@@ -105,6 +125,40 @@ def em_routing(
         the dtype of ``votes``.
     return_assignments : bool, default=False
         Also return ``R``, the assignments the last M-step used (rows sum to 1 over parents).
+    pose_momentum : float in [0, 1] or None, default=None
+        With a value ``m``, each M-step's mean is mixed with the previous one,
+        ``mu = m mu_new + (1 - m) mu_prev`` (``mu_prev = 0`` at the first M-step), and the
+        variance is taken around the mixed mean; the returned pose is the mixed mean. Some
+        public code uses ``m = 0.9``. None: no mixing (the paper).
+    e_step_log_var_weight : {0.5, 1.0}, default=0.5
+        Weight of ``sum_h log sigma_jh^2`` in the E-step's log-density: 0.5 is the Gaussian
+        density (the paper; ``log sigma``); 1.0 reproduces code that writes ``log sigma^2``
+        where the density has ``log sigma``.
+    e_step_norm : {"softmax", "ratio_child", "ratio_sample", "ratio_batch"}, default="softmax"
+        How the E-step normalises ``l_ij = log(a_j p_j(V_ij))`` over the parents. "softmax":
+        exactly, in log space (the paper's equation). The others reproduce the TensorFlow
+        ports that compute ``R_ij = a_j p_j / (sum_k a_k p_k + eps)`` after shifting the
+        log-densities by their maximum ``s``: ``exp(l - s) / (sum_k exp(l - s) + eps)``, with
+        ``s`` the maximum over the child's parents ("ratio_child"), over every child and
+        parent of one sample ("ratio_sample"; rows of children far below it then sum to less
+        than 1), or over the whole batch ("ratio_batch").
+    mass_floor : {"max", "add"}, default="max"
+        How the M-step divides by a parent's mass ``S_j = sum_i R_ij a_i``: by
+        ``max(S_j, eps)`` (exact wherever ``S_j >= eps``), or by ``S_j + eps`` as the common
+        PyTorch port and the common TensorFlow port do.
+    cost_log_var : {"half_log_var", "half_log_var_eps", "log_var_eps"}, default="half_log_var"
+        The log-variance term ``L`` of the cost ``(beta_u + L) S_j``: ``0.5 log(sigma^2)``
+        (the paper's ``log sigma``), ``0.5 log(sigma^2 + eps)``, or ``log(sigma^2 + eps)``
+        (code that writes ``log sigma^2`` in the cost).
+    renormalize_assignments : bool, default=False
+        Whether the M-step first divides ``R_ij a_i`` by ``sum_k R_ik a_i + eps`` (its sum over
+        the child's parents), as the common PyTorch port does.
+    last_inverse_temperature : {"schedule", "next"} or float, default="schedule"
+        The inverse temperature of the last M-step (the one that gives the output
+        activations). "schedule": the schedule's own last value. "next": the official
+        schedule one step further, ``0.01 * (1 - 0.95**(n_iter + 1))``, as in code whose
+        iteration index runs one ahead at the final M-step (with one inverse temperature for
+        every iteration it is that value; not allowed with a sequence). A number: that value.
     backend : {"auto", "numpy", "numba", "cupy"} or None, default=None
         Where to run (see :func:`caproute.set_config`); None takes the configured backend.
 
@@ -123,7 +177,8 @@ def em_routing(
         Non-float arrays, wrongly typed options.
     ValueError
         Wrong or mismatched shapes, NaN or inf, activations outside [0, 1], ``n_iter`` out of
-        range, ``min_var < 0``, ``eps <= 0``, non-positive inverse temperatures, values that
+        range, ``min_var < 0``, ``eps <= 0``, non-positive inverse temperatures, options
+        outside their sets of values, values that
         the votes' dtype cannot hold, or votes so large that routing overflows in that dtype
         (the message names the argument).
 
@@ -143,6 +198,14 @@ def em_routing(
     True
     >>> np.allclose(R.sum(axis=-1), 1.0)
     True
+
+    The common PyTorch port's variant (divisions by ``sum + eps``, ``R a`` renormalised,
+    a fixed inverse temperature of 1e-3 and ``eps`` as the variance floor):
+
+    >>> pose, act = cr.em_routing(votes, a_in, 0.0, 0.0, 3, inverse_temperature=1e-3,
+    ...                           min_var=1e-8, mass_floor="add", renormalize_assignments=True)
+    >>> act.shape
+    (2, 3)
     """
     votes = as_array(votes, name="votes")
     xp = array_namespace(votes)
@@ -154,14 +217,31 @@ def em_routing(
         beta_u, name="beta_u", like=votes, xp=xp, shapes=[(n_out, pose_dim), (n_out,)]
     )
     beta_a = broadcast_param(beta_a, name="beta_a", like=votes, xp=xp, shapes=[(n_out,)])
+    last = check_last_inverse_temperature(last_inverse_temperature, inverse_temperature)
+    if not isinstance(last, str):
+        check_scalar_fits(last, votes, name="last_inverse_temperature", ref_name="votes")
     n_iter, schedule, min_var, eps = check_em_options(
         n_iter, inverse_temperature, min_var, eps, like=votes, ref_name="votes"
+    )
+    schedule = apply_last_inverse_temperature(schedule, last, inverse_temperature)
+    variant = changed_em_variant(
+        check_em_variant(
+            pose_momentum=pose_momentum,
+            e_step_log_var_weight=e_step_log_var_weight,
+            e_step_norm=e_step_norm,
+            mass_floor=mass_floor,
+            cost_log_var=cost_log_var,
+            renormalize_assignments=renormalize_assignments,
+        )
     )
     return_assignments = check_bool(return_assignments, name="return_assignments")
     if initial_assignments is not None:
         initial_assignments = check_assignments(initial_assignments, votes, xp=xp)
 
-    plan = select_impl("em_routing", xp, backend)
+    options = tuple(variant.items())
+    if last != "schedule":
+        options += (("last_inverse_temperature", last),)
+    plan = select_impl("em_routing", xp, backend, options=options)
     votes, a_in, beta_u, beta_a, initial_assignments = adopt(
         plan, votes, a_in, beta_u, beta_a, initial_assignments
     )
@@ -175,6 +255,7 @@ def em_routing(
         eps=eps,
         initial_assignments=initial_assignments,
         xp=plan.xp,
+        **variant,
     )
     check_outputs_finite(
         (pose, act, R),

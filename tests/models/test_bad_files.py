@@ -348,8 +348,8 @@ def test_content_decides_not_the_name(tmp_path):
         ("npz", "it is a NumPy .npz archive; read it with caproute.models.read_state_dict."),
         (
             "hdf5",
-            "it is an HDF5 file (Keras .h5 files are HDF5); read Keras weights with "
-            "caproute.models.read_keras_h5 or caproute.models.capsnet_from_keras_h5.",
+            "it is an HDF5 file (Keras .h5 files are HDF5); load a Keras model with "
+            "caproute.models.load_keras, or read its weights with caproute.models.read_keras_h5.",
         ),
         (
             "pickle",

@@ -2,6 +2,7 @@
 
 from .activations import Activation
 from .base import Layer
+from .batch_norm import BatchNorm, fold_batchnorm
 from .capsules import WEIGHT_LAYOUTS, DenseCaps, PrimaryCaps
 from .conv import Conv2D
 from .matrix_caps import ClassMatrixCaps, ConvMatrixCaps, PrimaryMatrixCaps
@@ -10,6 +11,7 @@ LAYERS = {
     cls.__name__: cls
     for cls in (
         Activation,
+        BatchNorm,
         Conv2D,
         PrimaryCaps,
         DenseCaps,
@@ -23,6 +25,7 @@ __all__ = [
     "LAYERS",
     "WEIGHT_LAYOUTS",
     "Activation",
+    "BatchNorm",
     "ClassMatrixCaps",
     "Conv2D",
     "ConvMatrixCaps",
@@ -30,4 +33,5 @@ __all__ = [
     "Layer",
     "PrimaryCaps",
     "PrimaryMatrixCaps",
+    "fold_batchnorm",
 ]

@@ -149,6 +149,23 @@ class Layer:
             return 0.0
         return 1.0 / math.sqrt(max(1, math.prod(shape[:-1])))
 
+    def initial_value(self, name, shape):
+        """Mean of the random initial values (:meth:`initializer_scale` is their spread).
+
+        Parameters
+        ----------
+        name : str
+            The parameter's name, e.g. ``"weight"``.
+        shape : tuple of int
+            The parameter's shape.
+
+        Returns
+        -------
+        float
+            0 in the base class; 1 for BatchNorm's ``gamma`` and ``moving_variance``.
+        """
+        return 0.0
+
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"

@@ -3,11 +3,24 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..._lib import stable_math as _math
 from ..._lib.validation import check_bool, check_choice, check_int, check_scalar
+from ...routing._options import check_n_iter
 from ...routing.dense import dense_dynamic_routing
-from .base import Layer, conv_output_size
-from .conv import DATA_FORMATS, conv2d, spatial_shape, to_nhwc
+from .base import Layer
+from .conv import (
+    DATA_FORMATS,
+    check_padding,
+    conv2d,
+    pad_amounts,
+    padded_output_size,
+    padding_config,
+    padding_text,
+    spatial_shape,
+    to_nhwc,
+)
 
 ORDERS = ("type-major", "position-major")
 
@@ -18,6 +31,25 @@ WEIGHT_LAYOUTS = {
     "torch": "(n_out, n_in, in_dim, out_dim); u_hat[i, j] = u[i] @ W[j, i]",
     "tf": "(n_in, in_dim, n_out * out_dim); u_hat[i] = u[i] @ W[i], split into n_out parents",
 }
+
+
+_F32 = np.finfo(np.float32)
+
+
+def check_squash_eps(value, *, name="squash_eps"):
+    """``squash_eps`` as a float: > 0 and a normal float32 number (models compute in float32
+    by default; an eps that rounds to 0 there would make squash divide 0 by 0 at predict time,
+    one beyond its range would overflow)."""
+    value = check_scalar(value, name=name, low=0, low_inclusive=False)
+    low, high = float(_F32.smallest_normal), float(_F32.max)
+    if not low <= value <= high:
+        raise ValueError(
+            f"`{name}` must lie in [{low:.3g}, {high:.3g}], the positive normal float32 numbers "
+            f"(models compute in float32 by default, where a smaller value rounds to 0 and "
+            f"squash divides 0 by 0); got {value!r}. The usual value is 1e-8 (or 1e-7 in "
+            "Keras implementations that use K.epsilon())."
+        )
+    return value
 
 
 class PrimaryCaps(Layer):
@@ -39,6 +71,8 @@ class PrimaryCaps(Layer):
         Square kernel side.
     stride : int, default=2
         Step between kernel positions, along both axes.
+    padding : int, "valid", "same" or pair, default=0
+        Zeros around the input map, as in :class:`Conv2D`.
     order : {"type-major", "position-major"}, default="type-major"
         Flattening of the (H, W, n_types) grid into ``n_caps``: type-major puts all positions
         of type 0 first (official TF code, PyTorch ports); position-major puts all types of
@@ -69,6 +103,7 @@ class PrimaryCaps(Layer):
         *,
         kernel_size=9,
         stride=2,
+        padding=0,
         order="type-major",
         squash_eps=1e-8,
         data_format="NHWC",
@@ -79,8 +114,9 @@ class PrimaryCaps(Layer):
         self.dim = check_int(dim, name="dim", min_value=1, noun="int")
         self.kernel_size = check_int(kernel_size, name="kernel_size", min_value=1, noun="int")
         self.stride = check_int(stride, name="stride", min_value=1, noun="int")
+        self.padding = check_padding(padding)
         self.order = check_choice(order, name="order", choices=ORDERS)
-        self.squash_eps = check_scalar(squash_eps, name="squash_eps", low=0, low_inclusive=False)
+        self.squash_eps = check_squash_eps(squash_eps)
         self.data_format = check_choice(data_format, name="data_format", choices=DATA_FORMATS)
 
     def get_config(self):
@@ -89,6 +125,7 @@ class PrimaryCaps(Layer):
             "dim": self.dim,
             "kernel_size": self.kernel_size,
             "stride": self.stride,
+            "padding": padding_config(self.padding),
             "order": self.order,
             "squash_eps": self.squash_eps,
             "data_format": self.data_format,
@@ -97,16 +134,14 @@ class PrimaryCaps(Layer):
 
     def _grid(self, input_shape):
         h, w, c = spatial_shape(input_shape, self.data_format)
-        if h < self.kernel_size or w < self.kernel_size:
+        size = padded_output_size(h, w, self.padding, self.kernel_size, self.stride)
+        if size is None:
+            padded = f" with {padding_text(self.padding)}" if self.padding else ""
             raise ValueError(
                 f"layer {self.name!r}: a {self.kernel_size}x{self.kernel_size} "
-                f"kernel does not fit a {h}x{w} map."
+                f"kernel does not fit a {h}x{w} map{padded}."
             )
-        return (
-            conv_output_size(h, self.kernel_size, self.stride, 0),
-            conv_output_size(w, self.kernel_size, self.stride, 0),
-            c,
-        )
+        return (*size, c)
 
     check_input_shape = _grid
 
@@ -121,7 +156,9 @@ class PrimaryCaps(Layer):
 
     def forward(self, x, params, *, xp, backend):
         x = to_nhwc(x, self.data_format, xp=xp)
-        out = conv2d(x, params["weight"], params["bias"], stride=self.stride, padding=0, xp=xp)
+        h, w = (int(s) for s in x.shape[1:3])
+        pads = pad_amounts(self.padding, h, w, self.kernel_size, self.stride)
+        out = conv2d(x, params["weight"], params["bias"], stride=self.stride, padding=pads, xp=xp)
         b, ho, wo, _ = (int(s) for s in out.shape)
         caps = xp.reshape(out, (b, ho * wo, self.n_types, self.dim))
         if self.order == "type-major":
@@ -190,13 +227,13 @@ class DenseCaps(Layer):
         super().__init__(name=name)
         self.n_out = check_int(n_out, name="n_out", min_value=1, noun="int")
         self.out_dim = check_int(out_dim, name="out_dim", min_value=1, noun="int")
-        self.n_iter = check_int(n_iter, name="n_iter", min_value=1, noun="int")
+        self.n_iter = check_n_iter(n_iter)
         self.weight_layout = check_choice(
             weight_layout, name="weight_layout", choices=WEIGHT_LAYOUTS
         )
         self.use_bias = check_bool(use_bias, name="use_bias")
         self.leaky = check_bool(leaky, name="leaky")
-        self.squash_eps = check_scalar(squash_eps, name="squash_eps", low=0, low_inclusive=False)
+        self.squash_eps = check_squash_eps(squash_eps)
 
     def get_config(self):
         return {

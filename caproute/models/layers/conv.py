@@ -2,12 +2,97 @@
 
 from __future__ import annotations
 
-from ..._lib.patches import pad_hw, patches
-from ..._lib.validation import check_bool, check_choice, check_int
-from .activations import apply_activation, check_activation
-from .base import Layer, conv_output_size
+import numbers
+
+from ..._backend import device as _device
+from ..._lib.patches import patches
+from ..._lib.validation import check_bool, check_choice, check_int, is_sequence
+from .activations import activation_config, apply_activation, check_activation
+from .base import Layer
 
 DATA_FORMATS = ("NHWC", "NCHW")
+PADDING_HELP = (
+    'an int >= 0 (zeros on every side), "valid" (none), "same" (TensorFlow/Keras: the output '
+    "has ceil(size / stride) positions, the odd zero after), a pair (rows, columns) of ints, "
+    "or a pair of pairs ((top, bottom), (left, right))"
+)
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0
+
+
+def check_padding(padding, *, name="padding"):
+    """A padding in its normal form: an int, ``"same"``, or ((top, bottom), (left, right))."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return 0
+        if padding == "same":
+            return "same"
+    elif _is_int(padding):
+        return int(padding)
+    elif is_sequence(padding) and len(padding) == 2:
+        if all(_is_int(p) for p in padding):
+            return ((int(padding[0]),) * 2, (int(padding[1]),) * 2)
+        if all(is_sequence(p) and len(p) == 2 and all(_is_int(q) for q in p) for p in padding):
+            return tuple((int(p[0]), int(p[1])) for p in padding)
+    raise ValueError(f"`{name}` must be {PADDING_HELP}; got {padding!r}.")
+
+
+def padding_config(padding):
+    """The normal form as JSON-able data (pairs as lists)."""
+    return [list(p) for p in padding] if isinstance(padding, tuple) else padding
+
+
+def pad_amounts(padding, h, w, kernel, stride):
+    """((top, bottom), (left, right)) zeros that a normal-form ``padding`` adds to an h x w
+    map, for a square ``kernel`` and ``stride``."""
+    if padding == "same":
+        # TensorFlow's rule (also PyTorch's padding="same", which takes stride 1 only)
+        out = []
+        for n in (h, w):
+            total = max((-(-n // stride) - 1) * stride + kernel - n, 0)
+            out.append((total // 2, total - total // 2))
+        return tuple(out)
+    if isinstance(padding, tuple):
+        return padding
+    return ((padding, padding), (padding, padding))
+
+
+def padded_output_size(h, w, padding, kernel, stride):
+    """(Ho, Wo) of a convolution, or None where the kernel does not fit the padded map."""
+    (t, b), (left, right) = pad_amounts(padding, h, w, kernel, stride)
+    hp, wp = h + t + b, w + left + right
+    if hp < kernel or wp < kernel:
+        return None
+    return (hp - kernel) // stride + 1, (wp - kernel) // stride + 1
+
+
+def padding_text(padding):
+    if padding == "same":
+        return 'padding "same"'
+    return f"padding {padding}"
+
+
+def _pad(x, pads, *, xp):
+    """Zeros around axes 1 and 2 of (batch, H, W, ...): pads = ((top, bottom), (left, right))."""
+    (t, b), (left, right) = pads
+    if not (t or b or left or right):
+        return x
+    n, h, w = (int(s) for s in x.shape[:3])
+    rest = tuple(int(s) for s in x.shape[3:])
+    dev = _device(x)
+    parts = [xp.zeros((n, t, w) + rest, dtype=x.dtype, device=dev)] if t else []
+    parts.append(x)
+    if b:
+        parts.append(xp.zeros((n, b, w) + rest, dtype=x.dtype, device=dev))
+    x = xp.concat(parts, axis=1) if len(parts) > 1 else x
+    h += t + b
+    parts = [xp.zeros((n, h, left) + rest, dtype=x.dtype, device=dev)] if left else []
+    parts.append(x)
+    if right:
+        parts.append(xp.zeros((n, h, right) + rest, dtype=x.dtype, device=dev))
+    return xp.concat(parts, axis=2) if len(parts) > 1 else x
 
 
 # Below this many input channels one product over all kernel taps (im2col) is faster; from it
@@ -18,9 +103,12 @@ _TAPWISE_MIN_CHANNELS = 16
 
 def conv2d(x, weight, bias, *, stride, padding, xp):
     """NHWC convolution: x (batch, H, W, c_in), weight (kh, kw, c_in, c_out), bias (c_out,) or
-    None -> (batch, Ho, Wo, c_out). Cross-correlation, as in every deep-learning library."""
+    None -> (batch, Ho, Wo, c_out). Cross-correlation, as in every deep-learning library.
+    ``padding``: an int, or ((top, bottom), (left, right))."""
     kh, kw, c_in, c_out = (int(s) for s in weight.shape)
-    x = pad_hw(x, padding, xp=xp)
+    if not isinstance(padding, tuple):
+        padding = ((padding, padding), (padding, padding))
+    x = _pad(x, padding, xp=xp)
     b, h, w = (int(s) for s in x.shape[:3])
     ho, wo = (h - kh) // stride + 1, (w - kw) // stride + 1
     if c_in < _TAPWISE_MIN_CHANNELS:
@@ -82,10 +170,15 @@ class Conv2D(Layer):
         Square kernel side.
     stride : int, default=1
         Step between kernel positions, along both axes.
-    padding : int, default=0
-        Zeros added on every side of the image.
-    activation : str or None, default=None
-        ``"relu"``, ``"sigmoid"``, ``"tanh"``, ``"elu"``, ``"softplus"``, ``"linear"``/None.
+    padding : int, "valid", "same" or pair, default=0
+        Zeros around the image: an int >= 0 (on every side, as PyTorch's ``padding=p``),
+        ``"valid"`` (none), ``"same"`` (TensorFlow/Keras's rule: ``ceil(size / stride)``
+        output positions, an odd zero going after; PyTorch's ``"same"`` for stride 1), a pair
+        (rows, columns) of ints, or ((top, bottom), (left, right)).
+    activation : str, dict or None, default=None
+        Applied after the bias: a name (``"relu"``, ``"gelu"``, ``"selu"``, ``"swish"``, ...),
+        a dict with parameters (``{"name": "leaky_relu", "negative_slope": 0.3}``), or
+        None/``"linear"``; see :class:`Activation`.
     use_bias : bool, default=True
         Whether the layer has a ``bias`` parameter.
     data_format : {"NHWC", "NCHW"}, default="NHWC"
@@ -119,7 +212,7 @@ class Conv2D(Layer):
         self.filters = check_int(filters, name="filters", min_value=1, noun="int")
         self.kernel_size = check_int(kernel_size, name="kernel_size", min_value=1, noun="int")
         self.stride = check_int(stride, name="stride", min_value=1, noun="int")
-        self.padding = check_int(padding, name="padding", min_value=0, noun="int")
+        self.padding = check_padding(padding)
         self.activation = check_activation(activation)
         self.use_bias = check_bool(use_bias, name="use_bias")
         self.data_format = check_choice(data_format, name="data_format", choices=DATA_FORMATS)
@@ -129,8 +222,8 @@ class Conv2D(Layer):
             "filters": self.filters,
             "kernel_size": self.kernel_size,
             "stride": self.stride,
-            "padding": self.padding,
-            "activation": self.activation,
+            "padding": padding_config(self.padding),
+            "activation": activation_config(self.activation),
             "use_bias": self.use_bias,
             "data_format": self.data_format,
             "name": self.name,
@@ -141,10 +234,10 @@ class Conv2D(Layer):
     def check_input_shape(self, input_shape):
         h, w, _ = spatial_shape(input_shape, self.data_format)
         k = self.kernel_size
-        if h + 2 * self.padding < k or w + 2 * self.padding < k:
+        if padded_output_size(h, w, self.padding, k, self.stride) is None:
             raise ValueError(
                 f"layer {self.name!r}: a {k}x{k} kernel does not fit a {h}x{w} map "
-                f"with padding {self.padding}."
+                f"with {padding_text(self.padding)}."
             )
 
     def parameter_shapes(self, input_shape):
@@ -156,15 +249,17 @@ class Conv2D(Layer):
         return shapes
 
     def output_shape(self, input_shape):
+        self.check_input_shape(input_shape)
         h, w, _ = spatial_shape(input_shape, self.data_format)
-        ho = conv_output_size(h, self.kernel_size, self.stride, self.padding)
-        wo = conv_output_size(w, self.kernel_size, self.stride, self.padding)
+        ho, wo = padded_output_size(h, w, self.padding, self.kernel_size, self.stride)
         return in_layout(ho, wo, self.filters, self.data_format)
 
     def forward(self, x, params, *, xp, backend):
         x = to_nhwc(x, self.data_format, xp=xp)
+        h, w = (int(s) for s in x.shape[1:3])
+        pads = pad_amounts(self.padding, h, w, self.kernel_size, self.stride)
         out = conv2d(
-            x, params["weight"], params.get("bias"), stride=self.stride, padding=self.padding, xp=xp
+            x, params["weight"], params.get("bias"), stride=self.stride, padding=pads, xp=xp
         )
         out = apply_activation(out, self.activation, xp=xp)
         return from_nhwc(out, self.data_format, xp=xp)

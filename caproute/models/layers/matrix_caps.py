@@ -8,17 +8,23 @@ activation of shape (batch, H, W, n_types).
 from __future__ import annotations
 
 import math
+import numbers
 
 from ..._backend import adopt, device, select_impl
 from ..._lib.patches import patches
-from ..._lib.validation import check_choice, check_int
+from ..._lib.validation import check_bool, check_choice, check_int, check_scalar, is_sequence
 from ...routing._options import (
-    DEFAULT_EM_EPS as DEFAULT_EPS,
+    COMPETITION_INITS,
+    DEFAULT_MIN_VAR,
+    apply_last_inverse_temperature,
+    broadcast_param,
+    changed_em_variant,
+    check_em_options,
+    check_em_variant,
+    check_last_inverse_temperature,
 )
 from ...routing._options import (
-    DEFAULT_MIN_VAR,
-    broadcast_param,
-    check_em_options,
+    DEFAULT_EM_EPS as DEFAULT_EPS,
 )
 from ...routing.em_routing import em_routing
 from .activations import apply_activation
@@ -26,7 +32,22 @@ from .base import Layer, conv_output_size
 from .conv import DATA_FORMATS, conv2d, spatial_shape, to_nhwc
 
 COMPETITION = ("position", "all")
+WEIGHT_LAYOUTS = ("caproute", "transposed")
+COORDINATE_GRIDS = ("centre", "centre_signed", "index", "explicit")
+DEFAULT_COORDINATE_ENTRIES = (3, 7)
 POSE = 16
+
+# Keyword arguments of the EM layers that select EM-routing variants (see caproute.em_routing),
+# with their defaults; matrix_capsnet passes them on.
+EM_VARIANT_ARGS = {
+    "pose_momentum": None,
+    "e_step_log_var_weight": 0.5,
+    "e_step_norm": "softmax",
+    "mass_floor": "max",
+    "cost_log_var": "half_log_var",
+    "renormalize_assignments": False,
+    "last_inverse_temperature": "schedule",
+}
 
 
 def _check_map(input_shape, name):
@@ -46,15 +67,28 @@ def _check_map(input_shape, name):
 class _EMOptions:
     """Routing options shared by the two EM layers."""
 
-    def _set_routing(self, n_iter, inverse_temperature, min_var, eps, beta_per_pose):
+    def _set_routing(self, n_iter, inverse_temperature, min_var, eps, beta_per_pose, variants):
         # the routing function's own checks, at construction: no late errors at predict time
         self.n_iter, self._schedule, self.min_var, self.eps = check_em_options(
             n_iter, inverse_temperature, min_var, eps
         )
+        last = check_last_inverse_temperature(
+            variants.pop("last_inverse_temperature"), inverse_temperature
+        )
+        self._schedule = apply_last_inverse_temperature(self._schedule, last, inverse_temperature)
+        self.last_inverse_temperature = last
         if inverse_temperature is not None and not isinstance(inverse_temperature, (int, float)):
             inverse_temperature = [float(v) for v in inverse_temperature]
         self.inverse_temperature = inverse_temperature
-        self.beta_per_pose = bool(beta_per_pose)
+        self.beta_per_pose = check_bool(beta_per_pose, name="beta_per_pose")
+        self._variant = check_em_variant(**variants)
+        for key, value in self._variant.items():
+            setattr(self, key, value)
+
+    def _set_weight_layout(self, weight_layout):
+        self.weight_layout = check_choice(
+            weight_layout, name="weight_layout", choices=WEIGHT_LAYOUTS
+        )
 
     def _routing_config(self):
         return {
@@ -63,6 +97,9 @@ class _EMOptions:
             "min_var": self.min_var,
             "eps": self.eps,
             "beta_per_pose": self.beta_per_pose,
+            **self._variant,
+            "last_inverse_temperature": self.last_inverse_temperature,
+            "weight_layout": self.weight_layout,
         }
 
     def _beta_shapes(self, n_out):
@@ -78,7 +115,9 @@ class _EMOptions:
             inverse_temperature=self.inverse_temperature,
             min_var=self.min_var,
             eps=self.eps,
+            last_inverse_temperature=self.last_inverse_temperature,
             backend=backend,
+            **self._variant,
         )
 
     def _route_all_positions(self, votes, a_in, params, grid, xp, backend):
@@ -92,7 +131,10 @@ class _EMOptions:
         beta_a = broadcast_param(
             params["beta_a"], name="beta_a", like=votes, xp=xp, shapes=[(n_out,)]
         )
-        plan = select_impl("em_routing_all_positions", xp, backend)
+        variant = changed_em_variant(self._variant)
+        if self.competition_init != "all":
+            variant["competition_init"] = self.competition_init
+        plan = select_impl("em_routing_all_positions", xp, backend, options=tuple(variant.items()))
         votes, a_in, beta_u, beta_a = adopt(plan, votes, a_in, beta_u, beta_a)
         return plan.func(
             votes,
@@ -106,6 +148,7 @@ class _EMOptions:
             min_var=self.min_var,
             eps=self.eps,
             xp=plan.xp,
+            **variant,
         )
 
     def initializer_scale(self, name, shape):
@@ -239,11 +282,13 @@ class PrimaryMatrixCaps(Layer):
         return pose, apply_activation(act, "sigmoid", xp=xp)
 
 
-def _matrix_votes(M, W, *, xp):
-    """V = M @ W with M (..., n_in, 16) flattened 4x4 poses and W (n_in, n_out, 4, 4):
-    returns (..., n_in, n_out, 16)."""
+def _matrix_votes(M, W, *, xp, layout="caproute"):
+    """V = M @ W (``layout="caproute"``) or M @ W^T ("transposed") with M (..., n_in, 16)
+    flattened 4x4 poses and W (n_in, n_out, 4, 4): returns (..., n_in, n_out, 16)."""
     lead = tuple(int(s) for s in M.shape[:-1])
     M4 = xp.reshape(M, lead + (1, 4, 4))
+    if layout == "transposed":
+        W = xp.permute_dims(W, (0, 1, 3, 2))
     V = xp.matmul(M4, W)
     return xp.reshape(V, lead + (int(W.shape[1]), POSE))
 
@@ -285,6 +330,21 @@ class ConvMatrixCaps(_EMOptions, Layer):
     beta_per_pose : bool, default=False
         Whether ``beta_u`` has one value per pose entry (out_types, 16) instead of one per
         type (out_types,).
+    competition_init : {"all", "position"}, default="all"
+        With ``competition="all"``: the starting assignments, uniform over every parent a
+        child feeds (``1 / (out_types * fields holding it)``), or ``1 / out_types`` in each
+        receptive field as with ``competition="position"``. Ignored with "position".
+    weight_layout : {"caproute", "transposed"}, default="caproute"
+        How a stored 4x4 transform ``W`` makes a vote from a pose ``M``: ``V = M W``, or
+        ``V = M W^T`` (checkpoints whose code multiplies by the transpose, or stores each
+        transform transposed). The weight's shape is the same.
+    pose_momentum, e_step_log_var_weight, e_step_norm, mass_floor, cost_log_var : optional
+        EM-routing variants of public implementations, with the defaults and meanings of
+        :func:`caproute.em_routing` (the defaults are the paper's routing).
+    renormalize_assignments, last_inverse_temperature : optional
+        As in :func:`caproute.em_routing`.
+        With ``competition="position"`` a "sample" of ``e_step_norm="ratio_sample"``
+        is one output position of one image; with "all" it is one image.
     name : str, default="conv_caps"
         The layer's name, unique in its model.
 
@@ -314,6 +374,15 @@ class ConvMatrixCaps(_EMOptions, Layer):
         min_var=DEFAULT_MIN_VAR,
         eps=DEFAULT_EPS,
         beta_per_pose=False,
+        competition_init="all",
+        weight_layout="caproute",
+        pose_momentum=None,
+        e_step_log_var_weight=0.5,
+        e_step_norm="softmax",
+        mass_floor="max",
+        cost_log_var="half_log_var",
+        renormalize_assignments=False,
+        last_inverse_temperature="schedule",
         name="conv_caps",
     ):
         super().__init__(name=name)
@@ -321,7 +390,20 @@ class ConvMatrixCaps(_EMOptions, Layer):
         self.kernel_size = check_int(kernel_size, name="kernel_size", min_value=1, noun="int")
         self.stride = check_int(stride, name="stride", min_value=1, noun="int")
         self.competition = check_choice(competition, name="competition", choices=COMPETITION)
-        self._set_routing(n_iter, inverse_temperature, min_var, eps, beta_per_pose)
+        self.competition_init = check_choice(
+            competition_init, name="competition_init", choices=COMPETITION_INITS
+        )
+        variants = dict(
+            pose_momentum=pose_momentum,
+            e_step_log_var_weight=e_step_log_var_weight,
+            e_step_norm=e_step_norm,
+            mass_floor=mass_floor,
+            cost_log_var=cost_log_var,
+            renormalize_assignments=renormalize_assignments,
+            last_inverse_temperature=last_inverse_temperature,
+        )
+        self._set_routing(n_iter, inverse_temperature, min_var, eps, beta_per_pose, variants)
+        self._set_weight_layout(weight_layout)
 
     def get_config(self):
         return {
@@ -329,6 +411,7 @@ class ConvMatrixCaps(_EMOptions, Layer):
             "kernel_size": self.kernel_size,
             "stride": self.stride,
             "competition": self.competition,
+            "competition_init": self.competition_init,
             **self._routing_config(),
             "name": self.name,
         }
@@ -361,7 +444,9 @@ class ConvMatrixCaps(_EMOptions, Layer):
         act_p = patches(act, (k, k), self.stride, xp=xp)  # (b, ho, wo, k, k, t_in)
         ho, wo = int(pose_p.shape[1]), int(pose_p.shape[2])
         W = xp.reshape(params["weight"], (n_in, t_out, 4, 4))
-        votes = _matrix_votes(xp.reshape(pose_p, (b * ho * wo, n_in, POSE)), W, xp=xp)
+        votes = _matrix_votes(
+            xp.reshape(pose_p, (b * ho * wo, n_in, POSE)), W, xp=xp, layout=self.weight_layout
+        )
         a_in = xp.reshape(act_p, (b * ho * wo, n_in))
         if self.competition == "position":
             mu, a_out = self._route(votes, a_in, params, backend)
@@ -380,7 +465,9 @@ class ClassMatrixCaps(_EMOptions, Layer):
 
     Coordinate addition: the child at grid position (y, x) of an H x W map adds
     ``(y + 0.5) / H`` and ``(x + 0.5) / W`` -- its receptive field's centre, scaled to [0, 1] --
-    to the first two entries of the last column of its 4x4 vote (flattened entries 3 and 7).
+    to the first two entries of the last column of its 4x4 vote (flattened entries 3 and 7);
+    ``coordinate_grid``, ``coordinate_values`` and ``coordinate_entries`` change the values and
+    the entries.
 
     Parameters: ``weight`` (in_types, n_classes, 4, 4), ``beta_u`` (n_classes,) or
     (n_classes, 16), ``beta_a`` (n_classes,).
@@ -404,6 +491,27 @@ class ClassMatrixCaps(_EMOptions, Layer):
         As in :class:`ConvMatrixCaps`.
     beta_per_pose : bool, default=False
         As in :class:`ConvMatrixCaps`.
+    coordinate_grid : {"centre", "centre_signed", "index", "explicit"}, default="centre"
+        The values added for row ``y`` (and likewise column ``x``): "centre", the receptive
+        field's centre scaled to [0, 1], ``(y + 0.5) / H``; "centre_signed", the centre mapped
+        to [-1, 1], ``(2 y + 1) / H - 1``; "index", ``y / H`` (the common PyTorch port);
+        "explicit", the values of ``coordinate_values``.
+    coordinate_values : pair of sequences of float, optional
+        With ``coordinate_grid="explicit"`` only: ``(ys, xs)``, one value per row and one per
+        column of the input map (checked against the map when the model is built).
+    coordinate_entries : pair of int, default=(3, 7)
+        The flat (row-major) entries of the 4x4 vote that receive the row and the column
+        value: (3, 7) is the first two entries of the last column (the paper); the common
+        PyTorch port uses (0, 1).
+    weight_layout : {"caproute", "transposed"}, default="caproute"
+        How a stored 4x4 transform ``W`` makes a vote from a pose ``M``: ``V = M W``, or
+        ``V = M W^T`` (checkpoints whose code multiplies by the transpose, or stores each
+        transform transposed). The weight's shape is the same.
+    pose_momentum, e_step_log_var_weight, e_step_norm, mass_floor, cost_log_var : optional
+        EM-routing variants of public implementations, with the defaults and meanings of
+        :func:`caproute.em_routing` (the defaults are the paper's routing).
+    renormalize_assignments, last_inverse_temperature : optional
+        As in :func:`caproute.em_routing`.
     name : str, default="class_caps"
         The layer's name, unique in its model.
 
@@ -430,23 +538,59 @@ class ClassMatrixCaps(_EMOptions, Layer):
         min_var=DEFAULT_MIN_VAR,
         eps=DEFAULT_EPS,
         beta_per_pose=False,
+        coordinate_grid="centre",
+        coordinate_values=None,
+        coordinate_entries=DEFAULT_COORDINATE_ENTRIES,
+        weight_layout="caproute",
+        pose_momentum=None,
+        e_step_log_var_weight=0.5,
+        e_step_norm="softmax",
+        mass_floor="max",
+        cost_log_var="half_log_var",
+        renormalize_assignments=False,
+        last_inverse_temperature="schedule",
         name="class_caps",
     ):
         super().__init__(name=name)
         self.n_classes = check_int(n_classes, name="n_classes", min_value=1, noun="int")
-        self.coordinate_addition = bool(coordinate_addition)
-        self._set_routing(n_iter, inverse_temperature, min_var, eps, beta_per_pose)
+        self.coordinate_addition = check_bool(coordinate_addition, name="coordinate_addition")
+        self.coordinate_grid = check_choice(
+            coordinate_grid, name="coordinate_grid", choices=COORDINATE_GRIDS
+        )
+        self.coordinate_values = _check_coordinate_values(coordinate_values, self.coordinate_grid)
+        self.coordinate_entries = _check_coordinate_entries(coordinate_entries)
+        variants = dict(
+            pose_momentum=pose_momentum,
+            e_step_log_var_weight=e_step_log_var_weight,
+            e_step_norm=e_step_norm,
+            mass_floor=mass_floor,
+            cost_log_var=cost_log_var,
+            renormalize_assignments=renormalize_assignments,
+            last_inverse_temperature=last_inverse_temperature,
+        )
+        self._set_routing(n_iter, inverse_temperature, min_var, eps, beta_per_pose, variants)
+        self._set_weight_layout(weight_layout)
 
     def get_config(self):
         return {
             "n_classes": self.n_classes,
             "coordinate_addition": self.coordinate_addition,
+            "coordinate_grid": self.coordinate_grid,
+            "coordinate_values": self.coordinate_values,
+            "coordinate_entries": list(self.coordinate_entries),
             **self._routing_config(),
             "name": self.name,
         }
 
     def check_input_shape(self, input_shape):
-        _check_map(input_shape, self.name)
+        h, w, _ = _check_map(input_shape, self.name)
+        if self.coordinate_values is not None:
+            ys, xs = self.coordinate_values
+            if (len(ys), len(xs)) != (h, w):
+                raise ValueError(
+                    f"layer {self.name!r}: `coordinate_values` holds {len(ys)} row and "
+                    f"{len(xs)} column values; its {h}x{w} input map needs {h} and {w}."
+                )
 
     def parameter_shapes(self, input_shape):
         _, _, t_in = _check_map(input_shape, self.name)
@@ -458,19 +602,88 @@ class ClassMatrixCaps(_EMOptions, Layer):
     def forward(self, x, params, *, xp, backend):
         pose, act = x
         b, h, w, t_in = (int(s) for s in act.shape)
-        votes = _matrix_votes(pose, params["weight"], xp=xp)  # (b, h, w, t_in, n_cls, 16)
+        # (b, h, w, t_in, n_cls, 16)
+        votes = _matrix_votes(pose, params["weight"], xp=xp, layout=self.weight_layout)
         if self.coordinate_addition:
-            votes = votes + coordinate_offsets(h, w, dtype=votes.dtype, device=device(votes), xp=xp)
+            votes = votes + coordinate_offsets(
+                h,
+                w,
+                dtype=votes.dtype,
+                device=device(votes),
+                xp=xp,
+                grid=self.coordinate_grid,
+                values=self.coordinate_values,
+                entries=self.coordinate_entries,
+            )
         votes = xp.reshape(votes, (b, h * w * t_in, self.n_classes, POSE))
         return self._route(votes, xp.reshape(act, (b, h * w * t_in)), params, backend)
 
 
-def coordinate_offsets(h, w, *, dtype, device, xp):
-    """(h, w, 1, 1, 16) offsets: (y + 0.5) / h at entry 3 and (x + 0.5) / w at entry 7."""
-    ys = (xp.arange(h, dtype=dtype, device=device) + 0.5) / h
-    xs = (xp.arange(w, dtype=dtype, device=device) + 0.5) / w
+def coordinate_offsets(
+    h, w, *, dtype, device, xp, grid="centre", values=None, entries=DEFAULT_COORDINATE_ENTRIES
+):
+    """(h, w, 1, 1, 16) offsets: the row value of each grid position at flat entry
+    ``entries[0]``, the column value at ``entries[1]``. ``grid``: "centre" ((y + 0.5) / h),
+    "centre_signed" ((2 y + 1) / h - 1), "index" (y / h) or "explicit" (``values = (ys, xs)``)."""
+    if grid == "explicit":
+        ys = xp.asarray(values[0], dtype=dtype, device=device)
+        xs = xp.asarray(values[1], dtype=dtype, device=device)
+    elif grid == "index":
+        ys = xp.arange(h, dtype=dtype, device=device) / h
+        xs = xp.arange(w, dtype=dtype, device=device) / w
+    elif grid == "centre_signed":
+        ys = (2.0 * xp.arange(h, dtype=dtype, device=device) + 1.0) / h - 1.0
+        xs = (2.0 * xp.arange(w, dtype=dtype, device=device) + 1.0) / w - 1.0
+    else:
+        ys = (xp.arange(h, dtype=dtype, device=device) + 0.5) / h
+        xs = (xp.arange(w, dtype=dtype, device=device) + 0.5) / w
     onehot = xp.arange(POSE, device=device)
-    e3 = xp.astype(onehot == 3, dtype)
-    e7 = xp.astype(onehot == 7, dtype)
-    out = (xp.reshape(ys, (h, 1, 1)) * e3) + (xp.reshape(xs, (1, w, 1)) * e7)  # (h, w, 16)
+    e_row = xp.astype(onehot == entries[0], dtype)
+    e_col = xp.astype(onehot == entries[1], dtype)
+    out = (xp.reshape(ys, (h, 1, 1)) * e_row) + (xp.reshape(xs, (1, w, 1)) * e_col)  # (h, w, 16)
     return xp.reshape(out, (h, w, 1, 1, POSE))
+
+
+def _check_coordinate_values(values, grid):
+    """None (for the computed grids), or for "explicit" a pair (ys, xs) of sequences of finite
+    real numbers, returned as two lists of floats."""
+    if grid != "explicit":
+        if values is not None:
+            raise ValueError(
+                f"`coordinate_values` is used only with coordinate_grid='explicit'; got "
+                f"coordinate_grid={grid!r} and values. Pass coordinate_grid='explicit', or drop "
+                "coordinate_values."
+            )
+        return None
+    expect = (
+        "`coordinate_values` (with coordinate_grid='explicit') must be a pair (ys, xs): the "
+        "row values, one per row of the input map, and the column values, one per column"
+    )
+    if not is_sequence(values) or len(values) != 2:
+        raise ValueError(f"{expect}; got {values!r}.")
+    out = []
+    for which, seq in zip(("ys", "xs"), values, strict=True):
+        if not is_sequence(seq) or len(seq) == 0:
+            raise ValueError(f"{expect}; {which} is {seq!r}.")
+        out.append(
+            [check_scalar(v, name=f"coordinate_values ({which}[{k}])") for k, v in enumerate(seq)]
+        )
+    return out
+
+
+def _check_coordinate_entries(entries):
+    """Two distinct flat indices in [0, 15] of the 4x4 vote, as a tuple."""
+    expect = (
+        "`coordinate_entries` must be two distinct flat indices in [0, 15] of the row-major 4x4 "
+        "vote (the entry that receives the row offset, then the column offset)"
+    )
+    if (
+        not is_sequence(entries)
+        or len(entries) != 2
+        or not all(isinstance(e, numbers.Integral) and not isinstance(e, bool) for e in entries)
+    ):
+        raise ValueError(f"{expect}; got {entries!r}.")
+    entries = (int(entries[0]), int(entries[1]))
+    if not all(0 <= e < POSE for e in entries) or entries[0] == entries[1]:
+        raise ValueError(f"{expect}; got {list(entries)}.")
+    return entries
