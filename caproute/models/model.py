@@ -760,7 +760,7 @@ class Model:
                 scale=scale,
             )
         self._require_weights()
-        batch_size, scale = _check_predict_options(batch_size, dtype, scale)
+        batch_size, dtype, scale = _check_predict_options(batch_size, dtype, scale)
         images = _as_input_array(images, name="images")
         xp = array_namespace(images)
         backend, xp, move = resolve_backend(xp, backend)
@@ -869,7 +869,7 @@ class Model:
         """The lazy result of ``method`` for a Dask array of images: everything that needs no
         pixel value is checked now, the rest by ``method`` on each block when computed."""
         self._require_weights()
-        batch_size, scale = _check_predict_options(batch_size, dtype, scale)
+        batch_size, dtype, scale = _check_predict_options(batch_size, dtype, scale)
         if progress:
             raise ValueError(
                 "`progress` is not available for a Dask array of `images`: use Dask's progress "
@@ -1107,13 +1107,24 @@ class ModelOverflowError(ValueError):
 
 def _check_predict_options(batch_size, dtype, scale):
     """Check predict_scores' ``batch_size``, ``dtype`` and ``scale``; return the batch size as
-    an int and the scale as a float or None."""
+    an int, the dtype's name ('float32' or 'float64') and the scale as a float or None.
+
+    ``dtype`` may be the name or a NumPy dtype or type (``np.float32``), as NumPy users pass it.
+    """
     batch_size = check_int(batch_size, name="batch_size", min_value=1)
-    if dtype not in FLOAT_DTYPES:
+    name = dtype
+    if dtype is None:  # np.dtype(None) would read it as float64
+        name = None
+    elif not isinstance(dtype, str):
+        try:
+            name = np.dtype(dtype).name
+        except TypeError:  # not a dtype NumPy knows
+            name = None
+    if name not in FLOAT_DTYPES:
         raise ValueError(f"`dtype` must be 'float32' or 'float64'; got {dtype!r}.")
     if scale is not None:
         scale = check_scalar(scale, name="scale", low=0, low_inclusive=False)
-    return batch_size, scale
+    return batch_size, name, scale
 
 
 def parse_input_range(value, *, name):

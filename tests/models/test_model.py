@@ -145,6 +145,9 @@ def test_model_without_weights():
             ValueError,
             "`dtype` must be 'float32' or 'float64'",
         ),
+        (np.zeros((1, 28, 28)), {"dtype": None}, ValueError, "`dtype` must be 'float32' or"),
+        (np.zeros((1, 28, 28)), {"dtype": np.int32}, ValueError, "`dtype` must be 'float32' or"),
+        (np.zeros((1, 28, 28)), {"dtype": "f4x"}, ValueError, "`dtype` must be 'float32' or"),
         (
             np.zeros((1, 28, 28)),
             {"batch_size": 0},
@@ -164,6 +167,16 @@ def test_model_without_weights():
 def test_bad_images(small_capsnet, images, kwargs, exc, match):
     with pytest.raises(exc, match=match):
         small_capsnet.predict(images, **kwargs)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_dtype_given_as_numpy_type(small_capsnet, dtype):
+    images = np.random.default_rng(0).integers(0, 256, size=(3, 28, 28), dtype=np.uint8)
+    by_name = small_capsnet.predict_scores(images, dtype=dtype)
+    for given in (getattr(np, dtype), np.dtype(dtype)):
+        scores = small_capsnet.predict_scores(images, dtype=given)
+        assert scores.dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(scores, by_name)
 
 
 def test_cupy_backend_without_gpu_raises_clearly(small_capsnet):
