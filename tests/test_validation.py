@@ -180,7 +180,12 @@ def test_squash_eps_zero_in_a_saved_description_is_rejected_on_rebuild():
         (
             lambda: models.Conv2D(2, 3, padding=-1),
             ValueError,
-            "`padding` must be an int >= 0; got -1.",
+            (
+                '`padding` must be an int >= 0 (zeros on every side), "valid" (none), "same" '
+                "(TensorFlow/Keras: the output has ceil(size / stride) positions, the odd zero "
+                "after), a pair (rows, columns) of ints, or a pair of pairs ((top, bottom), "
+                "(left, right)); got -1."
+            ),
         ),
         (
             lambda: models.Conv2D(2, 3, use_bias="no"),
@@ -198,11 +203,12 @@ def test_squash_eps_zero_in_a_saved_description_is_rejected_on_rebuild():
             "`order` must be one of 'type-major', 'position-major'; got 'row-major'.",
         ),
         (
-            lambda: models.Activation("gelu"),
+            lambda: models.Activation("hard_sigmoid"),
             ValueError,
             (
-                "`activation` must be one of 'linear', 'relu', 'sigmoid', 'tanh', 'elu', 'softplus', "
-                "None; got 'gelu'."
+                "`activation` must be one of 'linear', 'relu', 'sigmoid', 'tanh', 'elu', 'selu', "
+                "'softplus', 'gelu', 'gelu_tanh', 'swish', 'silu', 'leaky_relu', None, or a dict "
+                "such as {'name': 'leaky_relu', 'negative_slope': 0.3}; got 'hard_sigmoid'."
             ),
         ),
     ],
