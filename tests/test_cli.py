@@ -712,6 +712,11 @@ def test_info_prints_capability_table(capsys):
     assert status == 0
     for op in ("dynamic_routing", "em_routing", "squash"):
         assert op in out
+    # the columns line up whatever the operation names' lengths
+    lines = out.split("capability table")[1].split("\n\n")[0].splitlines()[1:]
+    header, rows = lines[0], lines[1:]
+    assert "em_routing_all_positions" in out and len(rows) >= 5
+    assert {len(row) for row in rows} == {len(header)}
 
 
 def test_demo_says_what_it_does_before_the_wait():

@@ -340,10 +340,11 @@ def run_info(args, out):
     out.print(f"numba:   {numba_version if numba_ok else 'not installed'}")
     out.print(f"cupy:    {'usable' if cupy is not None else reason}")
     out.print("\ncapability table (which implementations each operation has):")
-    out.print(f"  {'operation':<20} {'reference':>9} {'numba':>6} {'cupy':>5}")
+    width = max([len("operation"), *(len(op) for op in table)])
+    out.print(f"  {'operation':<{width}} {'reference':>9} {'numba':>6} {'cupy':>5}")
     for op, impls in sorted(table.items()):
         marks = ["yes" if impls[k] else "-" for k in ("reference", "numba", "cupy")]
-        out.print(f"  {op:<20} {marks[0]:>9} {marks[1]:>6} {marks[2]:>5}")
+        out.print(f"  {op:<{width}} {marks[0]:>9} {marks[1]:>6} {marks[2]:>5}")
     from .._backend.dispatch import option_fallbacks
 
     fallbacks = option_fallbacks()
