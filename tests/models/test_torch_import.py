@@ -99,11 +99,75 @@ def test_layouts_are_found_from_the_tensor_names():
         "matrix_paper_gelu": "matrix-em",
         "matrix_ratio_batch_selu": "matrix-em",
         "matrix_ratio_sample_tanh": "matrix-em",
+        "matrix_all_gelu_tanh": "matrix-em",
+        "matrix_all_position_sigmoid": "matrix-em",
+        "matrix_all_sample_softplus": "matrix-em",
     }
     # the decoder is dropped, and said so
     info = _load("gram_ai_relu").metadata["import"]
     assert info["dropped"] == ["decoder.0.bias", "decoder.0.weight", "decoder.2.bias", "decoder.2.weight"]  # fmt: skip
     assert any("dropped 4 tensors" in n for n in info["notes"])
+
+
+def _largest_gap(model, ref):
+    """The largest relative gap (to the layer's largest magnitude) over every layer output."""
+    gaps = []
+    for name, value in model.forward(ref["input"], return_all=True).items():
+        parts = (
+            {f"layer/{name}/pose": value[0], f"layer/{name}/activation": value[1]}
+            if isinstance(value, tuple)
+            else {f"layer/{name}": value}
+        )
+        for key, got in parts.items():
+            gaps.append(float(np.max(np.abs(got - ref[key])) / np.max(np.abs(ref[key]))))
+    return max(gaps)
+
+
+COMPETITION_ALL = ["matrix_all_gelu_tanh", "matrix_all_position_sigmoid", "matrix_all_sample_softplus"]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", COMPETITION_ALL)
+def test_competition_all_fixtures_use_their_activation_and_options(name):
+    model = _load(name)
+    hints = MANIFEST[name]["hints"]
+    assert model.layers[0].get_config()["activation"] == hints["activation"]
+    options = hints["em_options"]
+    for layer in model.layers[2:4]:  # conv_caps1, conv_caps2
+        config = layer.get_config()
+        assert config["competition"] == "all"
+        assert config["competition_init"] == options["competition_init"]
+    assert model.layers[-1].get_config()["eps"] == options.get("eps", 1e-8)
+    assert _largest_gap(model, _outputs(name)) < 1e-4
+    # caproute's defaults (EM_PRESETS["paper"]) give other numbers: the options matter
+    assert _largest_gap(_load(name, em_options="paper"), _outputs(name)) > 1e-2
+
+
+@pytest.mark.parametrize(
+    ("name", "change"),
+    [
+        ("matrix_all_gelu_tanh", {"competition": "position"}),
+        ("matrix_all_gelu_tanh", {"competition_init": "position"}),
+        ("matrix_all_gelu_tanh", {"mass_floor": "add"}),
+        ("matrix_all_gelu_tanh", {"cost_log_var": "half_log_var"}),
+        ("matrix_all_gelu_tanh", {"last_inverse_temperature": "schedule"}),
+        ("matrix_all_position_sigmoid", {"competition": "position"}),
+        ("matrix_all_position_sigmoid", {"competition_init": "all"}),
+        ("matrix_all_position_sigmoid", {"mass_floor": "max"}),
+        ("matrix_all_position_sigmoid", {"pose_momentum": None}),
+        ("matrix_all_position_sigmoid", {"e_step_log_var_weight": 1.0}),
+        ("matrix_all_position_sigmoid", {"e_step_norm": "softmax"}),
+        ("matrix_all_sample_softplus", {"competition_init": "position"}),
+        ("matrix_all_sample_softplus", {"e_step_norm": "ratio_child"}),
+        ("matrix_all_sample_softplus", {"e_step_norm": "ratio_batch"}),
+        ("matrix_all_sample_softplus", {"renormalize_assignments": False}),
+        ("matrix_all_sample_softplus", {"last_inverse_temperature": "schedule"}),
+    ],
+)
+def test_each_em_option_of_a_competition_all_fixture_matters(name, change):
+    # one option changed from what PyTorch computed: no longer within the 1e-4 of a match
+    # (the smallest effect, ratio_child vs softmax, is ~3e-3)
+    options = {**MANIFEST[name]["hints"]["em_options"], **change}
+    assert _largest_gap(_load(name, em_options=options), _outputs(name)) > 1e-3
 
 
 def test_a_pytorch_checkpoint_loads_through_the_safe_conversion():
