@@ -9,9 +9,16 @@ time is compilation or cache loading, not compute):
   so the repository's own ``__pycache__`` caches are not used);
 - warm: a second fresh process with the same ``NUMBA_CACHE_DIR``, filled by the cold one.
 
-``import caproute`` is timed apart (it includes the subpackage the operation lives in, e.g.
-``caproute.mixture``); input preparation (and loading the shipped model's weights) is not
-timed. Every number is the median of --repeat pairs of runs, each pair with its own new cache
+Apart from the call: ``import caproute`` (NumPy included) and the import of the module the
+operation lives in on top of it (``caproute.mixture`` and ``caproute.cluster`` import
+scikit-learn); "warm total" is that import plus the warm first call, what a script pays after
+``import caproute``. Input preparation (and loading the shipped model's weights) is not timed.
+Compilations are counted with ``caproute.kernels.numba.compile_hooks`` (Numba's compile event,
+never sent for a cache load): a warm run must show none. The last lines split one warm first
+call (``squash``) into Numba's import, Numba's target context (its registries, with the BLAS
+check that imports SciPy) and the rest (loading the cached code, running it).
+
+Every number is the median of --repeat pairs of runs, each pair with its own new cache
 directory. Not a test: run it by hand.
 
     python benchmarks/bench_first_call.py
@@ -59,6 +66,13 @@ OPERATIONS = {
         "X = rng.standard_normal((300, 3))",
         "GaussianMixture(3, covariance_type='full', random_state=0).fit(X)",
     ),
+    "GaussianMixture(covariance_type='full').predict": (
+        "from caproute.mixture import GaussianMixture",
+        "X = rng.standard_normal((300, 3))\n"
+        "gm = GaussianMixture(3, covariance_type='full', random_state=0, backend='numpy').fit(X)\n"
+        "gm.set_params(backend=None)",
+        "gm.predict(X)",
+    ),
     "GaussianMixture(covariance_type='diag').fit": (
         "from caproute.mixture import GaussianMixture",
         "X = rng.standard_normal((300, 3))",
@@ -95,37 +109,54 @@ CHILD = """\
 import time
 t0 = time.perf_counter()
 import caproute
-{imports}
 t1 = time.perf_counter()
-import json, sys
+{imports}
+t2 = time.perf_counter()
+import json
 import numpy as np
+from caproute.kernels.numba import compile_hooks
 rng = np.random.default_rng(0)
 {setup}
-t2 = time.perf_counter()
-{call}
+compiled = []
+compile_hooks.append(compiled.append)
 t3 = time.perf_counter()
-hits = misses = 0
-for name, module in list(sys.modules.items()):
-    if name.startswith("caproute.kernels.numba."):
-        for obj in vars(module).values():
-            stats = getattr(obj, "stats", None)
-            if hasattr(stats, "cache_hits"):
-                hits += sum(stats.cache_hits.values())
-                misses += sum(stats.cache_misses.values())
-print(json.dumps(dict(import_s=t1 - t0, call_s=t3 - t2, hits=hits, misses=misses)))
+{call}
+t4 = time.perf_counter()
+print(json.dumps(dict(import_s=t1 - t0, module_s=t2 - t1, call_s=t4 - t3,
+                      compiled=len(compiled))))
+"""
+
+# one warm first call taken apart (run after the cold and warm squash pair, same cache)
+SPLIT = """\
+import time, json
+import numpy as np
+import caproute
+x = np.random.default_rng(0).standard_normal((4, 10, 8))
+t0 = time.perf_counter()
+import numba
+t1 = time.perf_counter()
+from numba.core.registry import cpu_target
+cpu_target.target_context.refresh()
+t2 = time.perf_counter()
+caproute.squash(x)
+t3 = time.perf_counter()
+print(json.dumps(dict(numba_s=t1 - t0, context_s=t2 - t1, rest_s=t3 - t2)))
 """
 
 
-def run_child(op, cache_dir):
-    imports, setup, call = OPERATIONS[op]
-    code = CHILD.format(imports=imports, setup=setup, call=call)
+def run_child(code, cache_dir):
     env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
     )
     if out.returncode != 0:
-        raise RuntimeError(f"{op} failed:\n{out.stderr}")
+        raise RuntimeError(f"child failed:\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def op_code(op):
+    imports, setup, call = OPERATIONS[op]
+    return CHILD.format(imports=imports, setup=setup, call=call)
 
 
 def main():
@@ -144,29 +175,53 @@ def main():
         f"median of {args.repeat}",
         file=sys.stderr,
     )
-    rows, warm_misses = [], {}
+    rows, split, warm_compiled = [], [], {}
     for op in ops:
         cold, warm = [], []
         for _ in range(args.repeat):
             with tempfile.TemporaryDirectory(prefix="caproute-numba-cache-") as cache_dir:
-                cold.append(run_child(op, cache_dir))
-                warm.append(run_child(op, cache_dir))
+                cold.append(run_child(op_code(op), cache_dir))
+                warm.append(run_child(op_code(op), cache_dir))
+                if op == "caproute.squash":
+                    split.append(run_child(SPLIT, cache_dir))
         med = lambda runs, key: statistics.median(r[key] for r in runs)  # noqa: E731
-        rows.append((op, med(cold, "call_s"), med(warm, "call_s"), med(cold + warm, "import_s")))
-        warm_misses[op] = max(r["misses"] for r in warm)
-        print(f"  {op}: cold {rows[-1][1]:.2f} s, warm {rows[-1][2]:.2f} s", file=sys.stderr)
+        both = cold + warm
+        total = statistics.median(r["module_s"] + r["call_s"] for r in warm)
+        rows.append(
+            (
+                op,
+                med(both, "import_s"),
+                med(both, "module_s"),
+                med(cold, "call_s"),
+                med(warm, "call_s"),
+                total,
+                med(cold, "compiled"),
+            )
+        )
+        warm_compiled[op] = max(r["compiled"] for r in warm)
+        print(f"  {op}: cold {rows[-1][3]:.2f} s, warm {rows[-1][4]:.2f} s", file=sys.stderr)
 
-    print("| operation | cold first call (s) | warm first call (s) | import caproute (s) |")
-    print("|---|---:|---:|---:|")
-    for op, c, w, i in rows:
-        print(f"| `{op}` | {c:.2f} | {w:.2f} | {i:.2f} |")
-    compiled = {op: n for op, n in warm_misses.items() if n}
+    print(
+        "| operation | import caproute (s) | + its module (s) | cold first call (s) "
+        "| warm first call (s) | warm total (s) | compiled (cold) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for op, imp, mod, c, w, t, n in rows:
+        print(f"| `{op}` | {imp:.2f} | {mod:.2f} | {c:.2f} | {w:.2f} | {t:.2f} | {n:.0f} |")
+    compiled = {op: n for op, n in warm_compiled.items() if n}
     print()
     print(
-        "Warm runs compiled nothing (every kernel signature loaded from the cache)."
+        "Warm runs compiled nothing (every kernel loaded from the cache)."
         if not compiled
-        else f"Warm runs still compiled kernels (cache misses): {compiled}"
+        else f"Warm runs still compiled kernels: {compiled}"
     )
+    if split:
+        parts = {k: statistics.median(r[k] for r in split) for k in split[0]}
+        print(
+            f"A warm first call (squash), taken apart: import numba {parts['numba_s']:.2f} s, "
+            f"Numba's target context {parts['context_s']:.2f} s, loading the cached kernel "
+            f"and running it {parts['rest_s']:.2f} s."
+        )
 
 
 if __name__ == "__main__":

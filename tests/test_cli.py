@@ -7,6 +7,7 @@ import gzip
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 
@@ -27,13 +28,14 @@ def pillow():
 MODEL = "capsnet-fashion-mnist"
 
 
-def caproute(*args, cwd=None):
+def caproute(*args, cwd=None, env=None):
     """Run ``python -m caproute ARGS``; the completed process (text)."""
     return subprocess.run(
         [sys.executable, "-m", "caproute", *map(str, args)],
         capture_output=True,
         text=True,
         cwd=cwd,
+        env=env,
         timeout=300,
     )
 
@@ -423,6 +425,21 @@ def test_cluster_a_csv(files):
     assert adjusted_rand_score(truth, labels) == 1.0
     for size in np.bincount(labels):
         assert f"{size:>8}  {size / 120:>7.1%}" in proc.stdout
+
+
+def test_cluster_says_when_it_compiles(files, tmp_path):
+    """A fresh Numba cache: the fit compiles its kernels and says so once, on stderr."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    args = ("cluster", "points.npy", "--method", "dynamic", "--n-clusters", 3, "--seed", 1)
+    cold = caproute(*args, cwd=files, env=env)
+    assert cold.returncode == 0, cold.stderr
+    assert cold.stderr.count("caproute: compiling kernels (first run only") == 1
+    warm = caproute(*args, cwd=files, env=env)
+    assert warm.returncode == 0 and "compiling kernels" not in warm.stderr
+    def timeless(text):
+        return re.sub(r"\d+\.\d+ s\b", "", text)
+
+    assert timeless(warm.stdout) == timeless(cold.stdout)  # the same clusters
 
 
 @pytest.mark.parametrize("method", ["dynamic", "em"])

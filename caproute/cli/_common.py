@@ -9,7 +9,7 @@ import math
 import os
 import sys
 import threading
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from fractions import Fraction
 
 import numpy as np
@@ -71,15 +71,19 @@ class Output:
         return bool(isatty and isatty())
 
     @contextmanager
-    def waiting(self, desc, *, after=1.0):
+    def waiting(self, desc, *, after=1.0, when=None):
         """A block without steps to count: if it lasts more than ``after`` seconds (and
-        progress bars are on), a line on stderr with ``desc`` and the time elapsed."""
+        progress bars are on), a line on stderr with ``desc`` and the time elapsed. With
+        ``when`` (a :class:`threading.Event`), only once that event is set, within the block."""
         if not self.progress_enabled:
             yield
             return
         stop = threading.Event()
 
         def tick():
+            while when is not None and not when.wait(0.1):
+                if stop.is_set():
+                    return
             if stop.wait(after):
                 return
             with self.bar(total=None, desc=desc, bar_format="{desc}: {elapsed}") as bar:
@@ -129,27 +133,26 @@ def to_json(value):
 
 
 FIRST_RUN_NOTICE = (
-    "caproute: preparing the kernels (the first run compiles them, once; later runs load "
-    "them from Numba's cache)..."
+    "caproute: compiling kernels (first run only; later runs load them from Numba's cache)..."
 )
 
 _NOTICED = set()
 
 
+def _say_once(message, stream):
+    if message in _NOTICED:  # one line per process, however many blocks follow
+        return
+    _NOTICED.add(message)
+    stream.write(message + "\n")
+    stream.flush()
+
+
 @contextmanager
 def notice_if_slow(message, *, after=1.0, stream=None):
     """Write ``message`` (one line, to stderr) if the block is still running after ``after``
-    seconds: a first run that compiles kernels says so instead of going silent."""
+    seconds (once per process). Compilation has its own, exact, notice: :func:`compiling_notice`."""
     stream = sys.stderr if stream is None else stream
-
-    def say():
-        if message in _NOTICED:  # one line per process, however many slow blocks follow
-            return
-        _NOTICED.add(message)
-        stream.write(message + "\n")
-        stream.flush()
-
-    timer = threading.Timer(after, say)
+    timer = threading.Timer(after, _say_once, (message, stream))
     timer.daemon = True
     timer.start()
     try:
@@ -160,14 +163,35 @@ def notice_if_slow(message, *, after=1.0, stream=None):
 
 @contextmanager
 def compiling_notice(out, *, notice=True):
-    """A block that may compile kernels: after a second, the first-run notice (once, unless
-    ``notice`` is False) and, when progress bars are on, a timer until the block ends."""
+    """A block that may compile Numba kernels: as soon as Numba starts compiling one of
+    caproute's kernels in it, :data:`FIRST_RUN_NOTICE` on stderr (one line, once per process;
+    not with ``notice=False`` or ``--quiet``) and, when progress bars are on, a timer until the
+    block ends.
+
+    The signal is Numba's own compile event (relayed by ``caproute.kernels.numba.
+    compile_hooks``), never sent when a kernel comes from Numba's on-disk cache: a run with a
+    warm cache says nothing, however long it takes, and a cold one says it at once. Listening
+    costs nothing and imports no Numba (``--backend numpy`` never loads it).
+    """
     if out.quiet:
         yield
         return
-    with notice_if_slow(FIRST_RUN_NOTICE, stream=out.stderr) if notice else nullcontext():
-        with out.waiting("compiling the kernels (first run only)"):
+    from ..kernels import numba as kernels  # the hook list only: no Numba import
+
+    compiling = threading.Event()
+
+    def on_compile(name):
+        if not compiling.is_set():
+            compiling.set()
+            if notice:
+                _say_once(FIRST_RUN_NOTICE, out.stderr)
+
+    kernels.compile_hooks.append(on_compile)
+    try:
+        with out.waiting("compiling the kernels (first run only)", when=compiling):
             yield
+    finally:
+        kernels.compile_hooks.remove(on_compile)
 
 
 # ---------------------------------------------------------------------------- option types

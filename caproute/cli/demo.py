@@ -17,7 +17,7 @@ trained.
 By default the 500 test images bundled with caproute are used; --full uses the
 whole 10,000-image test set (apt-get install dataset-fashion-mnist, or --data
 FOLDER holding the IDX files). The first run compiles the Numba kernels (about
-half a minute, once; they are cached); later runs take a few seconds.
+15 s on two cores, once; they are cached); later runs take a few seconds.
 """
 
 TOY_DESCRIPTION = """\
@@ -135,7 +135,7 @@ def run_demo(args, out):
     intro = (
         f"caproute demo: classifying {source} ({n:,} images) with {len(names)} shipped capsule "
         f"network{'s' if len(names) != 1 else ''} ({', '.join(names)}), backend "
-        f"{args.backend!r}. The first run compiles the Numba kernels (about 30 s, once); later "
+        f"{args.backend!r}. The first run compiles the Numba kernels (about 15 s, once); later "
         "runs take a few seconds."
     )
     if out.json_mode:

@@ -15,6 +15,7 @@ from ._common import (
     UsageError,
     WorkError,
     atomic_write,
+    compiling_notice,
     input_file,
     load_npy,
     output_file,
@@ -317,7 +318,8 @@ def _fit(estimator_cls, params, X, out, desc):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             t0 = time.perf_counter()
-            est.fit(X)
+            with compiling_notice(out):
+                est.fit(X)
             seconds = time.perf_counter() - t0
         bar.total = bar.n  # converged early: the bar ends full
         bar.refresh()

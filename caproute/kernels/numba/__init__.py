@@ -15,8 +15,19 @@ order and any ``NUMBA_THREADING_LAYER`` the user set). ``tbb`` and ``omp`` are t
 ``workqueue`` aborts the process when two threads enter parallel regions at once, so under it
 caproute runs its kernel calls one at a time (``_jit.GuardedDispatcher``). Once a parallel
 kernel has run, ``numba.threading_layer()`` says which layer the process uses.
+
+Compilations: ``compile_hooks`` (below) is how code that must not import Numba itself (the
+command line) learns that a kernel is being compiled rather than loaded from the cache.
 """
 
 import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+#: Functions called with a kernel's qualified name (``"caproute.kernels.numba.squash.
+#: _squash_rows"``) when Numba starts compiling one of caproute's jitted functions in this
+#: process -- never when it loads one from its on-disk cache. Append and remove freely: this
+#: module imports no Numba; ``_jit`` (imported with the first kernel) relays Numba's
+#: ``"numba:compile"`` events here. A hook runs in the compiling thread, under Numba's
+#: compiler lock, so it must be quick and must not call jitted code.
+compile_hooks = []

@@ -13,6 +13,15 @@ has started its threading layer (the first parallel region). Then, under ``tbb``
 the kernels become plain Numba dispatchers again (no cost at all from there on); under
 ``workqueue`` they keep the lock, so concurrent kernel calls run one after another, each still
 parallel inside.
+
+**Compilations.** With a warm cache a new process compiles nothing: each kernel's first call
+loads its machine code (a few ms; the fixed cost of that first call is Numba's own import and
+its target context, about 0.25 s on the 2-core machine, see benchmarks/bench_first_call.py).
+When Numba does compile one of caproute's functions (a first run, a new dtype, an edited
+package), it announces it through its event API (``"numba:compile"``, sent for compilations
+only, never for cache loads); this module relays that to the functions in
+``caproute.kernels.numba.compile_hooks``, which the command line uses for its "first run"
+notice without importing Numba itself.
 """
 
 from __future__ import annotations
@@ -22,7 +31,10 @@ import threading
 
 import numba
 from numba import njit
+from numba.core import event
 from numba.core.registry import CPUDispatcher
+
+from . import compile_hooks
 
 
 def _package_stamp():
@@ -33,6 +45,26 @@ def _package_stamp():
 
 
 _PACKAGE_STAMP = _package_stamp()
+
+
+# -- compilations -----------------------------------------------------------------------------
+class _CompileRelay(event.Listener):
+    """Calls every hook in ``compile_hooks`` with the qualified name of a caproute function
+    that Numba starts compiling (``"numba:compile"`` is not sent for cache loads)."""
+
+    def on_start(self, ev):
+        func = getattr((ev.data or {}).get("dispatcher"), "py_func", None)
+        module = getattr(func, "__module__", None) or ""
+        if compile_hooks and module.startswith("caproute."):
+            name = f"{module}.{func.__qualname__}"
+            for hook in tuple(compile_hooks):
+                hook(name)
+
+    def on_end(self, ev):
+        pass
+
+
+event.register("numba:compile", _CompileRelay())
 
 # -- concurrent calls --------------------------------------------------------------------------
 _LOCK = threading.RLock()
