@@ -7,12 +7,24 @@ Two layers, float32, 3 iterations:
 
 Every implementation gets the same inputs; its outputs are checked against caproute's reference
 in the same run; times are medians of --repeat runs after a warm-up, with the same thread count
-for all (--threads). Peak extra memory is the growth of the resident set (VmHWM - VmRSS before
-the call) in a fresh subprocess per implementation, after a warm-up on a small input, so it
-counts what the routing call itself allocates. Not a test: run it by hand.
+for all (--threads). Each row also gives the GFLOP/s of the work the algorithm needs (counted
+below, the same count for every implementation of a row's task) and that as a percentage of
+this machine's float32 GEMM peak, measured in the same run (a NumPy float32 matrix product,
+median of a few). Votes-fused rows are compared with PyTorch computing the votes and routing
+the same way, the others with the fastest PyTorch routing of the given votes. Peak extra memory
+is the growth of the resident set (VmHWM - VmRSS before the call) in a fresh subprocess per
+implementation, after a warm-up on a small input, so it counts what the routing call itself
+allocates (--no-memory skips it). Not a test: run it by hand.
 
     pip install ".[bench]"
     python benchmarks/bench_routing.py --threads 2
+
+FLOPs counted (multiply and add = 2; exponentials, divisions and square roots not counted):
+  dynamic routing, per iteration: s = sum_i c_ij u_ij (2 B n_in n_out dim) and, from the second
+  iteration, the agreement u_ij . v_j (the same); votes-fused adds the votes,
+  2 B n_in n_out dim in_dim.
+  EM routing, per iteration: M-step means (2), centred variances (3), from the second
+  iteration the E-step's Mahalanobis sums (3), each times B n_in n_out pose_dim.
 """
 
 from __future__ import annotations
@@ -85,6 +97,29 @@ def torch_dynamic_matmul(torch, u_hat, n_iter=N_ITER, eps=1e-8):
         if it + 1 < n_iter:
             b = b + torch.matmul(uT, v.unsqueeze(-1)).squeeze(-1)
     return v
+
+
+def torch_votes_routing(torch, u, W, n_iter=N_ITER, eps=1e-8):
+    """Votes and routing in PyTorch, the fastest form found here: the votes as one batched
+    matrix product per child, laid out (batch, n_out, n_in, dim) as the matmul routing reads
+    them, then that routing."""
+    n_in, n_out, dim, in_dim = W.shape
+    V = torch.matmul(u.permute(1, 0, 2), W.reshape(n_in, n_out * dim, in_dim).transpose(1, 2))
+    uT = V.reshape(n_in, -1, n_out, dim).permute(1, 2, 0, 3).contiguous()
+    b = torch.zeros(uT.shape[:3], dtype=u.dtype, device=u.device)
+    for it in range(n_iter):
+        c = torch.softmax(b, dim=1)
+        s = torch.matmul(c.unsqueeze(2), uT).squeeze(2)
+        n2 = (s * s).sum(-1, keepdim=True)
+        v = s * (n2 / ((1 + n2) * torch.sqrt(n2 + eps)))
+        if it + 1 < n_iter:
+            b = b + torch.matmul(uT, v.unsqueeze(-1)).squeeze(-1)
+    return v
+
+
+def torch_votes_einsum_routing(torch, u, W, n_iter=N_ITER):
+    """Votes by einsum (contiguous), then the matmul routing (PyTorch's other natural form)."""
+    return torch_dynamic_matmul(torch, torch.einsum("ijdk,bik->bijd", W, u).contiguous(), n_iter)
 
 
 def torch_em(torch, V, a_in, beta_u, beta_a, lambdas, min_var=5e-4, eps=1e-8):
@@ -183,6 +218,14 @@ def implementations(layer, device):
             to_torch,
             lambda x: done(torch_dynamic_matmul(torch, x["votes"])),
         )
+        impls[f"PyTorch {dev}, votes fused: batched matmul"] = (
+            to_torch,
+            lambda x: done(torch_votes_routing(torch, x["u"], x["W"])),
+        )
+        impls[f"PyTorch {dev}, votes fused: einsum"] = (
+            to_torch,
+            lambda x: done(torch_votes_einsum_routing(torch, x["u"], x["W"])),
+        )
     else:
         impls[f"PyTorch {dev}"] = (
             to_torch,
@@ -238,6 +281,35 @@ def peak_extra(layer, name, device, threads):
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_extra_bytes"]
 
 
+# --------------------------------------------------------------------------- work and peak
+def flops(layer, fused):
+    """FLOPs of one call (see the module's docstring for what is counted)."""
+    cfg = LAYERS[layer]
+    cells = cfg["batch"] * cfg["n_in"] * cfg["n_out"] * cfg["dim"]
+    if layer == "DigitCaps":
+        work = 2 * cells * N_ITER + 2 * cells * (N_ITER - 1)
+        return work + (2 * cells * cfg["in_dim"] if fused else 0)
+    return (2 + 3) * cells * N_ITER + 3 * cells * (N_ITER - 1)
+
+
+def gemm_peak(dtype=np.float32, n=2048, repeat=5):
+    """GFLOP/s of a NumPy (BLAS) n x n matrix product, median of ``repeat``."""
+    rng = np.random.default_rng(0)
+    a = rng.random((n, n)).astype(dtype)
+    b = rng.random((n, n)).astype(dtype)
+    a @ b
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t0)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def _is_fused(name):
+    return "fused" in name
+
+
 # --------------------------------------------------------------------------- main
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -245,6 +317,15 @@ def main(argv=None):
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     parser.add_argument("--layers", nargs="*", default=list(LAYERS))
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        default=None,
+        help="run only implementations whose name has one of these",
+    )
+    parser.add_argument(
+        "--no-memory", action="store_true", help="skip the peak-memory subprocesses (quicker)"
+    )
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -252,9 +333,11 @@ def main(argv=None):
         print(json.dumps(child_memory(layer, name, device, int(threads))))
         return
     set_threads(args.threads)
+    peak = gemm_peak()
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs, threads={args.threads}, "
-        f"device={args.device}, float32, {N_ITER} iterations, median of {args.repeat}"
+        f"device={args.device}, float32, {N_ITER} iterations, median of {args.repeat}; "
+        f"float32 GEMM peak (NumPy matmul, same threads): {peak:.0f} GFLOP/s"
     )
     for layer in args.layers:
         inputs = make_inputs(layer)
@@ -262,7 +345,9 @@ def main(argv=None):
         impls = implementations(layer, args.device)
         ref = None
         rows = []
-        for name, (prepare, run) in impls.items():
+        for i, (name, (prepare, run)) in enumerate(impls.items()):
+            if i > 0 and args.only is not None and not any(k in name for k in args.only):
+                continue  # the first implementation, the reference, always runs
             state = prepare(inputs)
             out = _as_numpy(run(state))  # warm-up, and the output to check
             if ref is None:
@@ -275,9 +360,17 @@ def main(argv=None):
                 t0 = time.perf_counter()
                 run(state)
                 times.append(time.perf_counter() - t0)
-            mem = peak_extra(layer, name, args.device, args.threads)
+            mem = None if args.no_memory else peak_extra(layer, name, args.device, args.threads)
             rows.append((name, statistics.median(times), mem))
-        best_torch = min((t for n, t, _ in rows if n.startswith("PyTorch")), default=None)
+
+        best_torch = {
+            fused: min(
+                (t for n, t, _ in rows if n.startswith("PyTorch") and _is_fused(n) == fused),
+                default=None,
+            )
+            for fused in (False, True)
+        }
+
         ref_time = rows[0][1]
         print(
             f"\n{layer}: votes {inputs['votes'].shape} = {votes_bytes / 2**20:.0f} MiB "
@@ -285,16 +378,19 @@ def main(argv=None):
         )
         print(
             "| implementation | ms per call | x faster than reference "
-            "| x faster than fastest PyTorch | peak extra memory (MiB) | / votes size |"
+            "| x faster than fastest PyTorch (same task) | GFLOP/s | % of float32 peak "
+            "| peak extra memory (MiB) | / votes size |"
         )
-        print("| --- | --- | --- | --- | --- | --- |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
         for name, sec, mem in rows:
-            vs_torch = f"{best_torch / sec:.2f}" if best_torch else "-"
+            peer = best_torch[_is_fused(name)]
+            vs_torch = f"{peer / sec:.2f}" if peer else "-"
+            gflops = flops(layer, _is_fused(name)) / sec / 1e9
             mem_s = "-" if mem is None else f"{mem / 2**20:.0f}"
             ratio = "-" if mem is None else f"{mem / votes_bytes:.2f}"
             print(
-                f"| {name} | {sec * 1e3:.1f} | {ref_time / sec:.1f} | {vs_torch} | {mem_s} "
-                f"| {ratio} |"
+                f"| {name} | {sec * 1e3:.1f} | {ref_time / sec:.1f} | {vs_torch} "
+                f"| {gflops:.1f} | {100 * gflops / peak:.1f} | {mem_s} | {ratio} |"
             )
 
 

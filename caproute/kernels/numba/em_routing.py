@@ -1,20 +1,22 @@
 """Numba kernel for EM routing: one sample per parallel iteration, its votes read from cache
 across all iterations, no (batch, n_in, n_out, pose_dim) temporary.
 
-Per iteration the votes are read twice: once for the E-step fused with the next M-step's means
-(each child's assignments are added to the parents' sums as soon as they are known), once for
-the centred variances (the same two-pass formula as the reference, which keeps float32 exact
-where the one-pass E[V^2] - mu^2 would cancel).
+Each sample's votes are transposed once into a per-call buffer (n_out, pose_dim, n_in), so
+every loop runs over the children and vectorises. Per iteration they are read three times from
+cache: the means, the centred variances (the same two-pass formula as the reference, which
+keeps float32 exact where the one-pass E[V^2] - mu^2 would cancel) and the E-step.
 """
 
 from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 from numba import prange
 
 from ._jit import njit_cached
+from .dynamic_routing import transpose_into
 from .vector_exp import exp_nonpositive
 
 _FAST = {"reassoc", "contract"}  # vectorisable sums; nothing that assumes finite values
@@ -29,46 +31,64 @@ def _log_sigmoid(x):
 
 
 @njit_cached(inline="always", fastmath=_FAST)
-def _accumulate_means(V, R, a, sum_r, mu, i):
-    n_out, dim = mu.shape
+def _mean_sums(Vt, Rt, a, aw, ra, renorm, eps, sum_r, mu):
+    """The M-step's sums from assignments Rt (n_out, n_in): aw (the children's weights, a or
+    a renormalised with R), ra = Rt aw, sum_r[j] = sum_i ra[j, i] and mu[j, h] = sum_i ra[j, i]
+    Vt[j, h, i] (not yet divided). Every loop runs over the children."""
+    n_out, dim, n_in = Vt.shape
+    if renorm:  # aw_i = a_i / (sum_j R_ij a_i + eps)
+        for i in range(n_in):
+            aw[i] = 0.0
+        for j in range(n_out):
+            for i in range(n_in):
+                aw[i] += Rt[j, i] * a[i]
+        for i in range(n_in):
+            aw[i] = a[i] / (aw[i] + eps)
+    else:
+        for i in range(n_in):
+            aw[i] = a[i]
     for j in range(n_out):
-        ra = R[i, j] * a[i]
-        sum_r[j] += ra
+        acc = Rt[j, 0] * aw[0]
+        ra[j, 0] = acc
+        for i in range(1, n_in):
+            r = Rt[j, i] * aw[i]
+            ra[j, i] = r
+            acc += r
+        sum_r[j] = acc
         for h in range(dim):
-            mu[j, h] += ra * V[i, j, h]
-
-
-@njit_cached(inline="always")
-def _renormalised_weight(R, a, eps, aw, i):
-    """``aw[i]`` such that ``R[i, j] aw[i] = R_ij a_i / (sum_k R_ik a_i + eps)``."""
-    total = 0.0
-    for j in range(R.shape[1]):
-        total += R[i, j] * a[i]
-    aw[i] = a[i] / (total + eps)
+            m = ra[j, 0] * Vt[j, h, 0]
+            for i in range(1, n_in):
+                m += ra[j, i] * Vt[j, h, i]
+            mu[j, h] = m
 
 
 @njit_cached(fastmath=_FAST)
-def _em_one(V, a, beta_u, beta_a, lambdas, min_var, eps, R, mu, act, opts):
+def _em_one(V, a, beta_u, beta_a, lambdas, min_var, eps, R, mu, act, opts, bufs):
     """EM-route one sample in place. V (n_in, n_out, D); a (n_in,); R (n_in, n_out) holds the
     starting assignments and ends with those of the last M-step; mu (n_out, D), act (n_out,).
     ``opts`` = (momentum or -1, E-step log-variance weight, ratio E-step?, mass + eps?,
-    cost mode 0/1/2, renormalise R a?) -- the variants of ``caproute.em_routing``."""
+    cost mode 0/1/2, renormalise R a?) -- the variants of ``caproute.em_routing``.
+
+    The votes are first transposed into a per-call buffer Vt (n_out, D, n_in) (590 KB for a
+    ConvCaps position, in L2 for all iterations), the assignments kept as Rt (n_out, n_in):
+    every loop then runs over the children, contiguous, and vectorises -- the E-step's
+    Mahalanobis sums, its softmax over parents (column-wise, with the vectorisable exp) and
+    the M-step's sums -- with no horizontal reductions. ``bufs`` = (Vt, Rt, ra, lp, aw, mx, z),
+    the calling thread's buffers (:func:`_em_buffers`)."""
     momentum, lv_weight, ratio, add_floor, cost_mode, renorm = opts
     has_momentum = momentum >= 0.0
     n_in, n_out, dim = V.shape
     n_iter = lambdas.shape[0]
-    sum_r = np.zeros(n_out, dtype=V.dtype)
-    var = np.empty((n_out, dim), dtype=V.dtype)
-    logit = np.empty(n_out, dtype=V.dtype)
-    const = np.empty(n_out, dtype=V.dtype)
-    log_p = np.empty(n_out, dtype=V.dtype)
-    mu_prev = np.zeros((n_out, dim), dtype=V.dtype)
-    aw = a.copy()  # the children's weights: a, or a renormalised with R (renorm)
-    mu[:, :] = 0.0
-    for i in range(n_in):
-        if renorm:
-            _renormalised_weight(R, a, eps, aw, i)
-        _accumulate_means(V, R, aw, sum_r, mu, i)
+    dt = V.dtype
+    Vt, Rt, ra, lp, aw, mx, z = bufs
+    transpose_into(V.reshape((n_in, n_out * dim)), Vt.reshape((n_out * dim, n_in)))
+    transpose_into(R, Rt)
+    sum_r = np.zeros(n_out, dtype=dt)
+    var = np.empty((n_out, dim), dtype=dt)
+    logit = np.empty(n_out, dtype=dt)
+    const = np.empty(n_out, dtype=dt)
+    mu_prev = np.zeros((n_out, dim), dtype=dt)
+    _mean_sums(Vt, Rt, a, aw, ra, renorm, eps, sum_r, mu)
     for it in range(n_iter):
         # M-step: means (sums already accumulated), centred variances, cost, activation logit
         for j in range(n_out):
@@ -78,13 +98,15 @@ def _em_one(V, a, beta_u, beta_a, lambdas, min_var, eps, R, mu, act, opts):
                 if has_momentum:
                     mu[j, h] = momentum * mu[j, h] + (1.0 - momentum) * mu_prev[j, h]
                     mu_prev[j, h] = mu[j, h]
-        var[:, :] = 0.0
-        for i in range(n_in):
-            for j in range(n_out):
-                ra = R[i, j] * aw[i]
-                for h in range(dim):
-                    dv = V[i, j, h] - mu[j, h]
-                    var[j, h] += ra * dv * dv
+        for j in range(n_out):
+            for h in range(dim):
+                mjh = mu[j, h]
+                dv = Vt[j, h, 0] - mjh
+                acc = ra[j, 0] * dv * dv
+                for i in range(1, n_in):
+                    dv = Vt[j, h, i] - mjh
+                    acc += ra[j, i] * dv * dv
+                var[j, h] = acc
         for j in range(n_out):
             den = sum_r[j] + eps if add_floor else max(sum_r[j], eps)
             cost = 0.0
@@ -100,47 +122,74 @@ def _em_one(V, a, beta_u, beta_a, lambdas, min_var, eps, R, mu, act, opts):
             logit[j] = lambdas[it] * (beta_a[j] - cost * sum_r[j])
         if it + 1 == n_iter:
             break
-        # E-step in log space, fused with the next M-step's sums
+        # E-step in log space: log p[j, i], then the softmax over parents column by column
         for j in range(n_out):
             half_log_det = 0.0
             for h in range(dim):
                 half_log_det += lv_weight * np.log(var[j, h])
                 var[j, h] = 0.5 / var[j, h]  # var now holds 1 / (2 sigma^2)
             const[j] = _log_sigmoid(logit[j]) - half_log_det - dim * _HALF_LOG_2PI
-        new_mu_sum = np.zeros((n_out, dim), dtype=V.dtype)
-        sum_r[:] = 0.0
+        for j in range(n_out):
+            for i in range(n_in):
+                lp[j, i] = 0.0
+            for h in range(dim):
+                mjh = mu[j, h]
+                w = var[j, h]
+                for i in range(n_in):
+                    dv = Vt[j, h, i] - mjh
+                    lp[j, i] += dv * dv * w
+            cj = const[j]
+            for i in range(n_in):
+                lp[j, i] = cj - lp[j, i]
         for i in range(n_in):
-            m = -np.inf
-            for j in range(n_out):
-                dv = V[i, j, 0] - mu[j, 0]
-                q = dv * dv * var[j, 0]  # typed like the data, so the sum vectorises
-                for h in range(1, dim):
-                    dv = V[i, j, h] - mu[j, h]
-                    q += dv * dv * var[j, h]
-                lp = const[j] - q
-                log_p[j] = lp
-                if lp > m:
-                    m = lp
-            z = 0.0
-            for j in range(n_out):
-                e = exp_nonpositive(log_p[j] - m)
-                R[i, j] = e
-                z += e
-            inv = 1.0 / (z + eps) if ratio else 1.0 / z
-            for j in range(n_out):
-                R[i, j] *= inv
-            if renorm:
-                _renormalised_weight(R, a, eps, aw, i)
-            _accumulate_means(V, R, aw, sum_r, new_mu_sum, i)
-        mu[:, :] = new_mu_sum
+            mx[i] = -np.inf
+            z[i] = 0.0
+        for j in range(n_out):
+            for i in range(n_in):
+                v = lp[j, i]
+                mx[i] = v if v > mx[i] else mx[i]
+        for j in range(n_out):
+            for i in range(n_in):
+                e = exp_nonpositive(lp[j, i] - mx[i])
+                Rt[j, i] = e
+                z[i] += e
+        for i in range(n_in):
+            z[i] = 1.0 / (z[i] + eps) if ratio else 1.0 / z[i]
+        for j in range(n_out):
+            for i in range(n_in):
+                Rt[j, i] *= z[i]
+        _mean_sums(Vt, Rt, a, aw, ra, renorm, eps, sum_r, mu)
+    transpose_into(Rt, R)
     for j in range(n_out):
         act[j] = np.exp(_log_sigmoid(logit[j]))
 
 
+@njit_cached(inline="always")
+def _em_buffers(dt, n_in, n_out, dim):
+    """One thread's buffers: Vt, Rt, ra, lp, aw, mx, z (mx and z float64, as a scalar
+    softmax would keep them)."""
+    return (
+        np.empty((n_out, dim, n_in), dtype=dt),
+        np.empty((n_out, n_in), dtype=dt),
+        np.empty((n_out, n_in), dtype=dt),
+        np.empty((n_out, n_in), dtype=dt),
+        np.empty(n_in, dtype=dt),
+        np.empty(n_in),
+        np.empty(n_in),
+    )
+
+
 @njit_cached(parallel=True)
-def _em_batch(V, a, beta_u, beta_a, lambdas, min_var, eps, R, mu, act, opts):
-    for n in prange(V.shape[0]):
-        _em_one(V[n], a[n], beta_u, beta_a, lambdas, min_var, eps, R[n], mu[n], act[n], opts)
+def _em_batch(V, a, beta_u, beta_a, lambdas, min_var, eps, R, mu, act, opts, n_chunks):
+    """Samples in n_chunks contiguous ranges, one per thread, each with buffers allocated once
+    (a sample's result does not depend on the chunking)."""
+    batch, n_in, n_out, dim = V.shape
+    for t in prange(n_chunks):
+        bufs = _em_buffers(V.dtype, n_in, n_out, dim)
+        for n in range(t * batch // n_chunks, (t + 1) * batch // n_chunks):
+            _em_one(
+                V[n], a[n], beta_u, beta_a, lambdas, min_var, eps, R[n], mu[n], act[n], opts, bufs
+            )
 
 
 _COST_MODES = {"half_log_var": 0, "half_log_var_eps": 1, "log_var_eps": 2}
@@ -199,5 +248,6 @@ def em_routing(
         mu,
         act,
         opts,
+        max(1, min(batch, numba.get_num_threads())),
     )
     return mu, act, R
