@@ -88,7 +88,12 @@ def torch_dynamic_straightforward(torch, u_hat, n_iter=N_ITER, eps=1e-8):
 def torch_dynamic_matmul(torch, u_hat, n_iter=N_ITER, eps=1e-8):
     """The same algorithm with the sums as batched matrix products (a tuned formulation)."""
     uT = u_hat.permute(0, 2, 1, 3).contiguous()  # (batch, n_out, n_in, dim)
-    b = torch.zeros(uT.shape[:3], dtype=u_hat.dtype, device=u_hat.device)
+    return _torch_matmul_routing(torch, uT, n_iter, eps)
+
+
+def _torch_matmul_routing(torch, uT, n_iter, eps):
+    """Routing of votes laid out (batch, n_out, n_in, dim), sums as batched matrix products."""
+    b = torch.zeros(uT.shape[:3], dtype=uT.dtype, device=uT.device)
     for it in range(n_iter):
         c = torch.softmax(b, dim=1)
         s = torch.matmul(c.unsqueeze(2), uT).squeeze(2)
@@ -106,15 +111,7 @@ def torch_votes_routing(torch, u, W, n_iter=N_ITER, eps=1e-8):
     n_in, n_out, dim, in_dim = W.shape
     V = torch.matmul(u.permute(1, 0, 2), W.reshape(n_in, n_out * dim, in_dim).transpose(1, 2))
     uT = V.reshape(n_in, -1, n_out, dim).permute(1, 2, 0, 3).contiguous()
-    b = torch.zeros(uT.shape[:3], dtype=u.dtype, device=u.device)
-    for it in range(n_iter):
-        c = torch.softmax(b, dim=1)
-        s = torch.matmul(c.unsqueeze(2), uT).squeeze(2)
-        n2 = (s * s).sum(-1, keepdim=True)
-        v = s * (n2 / ((1 + n2) * torch.sqrt(n2 + eps)))
-        if it + 1 < n_iter:
-            b = b + torch.matmul(uT, v.unsqueeze(-1)).squeeze(-1)
-    return v
+    return _torch_matmul_routing(torch, uT, n_iter, eps)
 
 
 def torch_votes_einsum_routing(torch, u, W, n_iter=N_ITER):
