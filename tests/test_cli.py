@@ -436,6 +436,7 @@ def test_cluster_says_when_it_compiles(files, tmp_path):
     assert cold.stderr.count("caproute: compiling kernels (first run only") == 1
     warm = caproute(*args, cwd=files, env=env)
     assert warm.returncode == 0 and "compiling kernels" not in warm.stderr
+
     def timeless(text):
         return re.sub(r"\d+\.\d+ s\b", "", text)
 
