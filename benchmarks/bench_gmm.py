@@ -11,6 +11,16 @@ warm-up fit on small data. Not a test: run it by hand.
     python benchmarks/bench_gmm.py --threads 2                  # the speed table
     python benchmarks/bench_gmm.py --memory-case                # N = 1e7, D = 8, K = 16
     python benchmarks/bench_gmm.py --gpu                        # CuPy backend vs scikit-learn
+    python benchmarks/bench_gmm.py --covariance full --impls "caproute numba"  # a subset
+
+Every case runs in float64 and float32 (``--dtypes``); a float32 row's "x float64" is its speed
+against the same implementation's float64 row of the same case. "GFLOP/s" counts the work a
+full or tied EM iteration needs, not what an implementation does: per point and component the
+Mahalanobis product with the triangular precision factor (``D (D + 1) / 2`` multiply-adds) and,
+for full, the accumulation of the covariance's upper triangle (``D (D + 1) / 2`` more); tied
+accumulates ``X^T X`` once per point. "% peak" divides it by the machine's GEMM peak of the
+same dtype and thread count, measured in the same run (``_peak.py``: NumPy's matmul, median of
+five).
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _memory import peak_growth
+from _peak import describe_peak, gemm_peak
 
 CASES = [
     (1_000_000, 8, 8, "full"),
@@ -42,11 +53,28 @@ CASES = [
 ]
 
 
-def make_data(N, D, K, seed=0):
+def make_data(N, D, K, seed=0, dtype=np.float64):
     rng = np.random.RandomState(seed)
     centres = rng.randn(K, D) * 4
     X = centres[rng.randint(K, size=N)] + rng.randn(N, D)
-    return X, centres
+    return X.astype(dtype, copy=False), centres
+
+
+def needed_flops(N, D, K, covariance_type):
+    """FLOPs one EM iteration needs (see the module's docstring), or None."""
+    tri = D * (D + 1)  # 2 x the multiply-adds of a triangular product or an upper triangle
+    if covariance_type == "full":
+        return N * K * 2 * tri
+    if covariance_type == "tied":
+        return N * K * tri + N * tri
+    return None
+
+
+def gemm_peaks(dtypes, threads):
+    """``({dtype: GFLOP/s}, header line)``: the GEMM peak of each dtype at ``threads``,
+    measured now (``_peak``: NumPy's matmul on (2048, 2048) matrices, median of five)."""
+    peak = gemm_peak(threads=threads)
+    return {dt: peak[dt] for dt in dtypes}, describe_peak(peak, threads=threads)
 
 
 def initial_params(X, centres, covariance_type):
@@ -138,36 +166,59 @@ def speed_table(args):
         if args.gpu
         else ["scikit-learn", "caproute numpy", "caproute numba"]
     )
+    if args.impls is not None:
+        names = [n for n in names if n in args.impls or n == "scikit-learn"]
+        if "scikit-learn" not in args.impls:
+            names.remove("scikit-learn")
+    peaks, line = gemm_peaks(args.dtypes, args.threads)
+    print(line + "\n")
     print(
-        "| N, D, K | covariance | implementation | s / EM iteration | x faster than scikit-learn "
+        "| N, D, K | covariance | dtype | implementation | s / EM iteration "
+        "| x faster than scikit-learn | x float64 | GFLOP/s | % peak "
         "| max rel. diff of means_ | peak extra memory (MiB) |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for N, D, K, ct in GPU_CASES if args.gpu else CASES:
-        X, centres = make_data(N, D, K)
-        inits = initial_params(X, centres, ct)
-        for name in names[1:]:  # compile the kernels before timing
-            estimator(name, K, ct, 1, initial_params(X[:2000], centres, ct)).fit(X[:2000])
-        results = {}
-        for name in names:
-            sec, est = seconds_per_iteration(name, X, K, ct, inits, args.iters, args.repeat)
-            mem = (
-                peak_extra(name, N, D, K, ct, args.iters, args.threads)["peak_extra_bytes"]
-                if args.memory
-                else None
-            )
-            results[name] = (sec, est, mem)
-        ref_sec, ref_est, _ = results["scikit-learn"]
-        for name, (sec, est, mem) in results.items():
-            from caproute import to_numpy
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    cases = [c for c in (GPU_CASES if args.gpu else CASES) if c[3] in args.covariance]
+    for N, D, K, ct in cases:
+        sec64 = {}
+        for dt in args.dtypes:
+            X, centres = make_data(N, D, K, dtype=dt)
+            inits = initial_params(X, centres, ct)
+            for name in names:  # compile the kernels before timing
+                if name != "scikit-learn":
+                    estimator(name, K, ct, 1, initial_params(X[:2000], centres, ct)).fit(X[:2000])
+            results = {}
+            for name in names:
+                sec, est = seconds_per_iteration(name, X, K, ct, inits, args.iters, args.repeat)
+                mem = (
+                    peak_extra(name, N, D, K, ct, args.iters, args.threads)["peak_extra_bytes"]
+                    if args.memory and dt == "float64"  # the child fits float64 data
+                    else None
+                )
+                results[name] = (sec, est, mem)
+            ref = results.get("scikit-learn")
+            flops = needed_flops(N, D, K, ct)
+            for name, (sec, est, mem) in results.items():
+                from caproute import to_numpy
 
-            means = to_numpy(est.means_)
-            diff = np.max(np.abs(means - ref_est.means_) / (np.abs(ref_est.means_) + 1e-300))
-            mem_s = "-" if mem is None else f"{mem / 2**20:.0f}"
-            print(
-                f"| {N:.0e}, {D}, {K} | {ct} | {name} | {sec:.4f} | {ref_sec / sec:.1f} "
-                f"| {diff:.1e} | {mem_s} |"
-            )
+                if dt == "float64":
+                    sec64[name] = sec
+                if ref is not None:
+                    rm = ref[1].means_
+                    means = to_numpy(est.means_).astype(np.float64)
+                    diff = np.max(np.abs(means - rm) / (np.abs(rm) + 1e-300))
+                    diff_s, speed_s = f"{diff:.1e}", f"{ref[0] / sec:.1f}"
+                else:
+                    diff_s = speed_s = "-"
+                x64 = f"{sec64[name] / sec:.2f}" if name in sec64 and dt != "float64" else "-"
+                gf = "-" if flops is None else f"{flops / sec / 1e9:.1f}"
+                pk = "-" if flops is None else f"{100 * flops / sec / 1e9 / peaks[dt]:.0f}"
+                mem_s = "-" if mem is None else f"{mem / 2**20:.0f}"
+                print(
+                    f"| {N:.0e}, {D}, {K} | {ct} | {dt} | {name} | {sec:.4f} | {speed_s} "
+                    f"| {x64} | {gf} | {pk} | {diff_s} | {mem_s} |",
+                    flush=True,
+                )
 
 
 def memory_case(args):
@@ -196,8 +247,19 @@ def main(argv=None):
     parser.add_argument(
         "--impls",
         nargs="*",
-        default=["caproute numba", "caproute numpy", "scikit-learn"],
-        help="implementations for --memory-case",
+        default=None,
+        help="implementations (default: all; --memory-case: caproute numba, caproute numpy, "
+        "scikit-learn)",
+    )
+    parser.add_argument(
+        "--dtypes", nargs="*", default=["float64", "float32"], choices=["float64", "float32"]
+    )
+    parser.add_argument(
+        "--covariance",
+        nargs="*",
+        default=["full", "tied", "diag", "spherical"],
+        choices=["full", "tied", "diag", "spherical"],
+        help="the covariance types of the cases to run",
     )
     parser.add_argument("--child", nargs=7, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -208,10 +270,12 @@ def main(argv=None):
     set_threads(args.threads)
     warnings.simplefilter("ignore")
     print(
-        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, threads={args.threads}, float64, "
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, threads={args.threads}, "
         f"{args.iters} EM iterations, median of {args.repeat}\n"
     )
     if args.memory_case:
+        if args.impls is None:
+            args.impls = ["caproute numba", "caproute numpy", "scikit-learn"]
         memory_case(args)
     else:
         speed_table(args)

@@ -1,7 +1,8 @@
 """Numba kernels for the Gaussian-mixture E-step fused with its sufficient statistics.
 
-The points are processed in blocks of ``_BLOCK`` transposed to (D, B), so every product and
-sum runs over the points of the block: contiguous, long enough to vectorise. Groups of blocks
+The points are processed in blocks (``_BLOCK`` = 128 float64 points, ``_BLOCK32`` = 512
+float32 ones) transposed to (D, B), so every product and sum runs over the points of the
+block: contiguous, long enough to vectorise. Groups of blocks
 run in parallel, each with its own accumulators (no thread writes another's), summed at the end
 in a fixed order, so results do not depend on scheduling. The (n_samples, n_components)
 responsibilities are never stored: only a block's (K, B) at a time.
@@ -13,6 +14,16 @@ take no part, and no huge value of theirs can overflow), and right after the sof
 point's responsibilities and log-normaliser are multiplied by its weight (0 for weight 0,
 never 0 times an inf); tied's ``X^T X`` becomes ``X^T W X``.
 
+Precision: the kernels compute in the dtype of the parameters they are given, X's dtype (see
+``FLOAT32_COMPUTE``; the points are converted as blocks load). float32 points run float32
+products, softmax and exponentials (twice the vector lanes of float64), as scikit-learn's
+float32 fit does; what accuracy needs is added in float64: each block's sums (512 points) are
+added into per-group float64 accumulators, and so are the log-likelihoods. float64 points run
+float64 throughout. Responsibilities below exp(-64) (float32) or exp(-512) (float64) of their
+point's largest are 0: they change no sum, and would make its products subnormal (``_CUT32``).
+A float32 sum depends on where the blocks are cut, so float32 statistics of X in two parts
+(chunks, Dask blocks) differ from those of X at once by about a float32 rounding.
+
 Entry point: :func:`fit_stats`, with the reference's signature (``caproute.mixture._em``).
 """
 
@@ -22,24 +33,213 @@ import math
 
 import numba
 import numpy as np
-from numba import prange
+from llvmlite import ir
+from numba import prange, types
+from numba.extending import intrinsic, overload
 
 from ..._lib.gmm_stats import Stats
 from ._jit import njit_cached
-from .vector_exp import softmax_columns
+from .vector_exp import exp_nonpositive
 
 _FAST = {"reassoc", "contract"}  # vectorisable sums; nothing that assumes finite values
-_BLOCK = 128
+_BLOCK = 128  # float64 points per block
+_BLOCK32 = 512  # float32 points per block: each block's sums end in horizontal additions of
+# vector lanes, whose cost float32 halves nothing of; four times the points pay for them
+
+
+def _block(X):
+    """Points per block for X's dtype (compiled: a constant)."""
+    return _BLOCK32 if X.dtype == np.float32 else _BLOCK
+
+
+@overload(_block, inline="always")
+def _block_impl(X):
+    size = _BLOCK32 if X.dtype == types.float32 else _BLOCK
+
+    def impl(X):
+        return size
+
+    return impl
+
+
+#: Responsibilities below exp(cut) times their point's largest are set to 0 (float32 -64,
+#: float64 -512). They change none of the sums: e^-64 = 1.6e-28 is below float32's eps**3,
+#: e^-512 below float64's eps**14, so each is far below a rounding of its point's largest
+#: term, and a component far from every point still gets nk = 0 + 10 eps in the M-step
+#: either way. What it saves: products r (x - c)_i (x - c)_j of a tiny r fall below the
+#: dtype's smallest normal number, and every subnormal operand costs the core a microcode
+#: assist (about 100 cycles): on 1e6 points of 8 separated clusters (the benchmark's data)
+#: a float32 E-step took 45 ms instead of 39 (one thread). NaN still propagates (d < cut).
+_CUT32 = -64.0
+_CUT64 = -512.0
+
+
+def _cut(a):
+    """The exponent below which a responsibility is 0, in the dtype of ``a`` (compiled: a
+    constant)."""
+    return a.dtype.type(_CUT32 if a.dtype == np.float32 else _CUT64)
+
+
+@overload(_cut, inline="always")
+def _cut_impl(a):
+    t = a.dtype
+    value = _CUT32 if t == types.float32 else _CUT64
+
+    def impl(a):
+        return t(value)
+
+    return impl
+
+
 _LOG_2PI = math.log(2.0 * math.pi)
+_INV_LN2_32 = np.float32(1.4426950408889634)
+_LN2_HI_32 = np.float32(0.693359375)  # 8 significant bits: k * _LN2_HI_32 is exact
+_LN2_LO_32 = np.float32(-2.12194440e-4)
+_UNDERFLOW_32 = np.float32(-87.0)
+
+
+def _zero(a):
+    """0 in the dtype of the array ``a`` (compiled: a constant of that type)."""
+    return a.dtype.type(0)
+
+
+@overload(_zero, inline="always")
+def _zero_impl(a):
+    t = a.dtype
+
+    def impl(a):
+        return t(0)
+
+    return impl
+
+
+def _like(a, v):
+    """``v`` in the dtype of the array ``a`` (compiled: a cast to that type)."""
+    return a.dtype.type(v)
+
+
+@overload(_like, inline="always")
+def _like_impl(a, v):
+    t = a.dtype
+
+    def impl(a, v):
+        return t(v)
+
+    return impl
+
+
+@intrinsic
+def _bits_to_float32(typingctx, bits):
+    """Reinterpret the low 32 bits of an integer as a float32."""
+    sig = types.float32(bits)
+
+    def codegen(context, builder, signature, args):
+        v = args[0]
+        if v.type.width > 32:
+            v = builder.trunc(v, ir.IntType(32))
+        return builder.bitcast(v, ir.FloatType())
+
+    return sig, codegen
+
+
+@njit_cached()
+def _exp_nonpositive32(x):
+    """``exp(x)`` for float32 ``x <= 0`` in float32 arithmetic, vectorisable: ``x = k ln2 + r``
+    (ln2 in two parts), ``exp(r)`` by its Taylor series to degree 7 (truncation below 1e-8
+    relative for ``|r| <= ln2 / 2``), ``2**k`` from its bits; 0 below -87 (nothing next to the
+    max term's 1 of a shifted softmax), NaN stays NaN."""
+    k = np.floor(x * _INV_LN2_32 + np.float32(0.5))
+    r = (x - k * _LN2_HI_32) - k * _LN2_LO_32
+    p = np.float32(1.0 / 5040.0)
+    p = p * r + np.float32(1.0 / 720.0)
+    p = p * r + np.float32(1.0 / 120.0)
+    p = p * r + np.float32(1.0 / 24.0)
+    p = p * r + np.float32(1.0 / 6.0)
+    p = p * r + np.float32(0.5)
+    p = p * r + np.float32(1.0)
+    p = p * r + np.float32(1.0)
+    # (k + 127) 2**23, exact in float32, is the bit pattern of 2**k (k clamped so that it is
+    # a normal number; those x are sent to 0 below anyway); converted as int32, 8 to a vector
+    e = (max(k, np.float32(-126.0)) + np.float32(127.0)) * np.float32(8388608.0)
+    scale = _bits_to_float32(np.int32(e))
+    return np.float32(0.0) if x < _UNDERFLOW_32 else p * scale
+
+
+def _exp(x):
+    """exp(x) for x <= 0 in x's precision (compiled: float32 or float64 arithmetic)."""
+    return np.exp(x)
+
+
+@overload(_exp, inline="always")
+def _exp_impl(x):
+    if x == types.float32:
+        return lambda x: _exp_nonpositive32(x)
+    return lambda x: exp_nonpositive(x)
+
+
+@njit_cached(inline="always", fastmath=_FAST)
+def _softmax_block(x, n, want_lognorm, m, z):
+    """x[:, :n] = softmax over axis 0 of x[:, :n], in x's dtype (m, z (>= n,) buffers of it);
+    each column shifted by its max (by 0 where the max is not finite), terms below exp(cut)
+    times the max set to 0 (see ``_CUT32``). Returns the sum of the
+    columns' log-normalisers (float64) when ``want_lognorm``, else 0. For float64 the
+    arithmetic of ``vector_exp.softmax_columns`` but for the log-normalisers' sum."""
+    rows = x.shape[0]
+    zero = _zero(x)
+    for b in range(n):
+        m[b] = x[0, b]
+    for k in range(1, rows):
+        for b in range(n):
+            v = x[k, b]
+            m[b] = v if v > m[b] else m[b]
+    for b in range(n):
+        if not np.isfinite(m[b]):
+            m[b] = zero
+        z[b] = zero
+    cut = _cut(x)
+    for k in range(rows):
+        for b in range(n):
+            d = x[k, b] - m[b]
+            e = zero if d < cut else _exp(d)  # see _CUT32
+            x[k, b] = e
+            z[b] += e
+    total = 0.0
+    if want_lognorm:
+        # sum_b (m_b + log z_b), with one logarithm per 8 points: 1 <= z_b <= rows wherever
+        # m_b is finite, so a product of 8 of them holds in float64 (inf and 0 stay so)
+        for b in range(n):
+            total += np.float64(m[b])
+        for b0 in range(0, n, 8):
+            p = 1.0
+            for b in range(b0, min(n, b0 + 8)):
+                p *= np.float64(z[b])
+            total += np.log(p)
+    one = _like(x, 1.0)
+    for b in range(n):
+        z[b] = one / z[b]
+    for k in range(rows):
+        for b in range(n):
+            x[k, b] *= z[b]
+    return total
 
 
 @njit_cached(inline="always", fastmath=_FAST)
 def _load_block(X, start, stop, xb):
-    """xb[:, :nb] = X[start:stop].T"""
+    """xb[:, :nb] = X[start:stop].T
+
+    Few features: a row of xb at a time (strided loads, which vectorise as gathers, and
+    contiguous stores), twice as fast as a point at a time for D = 8 (float32: 8.6 -> 4.9 ms
+    for a pass over 1e6 points on one core). Rows of 16 or more features: a point at a time
+    (its contiguous row of X, loaded once), which is then the faster."""
     D = X.shape[1]
-    for b in range(stop - start):
+    if D <= 8:
         for i in range(D):
-            xb[i, b] = X[start + b, i]
+            for b in range(stop - start):
+                xb[i, b] = X[start + b, i]
+    else:
+        for b in range(stop - start):
+            for i in range(D):
+                xb[i, b] = X[start + b, i]
 
 
 @njit_cached(inline="always", fastmath=_FAST)
@@ -61,7 +261,7 @@ def _weigh_responsibilities(r, sw, start, nb, m, zinv):
     total = 0.0
     for b in range(nb):
         w = sw[start + b]
-        wl = w * (m[b] - np.log(zinv[b]))  # log_norm = m + log(sum exp)
+        wl = w * np.float64(m[b] - np.log(zinv[b]))  # log_norm = m + log(sum exp)
         total += wl if w > 0.0 else 0.0
     for k in range(K):
         for b in range(nb):
@@ -75,21 +275,22 @@ def _responsibilities(logp, nb, sw, start, weighted, m_buf, z_buf):
     """logp[:, :nb] = the block's responsibilities, times the points' weights when
     ``weighted``; returns the sum of the points' (weighted) log-normalisers."""
     if weighted:
-        softmax_columns(logp, logp, nb, False, False, m_buf, z_buf)
+        _softmax_block(logp, nb, False, m_buf, z_buf)
         return _weigh_responsibilities(logp, sw, start, nb, m_buf, z_buf)
-    return softmax_columns(logp, logp, nb, False, True, m_buf, z_buf)
+    return _softmax_block(logp, nb, True, m_buf, z_buf)
 
 
 @njit_cached(inline="always", fastmath=_FAST)
 def _add_nk_sx(r, xb, nb, nk, sx):
     K, D = sx.shape
+    zero = _zero(r)  # a block's sums in r's dtype, added into the float64 accumulators
     for k in range(K):
-        acc = 0.0
+        acc = zero
         for b in range(nb):
             acc += r[k, b]
         nk[k] += acc
         for i in range(D):
-            acc = 0.0
+            acc = zero
             for b in range(nb):
                 acc += r[k, b] * xb[i, b]
             sx[k, i] += acc
@@ -97,54 +298,144 @@ def _add_nk_sx(r, xb, nb, nk, sx):
 
 @njit_cached(inline="always")
 def _upper(U, i, j):
-    return U[i, j] if i <= j else 0.0  # U is upper triangular: never read below its diagonal
+    return U[i, j] if i <= j else _zero(U)  # U is upper triangular: never read below it
+
+
+@njit_cached(inline="always", fastmath=_FAST)
+def _maha_tile(U, db, i, j, nb, y, out, first, last):
+    """Rows i..i+3 of U times columns j..j+3 into y[j..j+3, :nb], for all the block's points.
+
+    ``first``: y starts from these rows' terms (nothing is read); else they are added to y.
+    ``last``: no row after these adds to the columns, so their squares go straight to out
+    (y is not written); else y is stored. Each point's terms are added in the order of rows."""
+    u00, u01, u02, u03 = (
+        _upper(U, i, j),
+        _upper(U, i, j + 1),
+        _upper(U, i, j + 2),
+        _upper(U, i, j + 3),
+    )
+    u10, u11 = _upper(U, i + 1, j), _upper(U, i + 1, j + 1)
+    u12, u13 = _upper(U, i + 1, j + 2), _upper(U, i + 1, j + 3)
+    u20, u21 = _upper(U, i + 2, j), _upper(U, i + 2, j + 1)
+    u22, u23 = _upper(U, i + 2, j + 2), _upper(U, i + 2, j + 3)
+    u30, u31 = _upper(U, i + 3, j), _upper(U, i + 3, j + 1)
+    u32, u33 = _upper(U, i + 3, j + 2), _upper(U, i + 3, j + 3)
+    if first and last:
+        for b in range(nb):
+            d0, d1, d2, d3 = db[i, b], db[i + 1, b], db[i + 2, b], db[i + 3, b]
+            y0 = ((d0 * u00 + d1 * u10) + d2 * u20) + d3 * u30
+            y1 = ((d0 * u01 + d1 * u11) + d2 * u21) + d3 * u31
+            y2 = ((d0 * u02 + d1 * u12) + d2 * u22) + d3 * u32
+            y3 = ((d0 * u03 + d1 * u13) + d2 * u23) + d3 * u33
+            out[b] = (((out[b] + y0 * y0) + y1 * y1) + y2 * y2) + y3 * y3
+    elif first:
+        for b in range(nb):
+            d0, d1, d2, d3 = db[i, b], db[i + 1, b], db[i + 2, b], db[i + 3, b]
+            y[j, b] = ((d0 * u00 + d1 * u10) + d2 * u20) + d3 * u30
+            y[j + 1, b] = ((d0 * u01 + d1 * u11) + d2 * u21) + d3 * u31
+            y[j + 2, b] = ((d0 * u02 + d1 * u12) + d2 * u22) + d3 * u32
+            y[j + 3, b] = ((d0 * u03 + d1 * u13) + d2 * u23) + d3 * u33
+    elif last:
+        for b in range(nb):
+            d0, d1, d2, d3 = db[i, b], db[i + 1, b], db[i + 2, b], db[i + 3, b]
+            y0 = (((y[j, b] + d0 * u00) + d1 * u10) + d2 * u20) + d3 * u30
+            y1 = (((y[j + 1, b] + d0 * u01) + d1 * u11) + d2 * u21) + d3 * u31
+            y2 = (((y[j + 2, b] + d0 * u02) + d1 * u12) + d2 * u22) + d3 * u32
+            y3 = (((y[j + 3, b] + d0 * u03) + d1 * u13) + d2 * u23) + d3 * u33
+            out[b] = (((out[b] + y0 * y0) + y1 * y1) + y2 * y2) + y3 * y3
+    else:
+        for b in range(nb):
+            d0, d1, d2, d3 = db[i, b], db[i + 1, b], db[i + 2, b], db[i + 3, b]
+            y[j, b] = (((y[j, b] + d0 * u00) + d1 * u10) + d2 * u20) + d3 * u30
+            y[j + 1, b] = (((y[j + 1, b] + d0 * u01) + d1 * u11) + d2 * u21) + d3 * u31
+            y[j + 2, b] = (((y[j + 2, b] + d0 * u02) + d1 * u12) + d2 * u22) + d3 * u32
+            y[j + 3, b] = (((y[j + 3, b] + d0 * u03) + d1 * u13) + d2 * u23) + d3 * u33
 
 
 @njit_cached(inline="always", fastmath=_FAST)
 def _maha_triangular(U, mu, xb, nb, db, y, out):
     """out[:nb] = |(x - mu) U|^2 for an upper-triangular U (D, D); db, y (D, B) buffers.
 
-    Rows of U in fours, columns in pairs: one pass over the points adds four rows' terms to two
-    outputs, in the order a row at a time would (a plain row-by-row loop loads and stores y
-    for every multiply-add, and is bound by those)."""
+    Columns of U in fours: a column of ``(x - mu) U`` takes terms from the rows up to it only,
+    so each group of four columns runs over rows in fours (:func:`_maha_tile`: one pass over
+    the points adds four rows' terms to four columns), the last of them adding the squares to
+    out without storing the columns. The D % 4 last columns, if any, a row at a time. out sums
+    the columns' squares in the order of the columns."""
     D = U.shape[0]
     for i in range(D):
         m = mu[i]
         for b in range(nb):
             db[i, b] = xb[i, b] - m
-    for j in range(D):
+    for b in range(nb):
+        out[b] = 0.0
+    j = 0
+    while j + 4 <= D:
+        n_quads = (j + 4) // 4  # rows 0 .. j + 3
+        for q in range(n_quads):
+            _maha_tile(U, db, 4 * q, j, nb, y, out, q == 0, q == n_quads - 1)
+        j += 4
+    for j in range(j, D):
         for b in range(nb):
             y[j, b] = 0.0
-    i = 0
-    while i + 4 <= D:
-        j = i
-        while j + 2 <= D:
-            u00, u01 = _upper(U, i, j), _upper(U, i, j + 1)
-            u10, u11 = _upper(U, i + 1, j), _upper(U, i + 1, j + 1)
-            u20, u21 = _upper(U, i + 2, j), _upper(U, i + 2, j + 1)
-            u30, u31 = _upper(U, i + 3, j), _upper(U, i + 3, j + 1)
-            for b in range(nb):
-                d0, d1, d2, d3 = db[i, b], db[i + 1, b], db[i + 2, b], db[i + 3, b]
-                y[j, b] = (((y[j, b] + d0 * u00) + d1 * u10) + d2 * u20) + d3 * u30
-                y[j + 1, b] = (((y[j + 1, b] + d0 * u01) + d1 * u11) + d2 * u21) + d3 * u31
-            j += 2
-        if j < D:
-            u0, u1, u2, u3 = U[i, j], U[i + 1, j], U[i + 2, j], U[i + 3, j]
-            for b in range(nb):
-                y[j, b] = (
-                    ((y[j, b] + db[i, b] * u0) + db[i + 1, b] * u1) + db[i + 2, b] * u2
-                ) + db[i + 3, b] * u3
-        i += 4
-    for i in range(i, D):
-        for j in range(i, D):
+        for i in range(j + 1):
             uij = U[i, j]
             for b in range(nb):
                 y[j, b] += db[i, b] * uij
-    for b in range(nb):
-        out[b] = 0.0
-    for j in range(D):
         for b in range(nb):
             out[b] += y[j, b] * y[j, b]
+
+
+@njit_cached(inline="always", fastmath=_FAST)
+def _add_scatter_upper_r(r, db, nb, out):
+    """out[i, j] += sum_b r[b] db[i, b] db[j, b] for j >= i (the caller mirrors the rest).
+
+    :func:`_add_scatter_upper` of ``rc = r db`` with the products ``r[b] db[i, b]`` formed in
+    the tiles (the same values; no pass to store them)."""
+    D = db.shape[0]
+    zero = _zero(db)  # a block's sums in db's dtype, added into the float64 ``out``
+    i = 0
+    while i + 2 <= D:
+        j = i
+        while j + 4 <= D:
+            a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = zero
+            for b in range(nb):
+                w = r[b]
+                r0, r1 = w * db[i, b], w * db[i + 1, b]
+                d0, d1, d2, d3 = db[j, b], db[j + 1, b], db[j + 2, b], db[j + 3, b]
+                a00 += r0 * d0
+                a01 += r0 * d1
+                a02 += r0 * d2
+                a03 += r0 * d3
+                a10 += r1 * d0
+                a11 += r1 * d1
+                a12 += r1 * d2
+                a13 += r1 * d3
+            out[i, j] += a00
+            out[i, j + 1] += a01
+            out[i, j + 2] += a02
+            out[i, j + 3] += a03
+            if j > i:  # (i + 1, i) is below the diagonal
+                out[i + 1, j] += a10
+            out[i + 1, j + 1] += a11
+            out[i + 1, j + 2] += a12
+            out[i + 1, j + 3] += a13
+            j += 4
+        for j in range(j, D):
+            a0 = a1 = zero
+            for b in range(nb):
+                w = r[b]
+                d = db[j, b]
+                a0 += (w * db[i, b]) * d
+                a1 += (w * db[i + 1, b]) * d
+            out[i, j] += a0
+            if j > i:
+                out[i + 1, j] += a1
+        i += 2
+    if i < D:
+        acc = zero
+        for b in range(nb):
+            acc += (r[b] * db[i, b]) * db[i, b]
+        out[i, i] += acc
 
 
 @njit_cached(inline="always", fastmath=_FAST)
@@ -154,11 +445,12 @@ def _add_scatter_upper(rc, db, nb, out):
     Tiles of two rows by four columns: six loads feed eight multiply-adds (a dot product at a
     time needs two loads for each)."""
     D = db.shape[0]
+    zero = _zero(db)  # a block's sums in db's dtype, added into the float64 ``out``
     i = 0
     while i + 2 <= D:
         j = i
         while j + 4 <= D:
-            a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = 0.0
+            a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = zero
             for b in range(nb):
                 r0, r1 = rc[i, b], rc[i + 1, b]
                 d0, d1, d2, d3 = db[j, b], db[j + 1, b], db[j + 2, b], db[j + 3, b]
@@ -181,7 +473,7 @@ def _add_scatter_upper(rc, db, nb, out):
             out[i + 1, j + 3] += a13
             j += 4
         for j in range(j, D):
-            a0 = a1 = 0.0
+            a0 = a1 = zero
             for b in range(nb):
                 d = db[j, b]
                 a0 += rc[i, b] * d
@@ -191,7 +483,7 @@ def _add_scatter_upper(rc, db, nb, out):
                 out[i + 1, j] += a1
         i += 2
     if i < D:
-        acc = 0.0
+        acc = zero
         for b in range(nb):
             acc += rc[i, b] * db[i, b]
         out[i, i] += acc
@@ -203,27 +495,29 @@ def _full(
 ):
     N, D = X.shape
     K = means.shape[0]
-    n_blocks = (N + _BLOCK - 1) // _BLOCK
+    bs = _block(means)
+    n_blocks = (N + bs - 1) // bs
+    half = _like(means, 0.5)  # constants in the compute dtype (the parameters' dtype)
+    c2pi = _like(means, D * _LOG_2PI)
     for g in prange(n_groups):
-        xb = np.empty((D, _BLOCK))
-        dk = np.empty((K, D, _BLOCK))  # x - mu_k for every k: reused as x - shift_k below
-        y = np.empty((D, _BLOCK))
-        logp = np.empty((K, _BLOCK))
-        maha = np.empty(_BLOCK)
-        m_buf = np.empty(_BLOCK)
-        z_buf = np.empty(_BLOCK)
-        rc = np.empty((D, _BLOCK))
+        xb = np.empty((D, bs), means.dtype)
+        dk = np.empty((K, D, bs), means.dtype)  # x - mu_k for every k: reused as x - shift_k below
+        y = np.empty((D, bs), means.dtype)
+        logp = np.empty((K, bs), means.dtype)
+        maha = np.empty(bs, means.dtype)
+        m_buf = np.empty(bs, means.dtype)
+        z_buf = np.empty(bs, means.dtype)
         acc_ll = 0.0
         for blk in range(g, n_blocks, n_groups):
-            start = blk * _BLOCK
-            nb = min(N, start + _BLOCK) - start
+            start = blk * bs
+            nb = min(N, start + bs) - start
             _load_block(X, start, start + nb, xb)
             if weighted:
                 _zero_weightless(sw, start, nb, xb)
             for k in range(K):
                 _maha_triangular(U[k], means[k], xb, nb, dk[k], y, maha)
                 for b in range(nb):
-                    logp[k, b] = -0.5 * (D * _LOG_2PI + maha[b]) + log_det[k] + log_w[k]
+                    logp[k, b] = -(half * (c2pi + maha[b])) + log_det[k] + log_w[k]
             acc_ll += _responsibilities(logp, nb, sw, start, weighted, m_buf, z_buf)
             _add_nk_sx(logp, xb, nb, nk[g], sx[g])
             for k in range(K):
@@ -233,10 +527,7 @@ def _full(
                     for i in range(D):
                         for b in range(nb):
                             db[i, b] = xb[i, b] - shift[k, i]
-                for i in range(D):
-                    for b in range(nb):
-                        rc[i, b] = logp[k, b] * db[i, b]
-                _add_scatter_upper(rc, db, nb, sxx[g, k])
+                _add_scatter_upper_r(logp[k], db, nb, sxx[g, k])
         loglik[g] = acc_ll
 
 
@@ -244,26 +535,29 @@ def _full(
 def _tied(X, sw, weighted, log_w, means, U, log_det, n_groups, nk, sx, sxx, loglik):
     N, D = X.shape
     K = means.shape[0]
-    n_blocks = (N + _BLOCK - 1) // _BLOCK
+    bs = _block(means)
+    n_blocks = (N + bs - 1) // bs
+    half = _like(means, 0.5)  # constants in the compute dtype (the parameters' dtype)
+    c2pi = _like(means, D * _LOG_2PI)
     for g in prange(n_groups):
-        xb = np.empty((D, _BLOCK))
-        db = np.empty((D, _BLOCK))
-        y = np.empty((D, _BLOCK))
-        logp = np.empty((K, _BLOCK))
-        maha = np.empty(_BLOCK)
-        m_buf = np.empty(_BLOCK)
-        z_buf = np.empty(_BLOCK)
+        xb = np.empty((D, bs), means.dtype)
+        db = np.empty((D, bs), means.dtype)
+        y = np.empty((D, bs), means.dtype)
+        logp = np.empty((K, bs), means.dtype)
+        maha = np.empty(bs, means.dtype)
+        m_buf = np.empty(bs, means.dtype)
+        z_buf = np.empty(bs, means.dtype)
         acc_ll = 0.0
         for blk in range(g, n_blocks, n_groups):
-            start = blk * _BLOCK
-            nb = min(N, start + _BLOCK) - start
+            start = blk * bs
+            nb = min(N, start + bs) - start
             _load_block(X, start, start + nb, xb)
             if weighted:
                 _zero_weightless(sw, start, nb, xb)
             for k in range(K):
                 _maha_triangular(U, means[k], xb, nb, db, y, maha)
                 for b in range(nb):
-                    logp[k, b] = -0.5 * (D * _LOG_2PI + maha[b]) + log_det[0] + log_w[k]
+                    logp[k, b] = -(half * (c2pi + maha[b])) + log_det[0] + log_w[k]
             acc_ll += _responsibilities(logp, nb, sw, start, weighted, m_buf, z_buf)
             _add_nk_sx(logp, xb, nb, nk[g], sx[g])
             if weighted:  # X^T W X, upper triangle; db is free once the maha are done
@@ -281,16 +575,19 @@ def _diag(X, sw, weighted, log_w, means, prec, log_det, n_groups, nk, sx, sxx, l
     """prec (K, D): diagonal precisions (spherical passes them broadcast over D)."""
     N, D = X.shape
     K = means.shape[0]
-    n_blocks = (N + _BLOCK - 1) // _BLOCK
+    bs = _block(means)
+    n_blocks = (N + bs - 1) // bs
+    half = _like(means, 0.5)  # constants in the compute dtype (the parameters' dtype)
+    c2pi = _like(means, D * _LOG_2PI)
     for g in prange(n_groups):
-        xb = np.empty((D, _BLOCK))
-        logp = np.empty((K, _BLOCK))
-        m_buf = np.empty(_BLOCK)
-        z_buf = np.empty(_BLOCK)
+        xb = np.empty((D, bs), means.dtype)
+        logp = np.empty((K, bs), means.dtype)
+        m_buf = np.empty(bs, means.dtype)
+        z_buf = np.empty(bs, means.dtype)
         acc_ll = 0.0
         for blk in range(g, n_blocks, n_groups):
-            start = blk * _BLOCK
-            nb = min(N, start + _BLOCK) - start
+            start = blk * bs
+            nb = min(N, start + bs) - start
             _load_block(X, start, start + nb, xb)
             if weighted:
                 _zero_weightless(sw, start, nb, xb)
@@ -303,17 +600,22 @@ def _diag(X, sw, weighted, log_w, means, prec, log_det, n_groups, nk, sx, sxx, l
                         dv = xb[i, b] - m
                         logp[k, b] += dv * dv * p
                 for b in range(nb):
-                    logp[k, b] = -0.5 * (D * _LOG_2PI + logp[k, b]) + log_det[k] + log_w[k]
+                    logp[k, b] = -(half * (c2pi + logp[k, b])) + log_det[k] + log_w[k]
             acc_ll += _responsibilities(logp, nb, sw, start, weighted, m_buf, z_buf)
             _add_nk_sx(logp, xb, nb, nk[g], sx[g])
             for k in range(K):
                 for i in range(D):
-                    acc = 0.0
+                    acc = _zero(xb)
                     for b in range(nb):
                         acc += logp[k, b] * xb[i, b] * xb[i, b]
                     sxx[g, k, i] += acc
         loglik[g] = acc_ll
 
+
+#: float32 points computed in float32 kernels (True), or converted to float64 block by block
+#: as they are loaded (False: the kernels of float64 points, and their results to float32
+#: rounding of the float64 computation)
+FLOAT32_COMPUTE = True
 
 _NO_WEIGHTS = np.empty(0)  # what the kernels get for ``sw`` when they are unweighted
 
@@ -331,20 +633,28 @@ def fit_stats(
     sample_weight=None,
 ):
     """Numba E-step statistics over all of X (the reference's signature; ``chunk_size`` is
-    ignored: the kernel works in blocks of 128 points).
+    ignored: the kernel works in blocks of 128 float64 or 512 float32 points).
 
     ``sample_weight`` (n,), optional: a point of weight w counts as w copies of itself; ``n``
     is then the total weight, a Python float (added in float64)."""
     Xf = np.ascontiguousarray(X)
     dtype = Xf.dtype
-    # blocks are converted to float64 as they are loaded (accumulators and buffers are float64);
-    # the statistics come back in X's dtype, and X itself is never copied
+    if dtype not in (np.float32, np.float64):
+        Xf, dtype = Xf.astype(np.float64), np.dtype(np.float64)
+    # the kernels compute in the dtype of the parameters they get (float32 for float32 X when
+    # FLOAT32_COMPUTE, else float64: blocks are then converted as they are loaded) and
+    # accumulate in float64; the statistics come back in X's dtype, and X itself is never
+    # copied. The few values derived from the parameters (log weights, log determinants) are
+    # computed in float64, then cast.
+    compute = dtype if FLOAT32_COMPUTE else np.dtype(np.float64)
     N, D = Xf.shape
     K = means.shape[0]
-    n_groups = int(max(1, min(4 * numba.get_num_threads(), (N + _BLOCK - 1) // _BLOCK)))
+    bs = _BLOCK32 if compute == np.float32 else _BLOCK
+    n_groups = int(max(1, min(4 * numba.get_num_threads(), (N + bs - 1) // bs)))
     f64 = lambda a: np.ascontiguousarray(a, dtype=np.float64)  # noqa: E731
-    log_w = np.log(f64(weights))
-    mu = f64(means)
+    cx = lambda a: np.ascontiguousarray(a, dtype=compute)  # noqa: E731
+    log_w = cx(np.log(f64(weights)))
+    mu = cx(means)
     pc = f64(prec_chol)
     nk = np.zeros((n_groups, K))
     sx = np.zeros((n_groups, K, D))
@@ -352,19 +662,19 @@ def fit_stats(
     weighted = sample_weight is not None
     sw = f64(sample_weight) if weighted else _NO_WEIGHTS  # float64: one kernel per X dtype
     if covariance_type == "full":
-        log_det = np.log(np.diagonal(pc, axis1=1, axis2=2)).sum(axis=1)
+        log_det = cx(np.log(np.diagonal(pc, axis1=1, axis2=2)).sum(axis=1))
         sxx = np.zeros((n_groups, K, D, D))
-        shift64 = f64(shift)
+        shift_x = cx(shift)
         _full(
             Xf,
             sw,
             weighted,
             log_w,
             mu,
-            pc,
+            cx(pc),
             log_det,
-            shift64,
-            bool(np.array_equal(shift64, mu)),
+            shift_x,
+            bool(np.array_equal(shift_x, mu)),
             n_groups,
             nk,
             sx,
@@ -373,15 +683,15 @@ def fit_stats(
         )
         sxx = _mirror(sxx.sum(axis=0))
     elif covariance_type == "tied":
-        log_det = np.array([np.log(np.diagonal(pc)).sum()])
+        log_det = cx(np.array([np.log(np.diagonal(pc)).sum()]))
         sxx = np.zeros((n_groups, D, D))
-        _tied(Xf, sw, weighted, log_w, mu, pc, log_det, n_groups, nk, sx, sxx, loglik)
+        _tied(Xf, sw, weighted, log_w, mu, cx(pc), log_det, n_groups, nk, sx, sxx, loglik)
         sxx = _mirror(sxx.sum(axis=0))
     else:
         prec = pc * pc if covariance_type == "diag" else np.repeat((pc * pc)[:, None], D, axis=1)
         log_det = np.log(pc).sum(axis=1) if covariance_type == "diag" else D * np.log(pc)
         sxx = np.zeros((n_groups, K, D))
-        _diag(Xf, sw, weighted, log_w, mu, f64(prec), f64(log_det), n_groups, nk, sx, sxx, loglik)
+        _diag(Xf, sw, weighted, log_w, mu, cx(prec), cx(log_det), n_groups, nk, sx, sxx, loglik)
         sxx = sxx.sum(axis=0)
     cast = lambda a: np.asarray(a, dtype=dtype)  # noqa: E731
     n = float(np.sum(sample_weight, dtype=np.float64)) if weighted else int(N)
