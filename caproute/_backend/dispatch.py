@@ -79,6 +79,18 @@ CAPABILITIES: dict[str, dict[str, str]] = {
     "em_routing_all_positions": {
         "reference": "caproute.routing._em_conv_math:em_routing_all_positions",
     },
+    "conv2d": {
+        "reference": "caproute.models.layers.conv:conv2d",
+        "numba": "caproute.kernels.numba.conv_gemm:conv2d",
+    },
+    "primary_squash": {
+        "reference": "caproute.models.layers.capsules:primary_squash",
+        "numba": "caproute.kernels.numba.primary_squash:primary_squash",
+    },
+    "conv_matrix_votes": {
+        "reference": "caproute.models.layers.matrix_caps:conv_matrix_votes",
+        "numba": "caproute.kernels.numba.conv_matrix_votes:conv_matrix_votes",
+    },
     "gmm_estep_stats": {
         "reference": "caproute.mixture._gmm_math:fit_stats",
         "numba": "caproute.kernels.numba.gmm_estep:fit_stats",

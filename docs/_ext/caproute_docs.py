@@ -64,6 +64,13 @@ OPERATIONS = {
     "em_routing_step": "one EM-routing step: :class:`caproute.cluster.EMRoutingClustering`",
     "em_routing_all_positions": "EM routing where parents at every position compete for a "
     "child: :class:`caproute.models.ConvMatrixCaps`",
+    "conv2d": "convolution with bias and ReLU as cache-sized BLAS products: "
+    ":class:`caproute.models.Conv2D`, :class:`caproute.models.PrimaryCaps`, "
+    ":class:`caproute.models.PrimaryMatrixCaps`",
+    "primary_squash": "primary capsules cut from the convolution and squashed: "
+    ":class:`caproute.models.PrimaryCaps`",
+    "conv_matrix_votes": "the votes V = M W of every receptive field: "
+    ":class:`caproute.models.ConvMatrixCaps`, :class:`caproute.models.ClassMatrixCaps`",
     "gmm_estep_stats": "the Gaussian-mixture E-step and its sufficient statistics: "
     ":class:`caproute.mixture.GaussianMixture`",
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..._backend import select_impl
 from ..._lib import stable_math as _math
 from ..._lib.validation import check_bool, check_choice, check_int, check_scalar
 from ...routing._options import check_n_iter
@@ -13,11 +14,11 @@ from .base import Layer
 from .conv import (
     DATA_FORMATS,
     check_padding,
-    conv2d,
     pad_amounts,
     padded_output_size,
     padding_config,
     padding_text,
+    run_conv2d,
     spatial_shape,
     to_nhwc,
 )
@@ -50,6 +51,18 @@ def check_squash_eps(value, *, name="squash_eps"):
             "Keras implementations that use K.epsilon())."
         )
     return value
+
+
+def primary_squash(conv, *, n_types, dim, order, eps, xp):
+    """Primary capsules from a convolution's output: conv (batch, H, W, n_types * dim) ->
+    (batch, H * W * n_types, dim), channel ``t * dim + d`` being component ``d`` of type ``t``,
+    flattened in ``order`` and squashed. The reference of the ``primary_squash`` operation."""
+    b, ho, wo, _ = (int(s) for s in conv.shape)
+    caps = xp.reshape(conv, (b, ho * wo, n_types, dim))
+    if order == "type-major":
+        caps = xp.permute_dims(caps, (0, 2, 1, 3))
+    caps = xp.reshape(caps, (b, ho * wo * n_types, dim))
+    return _math.squash(caps, axis=-1, eps=eps, xp=xp)
 
 
 class PrimaryCaps(Layer):
@@ -158,13 +171,24 @@ class PrimaryCaps(Layer):
         x = to_nhwc(x, self.data_format, xp=xp)
         h, w = (int(s) for s in x.shape[1:3])
         pads = pad_amounts(self.padding, h, w, self.kernel_size, self.stride)
-        out = conv2d(x, params["weight"], params["bias"], stride=self.stride, padding=pads, xp=xp)
-        b, ho, wo, _ = (int(s) for s in out.shape)
-        caps = xp.reshape(out, (b, ho * wo, self.n_types, self.dim))
-        if self.order == "type-major":
-            caps = xp.permute_dims(caps, (0, 2, 1, 3))
-        caps = xp.reshape(caps, (b, ho * wo * self.n_types, self.dim))
-        return _math.squash(caps, axis=-1, eps=self.squash_eps, xp=xp)
+        out = run_conv2d(
+            x,
+            params["weight"],
+            params["bias"],
+            stride=self.stride,
+            padding=pads,
+            xp=xp,
+            backend=backend,
+        )
+        plan = select_impl("primary_squash", xp, backend)
+        return plan.func(
+            out,
+            n_types=self.n_types,
+            dim=self.dim,
+            order=self.order,
+            eps=self.squash_eps,
+            xp=plan.xp,
+        )
 
 
 class DenseCaps(Layer):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numbers
 
 from ..._backend import device as _device
+from ..._backend import select_impl
 from ..._lib.patches import patches
 from ..._lib.validation import check_bool, check_choice, check_int, is_sequence
 from .activations import activation_config, apply_activation, check_activation
@@ -101,10 +102,11 @@ def _pad(x, pads, *, xp):
 _TAPWISE_MIN_CHANNELS = 16
 
 
-def conv2d(x, weight, bias, *, stride, padding, xp):
+def conv2d(x, weight, bias, *, stride, padding, relu=False, xp):
     """NHWC convolution: x (batch, H, W, c_in), weight (kh, kw, c_in, c_out), bias (c_out,) or
     None -> (batch, Ho, Wo, c_out). Cross-correlation, as in every deep-learning library.
-    ``padding``: an int, or ((top, bottom), (left, right))."""
+    ``padding``: an int, or ((top, bottom), (left, right)); ``relu``: max(., 0) after the bias.
+    The reference of the ``conv2d`` operation (pure Array API)."""
     kh, kw, c_in, c_out = (int(s) for s in weight.shape)
     if not isinstance(padding, tuple):
         padding = ((padding, padding), (padding, padding))
@@ -126,7 +128,17 @@ def conv2d(x, weight, bias, *, stride, padding, xp):
             out = term if out is None else out + term
     if bias is not None:
         out = out + bias
+    if relu:
+        out = xp.maximum(out, xp.zeros_like(out))
     return xp.reshape(out, (b, ho, wo, c_out))
+
+
+def run_conv2d(x, weight, bias, *, stride, padding, relu=False, xp, backend):
+    """:func:`conv2d` through the capability table: NumPy input with Numba takes the
+    cache-chunked BLAS kernel (``caproute.kernels.numba.conv_gemm``), other input the
+    reference."""
+    plan = select_impl("conv2d", xp, backend)
+    return plan.func(x, weight, bias, stride=stride, padding=padding, relu=relu, xp=plan.xp)
 
 
 def to_nhwc(x, data_format, *, xp):
@@ -258,8 +270,17 @@ class Conv2D(Layer):
         x = to_nhwc(x, self.data_format, xp=xp)
         h, w = (int(s) for s in x.shape[1:3])
         pads = pad_amounts(self.padding, h, w, self.kernel_size, self.stride)
-        out = conv2d(
-            x, params["weight"], params.get("bias"), stride=self.stride, padding=pads, xp=xp
+        relu = self.activation == "relu"
+        out = run_conv2d(
+            x,
+            params["weight"],
+            params.get("bias"),
+            stride=self.stride,
+            padding=pads,
+            relu=relu,
+            xp=xp,
+            backend=backend,
         )
-        out = apply_activation(out, self.activation, xp=xp)
+        if not relu:
+            out = apply_activation(out, self.activation, xp=xp)
         return from_nhwc(out, self.data_format, xp=xp)

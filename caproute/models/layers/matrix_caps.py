@@ -29,7 +29,7 @@ from ...routing._options import (
 from ...routing.em_routing import em_routing
 from .activations import apply_activation
 from .base import Layer, conv_output_size
-from .conv import DATA_FORMATS, conv2d, spatial_shape, to_nhwc
+from .conv import DATA_FORMATS, run_conv2d, spatial_shape, to_nhwc
 
 COMPETITION = ("position", "all")
 WEIGHT_LAYOUTS = ("caproute", "transposed")
@@ -271,14 +271,11 @@ class PrimaryMatrixCaps(Layer):
 
     def forward(self, x, params, *, xp, backend):
         x = to_nhwc(x, self.data_format, xp=xp)
-        pose = conv2d(
-            x, params["pose_weight"], params["pose_bias"], stride=self.stride, padding=0, xp=xp
-        )
+        conv = dict(stride=self.stride, padding=0, xp=xp, backend=backend)
+        pose = run_conv2d(x, params["pose_weight"], params["pose_bias"], **conv)
         b, ho, wo, _ = (int(s) for s in pose.shape)
         pose = xp.reshape(pose, (b, ho, wo, self.n_types, POSE))
-        act = conv2d(
-            x, params["act_weight"], params["act_bias"], stride=self.stride, padding=0, xp=xp
-        )
+        act = run_conv2d(x, params["act_weight"], params["act_bias"], **conv)
         return pose, apply_activation(act, "sigmoid", xp=xp)
 
 
@@ -291,6 +288,28 @@ def _matrix_votes(M, W, *, xp, layout="caproute"):
         W = xp.permute_dims(W, (0, 1, 3, 2))
     V = xp.matmul(M4, W)
     return xp.reshape(V, lead + (int(W.shape[1]), POSE))
+
+
+def conv_matrix_votes(pose, act, weight, *, stride, layout="caproute", xp):
+    """The votes of every kh x kw receptive field of a map of matrix capsules, and the
+    children's activations: pose (b, H, W, t_in, 16), act (b, H, W, t_in), weight (kh, kw,
+    t_in, t_out, 4, 4) -> votes (b * ho * wo, kh * kw * t_in, t_out, 16) (children ordered
+    (di, dj, type)) and a_in (b * ho * wo, kh * kw * t_in). The reference of the
+    ``conv_matrix_votes`` operation."""
+    kh, kw, t_in, t_out = (int(s) for s in weight.shape[:4])
+    b = int(act.shape[0])
+    pose_p = patches(pose, (kh, kw), stride, xp=xp)  # (b, ho, wo, kh, kw, t_in, 16)
+    act_p = patches(act, (kh, kw), stride, xp=xp)  # (b, ho, wo, kh, kw, t_in)
+    ho, wo = int(pose_p.shape[1]), int(pose_p.shape[2])
+    n_in = kh * kw * t_in
+    W = xp.reshape(weight, (n_in, t_out, 4, 4))
+    votes = _matrix_votes(xp.reshape(pose_p, (b * ho * wo, n_in, POSE)), W, xp=xp, layout=layout)
+    return votes, xp.reshape(act_p, (b * ho * wo, n_in))
+
+
+def _votes(pose, act, weight, *, stride, layout, xp, backend):
+    plan = select_impl("conv_matrix_votes", xp, backend)
+    return plan.func(pose, act, weight, stride=stride, layout=layout, xp=plan.xp)
 
 
 class ConvMatrixCaps(_EMOptions, Layer):
@@ -439,15 +458,12 @@ class ConvMatrixCaps(_EMOptions, Layer):
         pose, act = x
         b, h, w, t_in = (int(s) for s in act.shape)
         k, t_out = self.kernel_size, self.out_types
-        n_in = k * k * t_in
-        pose_p = patches(pose, (k, k), self.stride, xp=xp)  # (b, ho, wo, k, k, t_in, 16)
-        act_p = patches(act, (k, k), self.stride, xp=xp)  # (b, ho, wo, k, k, t_in)
-        ho, wo = int(pose_p.shape[1]), int(pose_p.shape[2])
-        W = xp.reshape(params["weight"], (n_in, t_out, 4, 4))
-        votes = _matrix_votes(
-            xp.reshape(pose_p, (b * ho * wo, n_in, POSE)), W, xp=xp, layout=self.weight_layout
+        ho = conv_output_size(h, k, self.stride, 0)
+        wo = conv_output_size(w, k, self.stride, 0)
+        plan = select_impl("conv_matrix_votes", xp, backend)
+        votes, a_in = plan.func(
+            pose, act, params["weight"], stride=self.stride, layout=self.weight_layout, xp=plan.xp
         )
-        a_in = xp.reshape(act_p, (b * ho * wo, n_in))
         if self.competition == "position":
             mu, a_out = self._route(votes, a_in, params, backend)
         else:
@@ -602,8 +618,16 @@ class ClassMatrixCaps(_EMOptions, Layer):
     def forward(self, x, params, *, xp, backend):
         pose, act = x
         b, h, w, t_in = (int(s) for s in act.shape)
-        # (b, h, w, t_in, n_cls, 16)
-        votes = _matrix_votes(pose, params["weight"], xp=xp, layout=self.weight_layout)
+        # every child of the map votes through its type's transform: the votes of one
+        # receptive field as large as the map, whose weight is the same at every position
+        weight = xp.broadcast_to(
+            xp.reshape(params["weight"], (1, 1, t_in, self.n_classes, 4, 4)),
+            (h, w, t_in, self.n_classes, 4, 4),
+        )
+        votes, a_in = _votes(
+            pose, act, weight, stride=1, layout=self.weight_layout, xp=xp, backend=backend
+        )
+        votes = xp.reshape(votes, (b, h, w, t_in, self.n_classes, POSE))
         if self.coordinate_addition:
             votes = votes + coordinate_offsets(
                 h,
@@ -616,7 +640,7 @@ class ClassMatrixCaps(_EMOptions, Layer):
                 entries=self.coordinate_entries,
             )
         votes = xp.reshape(votes, (b, h * w * t_in, self.n_classes, POSE))
-        return self._route(votes, xp.reshape(act, (b, h * w * t_in)), params, backend)
+        return self._route(votes, a_in, params, backend)
 
 
 def coordinate_offsets(
