@@ -63,10 +63,12 @@ def as_array(x, *, name, xp=None, like=None, ref_name=None):
     return to_device(arr, xp)
 
 
-def check_float_array(x, *, name, ndim=None, layout=None, xp, allow_empty=False):
+def check_float_array(x, *, name, ndim=None, layout=None, xp, allow_empty=False, finite=True):
     """Check ``x`` is a finite float32/float64 array of ``ndim`` dimensions; return it.
 
     ``layout`` names the axes for the message, e.g. ``"(batch, n_in, n_out, dim)"``.
+    ``finite=False`` leaves the finiteness to the caller (:func:`check_finite` later, e.g. the
+    routing functions' deferred check, which a Numba kernel proves in its own first pass).
     """
     if x.dtype not in (xp.float32, xp.float64):
         raise TypeError(
@@ -83,7 +85,8 @@ def check_float_array(x, *, name, ndim=None, layout=None, xp, allow_empty=False)
             f"`{name}` must have at least one element along every axis; "
             f"got shape {shape_str(x.shape)}."
         )
-    check_finite(x, name=name, xp=xp)
+    if finite:
+        check_finite(x, name=name, xp=xp)
     return x
 
 

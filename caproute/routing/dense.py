@@ -14,6 +14,7 @@ from .._lib.validation import (
 )
 from ._options import (
     DEFAULT_SQUASH_EPS,
+    DeferredFinite,
     check_bias,
     check_dynamic_options,
     check_initial_logits,
@@ -92,31 +93,45 @@ def dense_dynamic_routing(
     """
     u = as_array(u, name="u")
     xp = array_namespace(u)
-    check_float_array(u, name="u", ndim=3, layout="(batch, n_in, in_dim)", xp=xp)
-    batch, n_in, in_dim = (int(s) for s in u.shape)
-    W = as_array(W, name="W", xp=xp, like=u, ref_name="u")
-    check_same_namespace(W, u, name="W", ref_name="u")
-    check_float_array(W, name="W", ndim=4, layout="(n_in, n_out, out_dim, in_dim)", xp=xp)
-    n_out, out_dim = int(W.shape[1]), int(W.shape[2])
-    check_shape(
-        W,
-        (n_in, n_out, out_dim, in_dim),
-        name="W",
-        what="(n_in, n_out, out_dim, in_dim) with n_in, in_dim of `u`",
-    )
-    W = cast_like(W, u, name="W", ref_name="u", xp=xp)
-    n_iter, leaky, eps, return_coupling = check_dynamic_options(
-        n_iter, leaky, eps, return_coupling, like=u, ref_name="u"
-    )
-    bias = check_bias(
-        bias, u, (n_out, out_dim), xp=xp, ref_name="u", what="(n_out, out_dim) of `W`"
-    )
-    if initial_logits is not None:
-        initial_logits = check_initial_logits(
-            initial_logits, u, (batch, n_in, n_out), xp=xp, ref_name="u"
+    check_float_array(u, name="u", ndim=3, layout="(batch, n_in, in_dim)", xp=xp, finite=False)
+    with DeferredFinite(xp) as deferred:
+        deferred.add(u, "u")
+        batch, n_in, in_dim = (int(s) for s in u.shape)
+        W = as_array(W, name="W", xp=xp, like=u, ref_name="u")
+        check_same_namespace(W, u, name="W", ref_name="u")
+        check_float_array(
+            W, name="W", ndim=4, layout="(n_in, n_out, out_dim, in_dim)", xp=xp, finite=False
         )
+        deferred.add(W, "W")
+        n_out, out_dim = int(W.shape[1]), int(W.shape[2])
+        check_shape(
+            W,
+            (n_in, n_out, out_dim, in_dim),
+            name="W",
+            what="(n_in, n_out, out_dim, in_dim) with n_in, in_dim of `u`",
+        )
+        W = cast_like(W, u, name="W", ref_name="u", xp=xp)
+        n_iter, leaky, eps, return_coupling = check_dynamic_options(
+            n_iter, leaky, eps, return_coupling, like=u, ref_name="u"
+        )
+        bias = check_bias(
+            bias, u, (n_out, out_dim), xp=xp, ref_name="u", what="(n_out, out_dim) of `W`"
+        )
+        if initial_logits is not None:
+            initial_logits = check_initial_logits(
+                initial_logits, u, (batch, n_in, n_out), xp=xp, ref_name="u"
+            )
+        plan = select_impl("dense_dynamic_routing", xp, backend)
 
-    plan = select_impl("dense_dynamic_routing", xp, backend)
+    def overflow_check(outputs):
+        check_outputs_finite(outputs, given=u, name="u", others=(("W", W),), xp=plan.xp)
+
+    # the Numba kernel proves u and W finite in its first pass, and checks its outputs while
+    # they are in cache; elsewhere the inputs are checked now and the outputs after the call
+    kernel = plan.impl == "numba"
+    kernel_checks = {"on_nonfinite": deferred.check, "on_overflow": overflow_check}
+    if not kernel:
+        deferred.check()
     u, W, bias, initial_logits = adopt(plan, u, W, bias, initial_logits)
     v, c = plan.func(
         u,
@@ -127,6 +142,8 @@ def dense_dynamic_routing(
         eps=eps,
         initial_logits=initial_logits,
         xp=plan.xp,
+        **(kernel_checks if kernel else {}),
     )
-    check_outputs_finite((v, c), given=u, name="u", others=(("W", W),), xp=plan.xp)
+    if not kernel:
+        overflow_check((v, c))
     return (v, c) if return_coupling else v

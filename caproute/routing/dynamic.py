@@ -7,6 +7,7 @@ from .._backend import Array, adopt, array_namespace, select_impl
 from .._lib.validation import as_array, check_float_array, check_outputs_finite
 from ._options import (
     DEFAULT_SQUASH_EPS,
+    DeferredFinite,
     check_bias,
     check_dynamic_options,
     check_initial_logits,
@@ -93,25 +94,35 @@ def dynamic_routing(
     """
     u_hat = as_array(u_hat, name="u_hat")
     xp = array_namespace(u_hat)
-    check_float_array(u_hat, name="u_hat", ndim=4, layout=U_HAT_LAYOUT, xp=xp)
-    n_iter, leaky, eps, return_coupling = check_dynamic_options(
-        n_iter, leaky, eps, return_coupling, like=u_hat, ref_name="u_hat"
-    )
-    bias = check_bias(
-        bias,
-        u_hat,
-        tuple(int(s) for s in u_hat.shape[2:]),
-        xp=xp,
-        ref_name="u_hat",
-        what="(n_out, dim) of `u_hat`",
-    )
-
-    if initial_logits is not None:
-        initial_logits = check_initial_logits(
-            initial_logits, u_hat, tuple(int(s) for s in u_hat.shape[:3]), xp=xp
+    check_float_array(u_hat, name="u_hat", ndim=4, layout=U_HAT_LAYOUT, xp=xp, finite=False)
+    with DeferredFinite(xp) as deferred:
+        deferred.add(u_hat, "u_hat")
+        n_iter, leaky, eps, return_coupling = check_dynamic_options(
+            n_iter, leaky, eps, return_coupling, like=u_hat, ref_name="u_hat"
         )
+        bias = check_bias(
+            bias,
+            u_hat,
+            tuple(int(s) for s in u_hat.shape[2:]),
+            xp=xp,
+            ref_name="u_hat",
+            what="(n_out, dim) of `u_hat`",
+        )
+        if initial_logits is not None:
+            initial_logits = check_initial_logits(
+                initial_logits, u_hat, tuple(int(s) for s in u_hat.shape[:3]), xp=xp
+            )
+        plan = select_impl("dynamic_routing", xp, backend)
 
-    plan = select_impl("dynamic_routing", xp, backend)
+    def overflow_check(outputs):
+        check_outputs_finite(outputs, given=u_hat, name="u_hat", xp=plan.xp)
+
+    # the Numba kernel proves the votes finite in its first pass, and checks its outputs while
+    # they are in cache; elsewhere the votes are checked now and the outputs after the call
+    kernel = plan.impl == "numba"
+    kernel_checks = {"on_nonfinite": deferred.check, "on_overflow": overflow_check}
+    if not kernel:
+        deferred.check()
     u_hat, bias, initial_logits = adopt(plan, u_hat, bias, initial_logits)
     v, c = plan.func(
         u_hat,
@@ -121,6 +132,8 @@ def dynamic_routing(
         eps=eps,
         initial_logits=initial_logits,
         xp=plan.xp,
+        **(kernel_checks if kernel else {}),
     )
-    check_outputs_finite((v, c), given=u_hat, name="u_hat", xp=plan.xp)
+    if not kernel:
+        overflow_check((v, c))
     return (v, c) if return_coupling else v

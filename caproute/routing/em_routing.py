@@ -17,6 +17,7 @@ from .._lib.validation import (
 from ._options import (
     DEFAULT_EM_EPS,
     DEFAULT_MIN_VAR,
+    DeferredFinite,
     apply_last_inverse_temperature,
     broadcast_param,
     changed_em_variant,
@@ -209,39 +210,60 @@ def em_routing(
     """
     votes = as_array(votes, name="votes")
     xp = array_namespace(votes)
-    check_float_array(votes, name="votes", ndim=4, layout=VOTES_LAYOUT, xp=xp)
+    check_float_array(votes, name="votes", ndim=4, layout=VOTES_LAYOUT, xp=xp, finite=False)
     batch, n_in, n_out, pose_dim = (int(s) for s in votes.shape)
-
-    a_in = check_activations(a_in, votes, xp=xp)
-    beta_u = broadcast_param(
-        beta_u, name="beta_u", like=votes, xp=xp, shapes=[(n_out, pose_dim), (n_out,)]
-    )
-    beta_a = broadcast_param(beta_a, name="beta_a", like=votes, xp=xp, shapes=[(n_out,)])
-    last = check_last_inverse_temperature(last_inverse_temperature, inverse_temperature)
-    if not isinstance(last, str):
-        check_scalar_fits(last, votes, name="last_inverse_temperature", ref_name="votes")
-    n_iter, schedule, min_var, eps = check_em_options(
-        n_iter, inverse_temperature, min_var, eps, like=votes, ref_name="votes"
-    )
-    schedule = apply_last_inverse_temperature(schedule, last, inverse_temperature)
-    variant = changed_em_variant(
-        check_em_variant(
-            pose_momentum=pose_momentum,
-            e_step_log_var_weight=e_step_log_var_weight,
-            e_step_norm=e_step_norm,
-            mass_floor=mass_floor,
-            cost_log_var=cost_log_var,
-            renormalize_assignments=renormalize_assignments,
+    with DeferredFinite(xp) as deferred:
+        deferred.add(votes, "votes")
+        a_in = check_activations(a_in, votes, xp=xp)
+        beta_u = broadcast_param(
+            beta_u, name="beta_u", like=votes, xp=xp, shapes=[(n_out, pose_dim), (n_out,)]
         )
-    )
-    return_assignments = check_bool(return_assignments, name="return_assignments")
-    if initial_assignments is not None:
-        initial_assignments = check_assignments(initial_assignments, votes, xp=xp)
+        beta_a = broadcast_param(beta_a, name="beta_a", like=votes, xp=xp, shapes=[(n_out,)])
+        last = check_last_inverse_temperature(last_inverse_temperature, inverse_temperature)
+        if not isinstance(last, str):
+            check_scalar_fits(last, votes, name="last_inverse_temperature", ref_name="votes")
+        n_iter, schedule, min_var, eps = check_em_options(
+            n_iter, inverse_temperature, min_var, eps, like=votes, ref_name="votes"
+        )
+        schedule = apply_last_inverse_temperature(schedule, last, inverse_temperature)
+        variant = changed_em_variant(
+            check_em_variant(
+                pose_momentum=pose_momentum,
+                e_step_log_var_weight=e_step_log_var_weight,
+                e_step_norm=e_step_norm,
+                mass_floor=mass_floor,
+                cost_log_var=cost_log_var,
+                renormalize_assignments=renormalize_assignments,
+            )
+        )
+        return_assignments = check_bool(return_assignments, name="return_assignments")
+        if initial_assignments is not None:
+            initial_assignments = check_assignments(initial_assignments, votes, xp=xp)
 
-    options = tuple(variant.items())
-    if last != "schedule":
-        options += (("last_inverse_temperature", last),)
-    plan = select_impl("em_routing", xp, backend, options=options)
+        options = tuple(variant.items())
+        if last != "schedule":
+            options += (("last_inverse_temperature", last),)
+        plan = select_impl("em_routing", xp, backend, options=options)
+
+    def overflow_check(outputs):
+        check_outputs_finite(
+            outputs,
+            given=votes,
+            name="votes",
+            others=(("beta_u", beta_u), ("beta_a", beta_a)),
+            xp=plan.xp,
+        )
+
+    # the Numba kernel proves the votes finite in its first pass, and checks its outputs while
+    # they are in cache; elsewhere the votes are checked now and the outputs after the call
+    kernel = plan.impl == "numba"
+    kernel_checks = {
+        "on_nonfinite": deferred.check,
+        "on_overflow": overflow_check,
+        "want_assignments": return_assignments,  # else not even written
+    }
+    if not kernel:
+        deferred.check()
     votes, a_in, beta_u, beta_a, initial_assignments = adopt(
         plan, votes, a_in, beta_u, beta_a, initial_assignments
     )
@@ -256,12 +278,8 @@ def em_routing(
         initial_assignments=initial_assignments,
         xp=plan.xp,
         **variant,
+        **(kernel_checks if kernel else {}),
     )
-    check_outputs_finite(
-        (pose, act, R),
-        given=votes,
-        name="votes",
-        others=(("beta_u", beta_u), ("beta_a", beta_a)),
-        xp=plan.xp,
-    )
+    if not kernel:
+        overflow_check((pose, act, R))
     return (pose, act, R) if return_assignments else (pose, act)

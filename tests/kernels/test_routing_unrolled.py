@@ -64,3 +64,37 @@ def test_dense_routing_blocks_and_unrolled_match_reference(dtype, in_dim, out_di
         outs.append((v, c))
     for v, c in outs[1:]:  # each sample's arithmetic does not depend on the block
         assert np.array_equal(v, outs[0][0]) and np.array_equal(c, outs[0][1])
+
+
+def test_float32_exp_within_two_ulp_of_numpy():
+    """The float32 exponential of the float32 softmaxes (``exp_nonpositive_as`` on float32),
+    called from a loop with the kernels' flags, against NumPy's float32 exp; float64 input
+    takes the float64 one."""
+    from numba import njit
+
+    from caproute.kernels.numba.vector_exp import exp_nonpositive_as
+
+    @njit(fastmath={"reassoc", "contract"})
+    def run(x, out):
+        for i in range(x.shape[0]):
+            out[i] = exp_nonpositive_as(x[i])
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate(
+        [-rng.uniform(0, 87, 100_000), -rng.uniform(0, 1, 10_000), -np.logspace(-30, 1.9, 500)]
+    ).astype(np.float32)
+    got = np.empty_like(x)
+    run(x, got)
+    want = np.exp(x)
+    normal = want >= np.finfo(np.float32).tiny
+    ulps = np.abs(got.view(np.int32).astype(np.int64) - want.view(np.int32).astype(np.int64))
+    assert ulps[normal].max() <= 2
+    special = np.array([0.0, -0.0, -88.0, -1e30, -np.inf, np.nan], dtype=np.float32)
+    out = np.empty_like(special)
+    run(special, out)
+    np.testing.assert_array_equal(out[:5], [1.0, 1.0, 0.0, 0.0, 0.0])
+    assert np.isnan(out[5])
+    x64 = x.astype(np.float64)
+    got64 = np.empty_like(x64)
+    run(x64, got64)
+    np.testing.assert_allclose(got64, np.exp(x64), rtol=5e-16)

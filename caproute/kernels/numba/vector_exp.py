@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 from numba import types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from ._jit import njit_cached
 
@@ -42,6 +42,61 @@ def _bits_to_float64(typingctx, bits):
         return builder.bitcast(args[0], ir.DoubleType())
 
     return sig, codegen
+
+
+@intrinsic
+def _bits_to_float32(typingctx, bits):
+    """Reinterpret an int32's bits as a float32."""
+    sig = types.float32(types.int32)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return sig, codegen
+
+
+_INV_LN2_F = np.float32(_INV_LN2)
+# ln2 = _LN2_HI_F + _LN2_LO_F with _LN2_HI_F's low 12 mantissa bits zero, so k * _LN2_HI_F is
+# exact for |k| < 2**12
+_LN2_HI_F = np.float32(0.693145751953125)
+_LN2_LO_F = np.float32(1.428606765330187e-06)
+_UNDERFLOW_F = np.float32(-87.0)
+
+
+# not inlined at Numba level, for the same reason as exp_nonpositive below
+@njit_cached()
+def exp_nonpositive_f32(x):
+    """``exp(x)`` for float32 ``x <= 0`` in float32 arithmetic (8 or 16 to a vector): the
+    same reduction as :func:`exp_nonpositive`, ``exp(r)`` by its Taylor series to degree 7
+    (truncation below 1e-8 relative on ``|r| <= ln2 / 2``, under float32's half ulp), ``2**k``
+    built from its bits. Within 2 ulp of NumPy's float32 ``exp``; 0 below -87 (NumPy would
+    give a subnormal there), NaN stays NaN, -inf gives 0."""
+    k = np.floor(x * _INV_LN2_F + np.float32(0.5))
+    r = (x - k * _LN2_HI_F) - k * _LN2_LO_F
+    p = np.float32(1.0 / 5040.0)
+    p = p * r + np.float32(1.0 / 720.0)
+    p = p * r + np.float32(1.0 / 120.0)
+    p = p * r + np.float32(1.0 / 24.0)
+    p = p * r + np.float32(1.0 / 6.0)
+    p = p * r + np.float32(0.5)
+    p = p * r + np.float32(1.0)
+    p = p * r + np.float32(1.0)
+    # k clamped so the exponent field stays valid (those x are sent to 0 below anyway)
+    scale = _bits_to_float32((np.int32(max(k, np.float32(-126.0))) + np.int32(127)) << 23)
+    return np.float32(0.0) if x < _UNDERFLOW_F else p * scale
+
+
+def exp_nonpositive_as(x):
+    """``exp(x)`` for ``x <= 0`` in the precision of ``x`` (compiled: float32 arithmetic for
+    float32, :func:`exp_nonpositive` otherwise), for the float32 kernels' softmaxes."""
+    return np.exp(x)
+
+
+@overload(exp_nonpositive_as, inline="always")
+def _exp_nonpositive_as(x):
+    if x == types.float32:
+        return lambda x: exp_nonpositive_f32(x)
+    return lambda x: exp_nonpositive(x)
 
 
 # not inlined at Numba level: its instructions keep their own strict flags (a caller's
@@ -74,7 +129,8 @@ def exp_nonpositive(x):
 @njit_cached(inline="always")
 def softmax_columns(x, out, n, leaky, want_lognorm, m, z):
     """out[:, :n] = softmax over axis 0 of x[:, :n], every loop over the columns so that it
-    vectorises; ``out`` may be ``x``. m, z (>= n,) float64 buffers.
+    vectorises; ``out`` may be ``x``. m, z (>= n,) buffers: float32 ones (with float32 x) make
+    the exponentials float32 arithmetic (:func:`exp_nonpositive_f32`), float64 ones float64.
 
     Each column is shifted by its max (by 0 where the max is not finite, so -inf columns give
     NaN as the plain formula does; by at least 0 when ``leaky``: an extra zero logit takes its
@@ -93,10 +149,10 @@ def softmax_columns(x, out, n, leaky, want_lognorm, m, z):
             m[b] = 0.0
         if leaky and m[b] < 0.0:
             m[b] = 0.0
-        z[b] = exp_nonpositive(-m[b]) if leaky else 0.0
+        z[b] = exp_nonpositive_as(-m[b]) if leaky else 0.0
     for k in range(rows):
         for b in range(n):
-            e = exp_nonpositive(x[k, b] - m[b])
+            e = exp_nonpositive_as(x[k, b] - m[b])
             out[k, b] = e
             z[b] += e
     total = 0.0
