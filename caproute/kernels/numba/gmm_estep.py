@@ -178,20 +178,23 @@ def _exp_impl(x):
 
 
 @njit_cached(inline="always", fastmath=_FAST)
-def _softmax_block(x, n, want_lognorm, m, z):
+def _softmax_block(x, n, want_lognorm, m, z, have_max):
     """x[:, :n] = softmax over axis 0 of x[:, :n], in x's dtype (m, z (>= n,) buffers of it);
     each column shifted by its max (by 0 where the max is not finite), terms below exp(cut)
     times the max set to 0 (see ``_CUT32``). Returns the sum of the
     columns' log-normalisers (float64) when ``want_lognorm``, else 0. For float64 the
-    arithmetic of ``vector_exp.softmax_columns`` but for the log-normalisers' sum."""
+    arithmetic of ``vector_exp.softmax_columns`` but for the log-normalisers' sum.
+    ``have_max``: m[:n] holds the columns' max already (the full kernel finds it as it
+    writes x), else it is found here."""
     rows = x.shape[0]
     zero = _zero(x)
-    for b in range(n):
-        m[b] = x[0, b]
-    for k in range(1, rows):
+    if not have_max:  # else the caller has put each column's max in m already
         for b in range(n):
-            v = x[k, b]
-            m[b] = v if v > m[b] else m[b]
+            m[b] = x[0, b]
+        for k in range(1, rows):
+            for b in range(n):
+                v = x[k, b]
+                m[b] = v if v > m[b] else m[b]
     for b in range(n):
         if not np.isfinite(m[b]):
             m[b] = zero
@@ -271,13 +274,13 @@ def _weigh_responsibilities(r, sw, start, nb, m, zinv):
 
 
 @njit_cached(inline="always", fastmath=_FAST)
-def _responsibilities(logp, nb, sw, start, weighted, m_buf, z_buf):
+def _responsibilities(logp, nb, sw, start, weighted, m_buf, z_buf, have_max):
     """logp[:, :nb] = the block's responsibilities, times the points' weights when
     ``weighted``; returns the sum of the points' (weighted) log-normalisers."""
     if weighted:
-        _softmax_block(logp, nb, False, m_buf, z_buf)
+        _softmax_block(logp, nb, False, m_buf, z_buf, have_max)
         return _weigh_responsibilities(logp, sw, start, nb, m_buf, z_buf)
-    return _softmax_block(logp, nb, True, m_buf, z_buf)
+    return _softmax_block(logp, nb, True, m_buf, z_buf, have_max)
 
 
 @njit_cached(inline="always", fastmath=_FAST)
@@ -296,56 +299,26 @@ def _add_nk_sx(r, xb, nb, nk, sx):
             sx[k, i] += acc
 
 
-@njit_cached(inline="always")
-def _upper(U, i, j):
-    return U[i, j] if i <= j else _zero(U)  # U is upper triangular: never read below it
-
-
 @njit_cached(inline="always", fastmath=_FAST)
-def _maha_tile(U, db, i, j, nb, y, out, first, last):
-    """Rows i..i+3 of U times columns j..j+3 into y[j..j+3, :nb], for all the block's points.
-
-    ``first``: y starts from these rows' terms (nothing is read); else they are added to y.
-    ``last``: no row after these adds to the columns, so their squares go straight to out
-    (y is not written); else y is stored. Each point's terms are added in the order of rows."""
-    u00, u01, u02, u03 = (
-        _upper(U, i, j),
-        _upper(U, i, j + 1),
-        _upper(U, i, j + 2),
-        _upper(U, i, j + 3),
-    )
-    u10, u11 = _upper(U, i + 1, j), _upper(U, i + 1, j + 1)
-    u12, u13 = _upper(U, i + 1, j + 2), _upper(U, i + 1, j + 3)
-    u20, u21 = _upper(U, i + 2, j), _upper(U, i + 2, j + 1)
-    u22, u23 = _upper(U, i + 2, j + 2), _upper(U, i + 2, j + 3)
-    u30, u31 = _upper(U, i + 3, j), _upper(U, i + 3, j + 1)
-    u32, u33 = _upper(U, i + 3, j + 2), _upper(U, i + 3, j + 3)
-    if first and last:
+def _maha_tile(U, xb, i, j, nb, y, c, first):
+    """Rows i..i+3 of U times columns j..j+3 into y[j..j+3, :nb], for all the block's points
+    (``first``: the columns start from -c[j..j+3], else they are added to y). Each point's
+    terms are added in the order of rows."""
+    u00, u01, u02, u03 = U[i, j], U[i, j + 1], U[i, j + 2], U[i, j + 3]
+    u10, u11, u12, u13 = U[i + 1, j], U[i + 1, j + 1], U[i + 1, j + 2], U[i + 1, j + 3]
+    u20, u21, u22, u23 = U[i + 2, j], U[i + 2, j + 1], U[i + 2, j + 2], U[i + 2, j + 3]
+    u30, u31, u32, u33 = U[i + 3, j], U[i + 3, j + 1], U[i + 3, j + 2], U[i + 3, j + 3]
+    c0, c1, c2, c3 = c[j], c[j + 1], c[j + 2], c[j + 3]
+    if first:
         for b in range(nb):
-            d0, d1, d2, d3 = db[i, b], db[i + 1, b], db[i + 2, b], db[i + 3, b]
-            y0 = ((d0 * u00 + d1 * u10) + d2 * u20) + d3 * u30
-            y1 = ((d0 * u01 + d1 * u11) + d2 * u21) + d3 * u31
-            y2 = ((d0 * u02 + d1 * u12) + d2 * u22) + d3 * u32
-            y3 = ((d0 * u03 + d1 * u13) + d2 * u23) + d3 * u33
-            out[b] = (((out[b] + y0 * y0) + y1 * y1) + y2 * y2) + y3 * y3
-    elif first:
-        for b in range(nb):
-            d0, d1, d2, d3 = db[i, b], db[i + 1, b], db[i + 2, b], db[i + 3, b]
-            y[j, b] = ((d0 * u00 + d1 * u10) + d2 * u20) + d3 * u30
-            y[j + 1, b] = ((d0 * u01 + d1 * u11) + d2 * u21) + d3 * u31
-            y[j + 2, b] = ((d0 * u02 + d1 * u12) + d2 * u22) + d3 * u32
-            y[j + 3, b] = ((d0 * u03 + d1 * u13) + d2 * u23) + d3 * u33
-    elif last:
-        for b in range(nb):
-            d0, d1, d2, d3 = db[i, b], db[i + 1, b], db[i + 2, b], db[i + 3, b]
-            y0 = (((y[j, b] + d0 * u00) + d1 * u10) + d2 * u20) + d3 * u30
-            y1 = (((y[j + 1, b] + d0 * u01) + d1 * u11) + d2 * u21) + d3 * u31
-            y2 = (((y[j + 2, b] + d0 * u02) + d1 * u12) + d2 * u22) + d3 * u32
-            y3 = (((y[j + 3, b] + d0 * u03) + d1 * u13) + d2 * u23) + d3 * u33
-            out[b] = (((out[b] + y0 * y0) + y1 * y1) + y2 * y2) + y3 * y3
+            d0, d1, d2, d3 = xb[i, b], xb[i + 1, b], xb[i + 2, b], xb[i + 3, b]
+            y[j, b] = (((-c0 + d0 * u00) + d1 * u10) + d2 * u20) + d3 * u30
+            y[j + 1, b] = (((-c1 + d0 * u01) + d1 * u11) + d2 * u21) + d3 * u31
+            y[j + 2, b] = (((-c2 + d0 * u02) + d1 * u12) + d2 * u22) + d3 * u32
+            y[j + 3, b] = (((-c3 + d0 * u03) + d1 * u13) + d2 * u23) + d3 * u33
     else:
         for b in range(nb):
-            d0, d1, d2, d3 = db[i, b], db[i + 1, b], db[i + 2, b], db[i + 3, b]
+            d0, d1, d2, d3 = xb[i, b], xb[i + 1, b], xb[i + 2, b], xb[i + 3, b]
             y[j, b] = (((y[j, b] + d0 * u00) + d1 * u10) + d2 * u20) + d3 * u30
             y[j + 1, b] = (((y[j + 1, b] + d0 * u01) + d1 * u11) + d2 * u21) + d3 * u31
             y[j + 2, b] = (((y[j + 2, b] + d0 * u02) + d1 * u12) + d2 * u22) + d3 * u32
@@ -353,49 +326,434 @@ def _maha_tile(U, db, i, j, nb, y, out, first, last):
 
 
 @njit_cached(inline="always", fastmath=_FAST)
-def _maha_triangular(U, mu, xb, nb, db, y, out):
-    """out[:nb] = |(x - mu) U|^2 for an upper-triangular U (D, D); db, y (D, B) buffers.
-
-    Columns of U in fours: a column of ``(x - mu) U`` takes terms from the rows up to it only,
-    so each group of four columns runs over rows in fours (:func:`_maha_tile`: one pass over
-    the points adds four rows' terms to four columns), the last of them adding the squares to
-    out without storing the columns. The D % 4 last columns, if any, a row at a time. out sums
-    the columns' squares in the order of the columns."""
-    D = U.shape[0]
-    for i in range(D):
-        m = mu[i]
+def _maha_tile_diag(U, xb, j, nb, y, out, c, first):
+    """The diagonal tile (rows and columns j..j+3), the last of its columns: the terms of U's
+    zero lower triangle left out (10 multiply-adds where a square tile has 16); the columns'
+    squares go to out (y is not written)."""
+    u00, u01, u02, u03 = U[j, j], U[j, j + 1], U[j, j + 2], U[j, j + 3]
+    u11, u12, u13 = U[j + 1, j + 1], U[j + 1, j + 2], U[j + 1, j + 3]
+    u22, u23 = U[j + 2, j + 2], U[j + 2, j + 3]
+    u33 = U[j + 3, j + 3]
+    c0, c1, c2, c3 = c[j], c[j + 1], c[j + 2], c[j + 3]
+    if first:
         for b in range(nb):
-            db[i, b] = xb[i, b] - m
+            d0, d1, d2, d3 = xb[j, b], xb[j + 1, b], xb[j + 2, b], xb[j + 3, b]
+            y0 = -c0 + d0 * u00
+            y1 = (-c1 + d0 * u01) + d1 * u11
+            y2 = ((-c2 + d0 * u02) + d1 * u12) + d2 * u22
+            y3 = (((-c3 + d0 * u03) + d1 * u13) + d2 * u23) + d3 * u33
+            out[b] = (((out[b] + y0 * y0) + y1 * y1) + y2 * y2) + y3 * y3
+    else:
+        for b in range(nb):
+            d0, d1, d2, d3 = xb[j, b], xb[j + 1, b], xb[j + 2, b], xb[j + 3, b]
+            y0 = y[j, b] + d0 * u00
+            y1 = (y[j + 1, b] + d0 * u01) + d1 * u11
+            y2 = ((y[j + 2, b] + d0 * u02) + d1 * u12) + d2 * u22
+            y3 = (((y[j + 3, b] + d0 * u03) + d1 * u13) + d2 * u23) + d3 * u33
+            out[b] = (((out[b] + y0 * y0) + y1 * y1) + y2 * y2) + y3 * y3
+
+
+@njit_cached(inline="always", fastmath=_FAST)
+def _maha_tile8(U, xb, i, j, nb, y, c, first):
+    """Rows i..i+7 of U times columns j..j+7 for all the block's points, the eight
+    columns held per point and stored in y (``first``: they start from -c, else from y).
+    Written out, so that LLVM keeps the tile of U and the columns in registers."""
+    row = U[i + 0]
+    u00, u01, u02, u03 = row[j], row[j + 1], row[j + 2], row[j + 3]
+    u04, u05, u06, u07 = row[j + 4], row[j + 5], row[j + 6], row[j + 7]
+    row = U[i + 1]
+    u10, u11, u12, u13 = row[j], row[j + 1], row[j + 2], row[j + 3]
+    u14, u15, u16, u17 = row[j + 4], row[j + 5], row[j + 6], row[j + 7]
+    row = U[i + 2]
+    u20, u21, u22, u23 = row[j], row[j + 1], row[j + 2], row[j + 3]
+    u24, u25, u26, u27 = row[j + 4], row[j + 5], row[j + 6], row[j + 7]
+    row = U[i + 3]
+    u30, u31, u32, u33 = row[j], row[j + 1], row[j + 2], row[j + 3]
+    u34, u35, u36, u37 = row[j + 4], row[j + 5], row[j + 6], row[j + 7]
+    row = U[i + 4]
+    u40, u41, u42, u43 = row[j], row[j + 1], row[j + 2], row[j + 3]
+    u44, u45, u46, u47 = row[j + 4], row[j + 5], row[j + 6], row[j + 7]
+    row = U[i + 5]
+    u50, u51, u52, u53 = row[j], row[j + 1], row[j + 2], row[j + 3]
+    u54, u55, u56, u57 = row[j + 4], row[j + 5], row[j + 6], row[j + 7]
+    row = U[i + 6]
+    u60, u61, u62, u63 = row[j], row[j + 1], row[j + 2], row[j + 3]
+    u64, u65, u66, u67 = row[j + 4], row[j + 5], row[j + 6], row[j + 7]
+    row = U[i + 7]
+    u70, u71, u72, u73 = row[j], row[j + 1], row[j + 2], row[j + 3]
+    u74, u75, u76, u77 = row[j + 4], row[j + 5], row[j + 6], row[j + 7]
+    c0, c1, c2, c3 = c[j], c[j + 1], c[j + 2], c[j + 3]
+    c4, c5, c6, c7 = c[j + 4], c[j + 5], c[j + 6], c[j + 7]
+    if first:
+        for b in range(nb):
+            x0, x1, x2, x3 = xb[i, b], xb[i + 1, b], xb[i + 2, b], xb[i + 3, b]
+            x4, x5, x6, x7 = xb[i + 4, b], xb[i + 5, b], xb[i + 6, b], xb[i + 7, b]
+            y[j + 0, b] = (
+                -c0
+                + x0 * u00
+                + x1 * u10
+                + x2 * u20
+                + x3 * u30
+                + x4 * u40
+                + x5 * u50
+                + x6 * u60
+                + x7 * u70
+            )
+            y[j + 1, b] = (
+                -c1
+                + x0 * u01
+                + x1 * u11
+                + x2 * u21
+                + x3 * u31
+                + x4 * u41
+                + x5 * u51
+                + x6 * u61
+                + x7 * u71
+            )
+            y[j + 2, b] = (
+                -c2
+                + x0 * u02
+                + x1 * u12
+                + x2 * u22
+                + x3 * u32
+                + x4 * u42
+                + x5 * u52
+                + x6 * u62
+                + x7 * u72
+            )
+            y[j + 3, b] = (
+                -c3
+                + x0 * u03
+                + x1 * u13
+                + x2 * u23
+                + x3 * u33
+                + x4 * u43
+                + x5 * u53
+                + x6 * u63
+                + x7 * u73
+            )
+            y[j + 4, b] = (
+                -c4
+                + x0 * u04
+                + x1 * u14
+                + x2 * u24
+                + x3 * u34
+                + x4 * u44
+                + x5 * u54
+                + x6 * u64
+                + x7 * u74
+            )
+            y[j + 5, b] = (
+                -c5
+                + x0 * u05
+                + x1 * u15
+                + x2 * u25
+                + x3 * u35
+                + x4 * u45
+                + x5 * u55
+                + x6 * u65
+                + x7 * u75
+            )
+            y[j + 6, b] = (
+                -c6
+                + x0 * u06
+                + x1 * u16
+                + x2 * u26
+                + x3 * u36
+                + x4 * u46
+                + x5 * u56
+                + x6 * u66
+                + x7 * u76
+            )
+            y[j + 7, b] = (
+                -c7
+                + x0 * u07
+                + x1 * u17
+                + x2 * u27
+                + x3 * u37
+                + x4 * u47
+                + x5 * u57
+                + x6 * u67
+                + x7 * u77
+            )
+    else:
+        for b in range(nb):
+            x0, x1, x2, x3 = xb[i, b], xb[i + 1, b], xb[i + 2, b], xb[i + 3, b]
+            x4, x5, x6, x7 = xb[i + 4, b], xb[i + 5, b], xb[i + 6, b], xb[i + 7, b]
+            y[j + 0, b] = (
+                y[j + 0, b]
+                + x0 * u00
+                + x1 * u10
+                + x2 * u20
+                + x3 * u30
+                + x4 * u40
+                + x5 * u50
+                + x6 * u60
+                + x7 * u70
+            )
+            y[j + 1, b] = (
+                y[j + 1, b]
+                + x0 * u01
+                + x1 * u11
+                + x2 * u21
+                + x3 * u31
+                + x4 * u41
+                + x5 * u51
+                + x6 * u61
+                + x7 * u71
+            )
+            y[j + 2, b] = (
+                y[j + 2, b]
+                + x0 * u02
+                + x1 * u12
+                + x2 * u22
+                + x3 * u32
+                + x4 * u42
+                + x5 * u52
+                + x6 * u62
+                + x7 * u72
+            )
+            y[j + 3, b] = (
+                y[j + 3, b]
+                + x0 * u03
+                + x1 * u13
+                + x2 * u23
+                + x3 * u33
+                + x4 * u43
+                + x5 * u53
+                + x6 * u63
+                + x7 * u73
+            )
+            y[j + 4, b] = (
+                y[j + 4, b]
+                + x0 * u04
+                + x1 * u14
+                + x2 * u24
+                + x3 * u34
+                + x4 * u44
+                + x5 * u54
+                + x6 * u64
+                + x7 * u74
+            )
+            y[j + 5, b] = (
+                y[j + 5, b]
+                + x0 * u05
+                + x1 * u15
+                + x2 * u25
+                + x3 * u35
+                + x4 * u45
+                + x5 * u55
+                + x6 * u65
+                + x7 * u75
+            )
+            y[j + 6, b] = (
+                y[j + 6, b]
+                + x0 * u06
+                + x1 * u16
+                + x2 * u26
+                + x3 * u36
+                + x4 * u46
+                + x5 * u56
+                + x6 * u66
+                + x7 * u76
+            )
+            y[j + 7, b] = (
+                y[j + 7, b]
+                + x0 * u07
+                + x1 * u17
+                + x2 * u27
+                + x3 * u37
+                + x4 * u47
+                + x5 * u57
+                + x6 * u67
+                + x7 * u77
+            )
+
+
+@njit_cached(inline="always", fastmath=_FAST)
+def _maha_tile8_diag(U, xb, j, nb, y, out, c, first):
+    """The diagonal 8x8 tile (rows and columns j..j+7, the last of its columns):
+    :func:`_maha_tile8` without the terms of U's zero lower triangle."""
+    i = j
+    row = U[i + 0]
+    u00, u01, u02, u03 = row[j], row[j + 1], row[j + 2], row[j + 3]
+    u04, u05, u06, u07 = row[j + 4], row[j + 5], row[j + 6], row[j + 7]
+    row = U[i + 1]
+    u11, u12, u13, u14 = row[j + 1], row[j + 2], row[j + 3], row[j + 4]
+    u15, u16, u17 = row[j + 5], row[j + 6], row[j + 7]
+    row = U[i + 2]
+    u22, u23, u24, u25 = row[j + 2], row[j + 3], row[j + 4], row[j + 5]
+    u26, u27 = row[j + 6], row[j + 7]
+    row = U[i + 3]
+    u33, u34, u35, u36 = row[j + 3], row[j + 4], row[j + 5], row[j + 6]
+    u37 = row[j + 7]
+    row = U[i + 4]
+    u44, u45, u46, u47 = row[j + 4], row[j + 5], row[j + 6], row[j + 7]
+    row = U[i + 5]
+    u55, u56, u57 = row[j + 5], row[j + 6], row[j + 7]
+    row = U[i + 6]
+    u66, u67 = row[j + 6], row[j + 7]
+    row = U[i + 7]
+    u77 = row[j + 7]
+    c0, c1, c2, c3 = c[j], c[j + 1], c[j + 2], c[j + 3]
+    c4, c5, c6, c7 = c[j + 4], c[j + 5], c[j + 6], c[j + 7]
+    if first:
+        for b in range(nb):
+            x0, x1, x2, x3 = xb[i, b], xb[i + 1, b], xb[i + 2, b], xb[i + 3, b]
+            x4, x5, x6, x7 = xb[i + 4, b], xb[i + 5, b], xb[i + 6, b], xb[i + 7, b]
+            y0 = -c0 + x0 * u00
+            y1 = -c1 + x0 * u01 + x1 * u11
+            y2 = -c2 + x0 * u02 + x1 * u12 + x2 * u22
+            y3 = -c3 + x0 * u03 + x1 * u13 + x2 * u23 + x3 * u33
+            y4 = -c4 + x0 * u04 + x1 * u14 + x2 * u24 + x3 * u34 + x4 * u44
+            y5 = -c5 + x0 * u05 + x1 * u15 + x2 * u25 + x3 * u35 + x4 * u45 + x5 * u55
+            y6 = -c6 + x0 * u06 + x1 * u16 + x2 * u26 + x3 * u36 + x4 * u46 + x5 * u56 + x6 * u66
+            y7 = (
+                -c7
+                + x0 * u07
+                + x1 * u17
+                + x2 * u27
+                + x3 * u37
+                + x4 * u47
+                + x5 * u57
+                + x6 * u67
+                + x7 * u77
+            )
+            out[b] = (
+                ((((((out[b] + y0 * y0) + y1 * y1) + y2 * y2) + y3 * y3) + y4 * y4) + y5 * y5)
+                + y6 * y6
+            ) + y7 * y7
+    else:
+        for b in range(nb):
+            x0, x1, x2, x3 = xb[i, b], xb[i + 1, b], xb[i + 2, b], xb[i + 3, b]
+            x4, x5, x6, x7 = xb[i + 4, b], xb[i + 5, b], xb[i + 6, b], xb[i + 7, b]
+            y0 = y[j + 0, b] + x0 * u00
+            y1 = y[j + 1, b] + x0 * u01 + x1 * u11
+            y2 = y[j + 2, b] + x0 * u02 + x1 * u12 + x2 * u22
+            y3 = y[j + 3, b] + x0 * u03 + x1 * u13 + x2 * u23 + x3 * u33
+            y4 = y[j + 4, b] + x0 * u04 + x1 * u14 + x2 * u24 + x3 * u34 + x4 * u44
+            y5 = y[j + 5, b] + x0 * u05 + x1 * u15 + x2 * u25 + x3 * u35 + x4 * u45 + x5 * u55
+            y6 = (
+                y[j + 6, b]
+                + x0 * u06
+                + x1 * u16
+                + x2 * u26
+                + x3 * u36
+                + x4 * u46
+                + x5 * u56
+                + x6 * u66
+            )
+            y7 = (
+                y[j + 7, b]
+                + x0 * u07
+                + x1 * u17
+                + x2 * u27
+                + x3 * u37
+                + x4 * u47
+                + x5 * u57
+                + x6 * u67
+                + x7 * u77
+            )
+            out[b] = (
+                ((((((out[b] + y0 * y0) + y1 * y1) + y2 * y2) + y3 * y3) + y4 * y4) + y5 * y5)
+                + y6 * y6
+            ) + y7 * y7
+
+
+@njit_cached(inline="always", fastmath=_FAST)
+def _maha_triangular(U, c, xb, nb, y, out):
+    """out[:nb] = |x U - c|^2 for an upper-triangular U (D, D) and c = mu U (the reference's
+    ``x U - mu U``: no pass forms x - mu); y (D, B) a buffer.
+
+    A column of ``x U`` takes terms from the rows up to it only. Columns in eights, then in
+    fours: each group runs over the rows above its diagonal in tiles of as many rows
+    (:func:`_maha_tile8`, :func:`_maha_tile`: one pass over the points adds those rows' terms
+    to the group's columns, held in registers), the diagonal tile last, adding the columns'
+    squares to out without storing them. The D % 4 last columns, if any, a row at a time.
+    out sums the columns' squares in the order of the columns."""
+    D = U.shape[0]
     for b in range(nb):
         out[b] = 0.0
     j = 0
+    while j + 8 <= D:
+        for q in range(j // 8):  # rows 0 .. j - 1
+            _maha_tile8(U, xb, 8 * q, j, nb, y, c, q == 0)
+        _maha_tile8_diag(U, xb, j, nb, y, out, c, j == 0)
+        j += 8
     while j + 4 <= D:
-        n_quads = (j + 4) // 4  # rows 0 .. j + 3
-        for q in range(n_quads):
-            _maha_tile(U, db, 4 * q, j, nb, y, out, q == 0, q == n_quads - 1)
+        for q in range(j // 4):
+            _maha_tile(U, xb, 4 * q, j, nb, y, c, q == 0)
+        _maha_tile_diag(U, xb, j, nb, y, out, c, j == 0)
         j += 4
     for j in range(j, D):
+        cj = c[j]
         for b in range(nb):
-            y[j, b] = 0.0
+            y[j, b] = -cj
         for i in range(j + 1):
             uij = U[i, j]
             for b in range(nb):
-                y[j, b] += db[i, b] * uij
+                y[j, b] += xb[i, b] * uij
         for b in range(nb):
             out[b] += y[j, b] * y[j, b]
 
 
 @njit_cached(inline="always", fastmath=_FAST)
-def _add_scatter_upper_r(r, db, nb, out):
-    """out[i, j] += sum_b r[b] db[i, b] db[j, b] for j >= i (the caller mirrors the rest).
+def _add_scatter_upper_r(r, db, nb, out, s):
+    """out[i, j] += sum_b r[b] db[i, b] db[j, b] for j >= i (the caller mirrors the rest);
+    s[i] = sum_b r[b] db[i, b] and s[D] = sum_b r[b] (the block's sums, in db's dtype).
 
     :func:`_add_scatter_upper` of ``rc = r db`` with the products ``r[b] db[i, b]`` formed in
-    the tiles (the same values; no pass to store them)."""
+    the tiles (the same values; no pass to store them). The first tile of each pair of rows
+    (the one on the diagonal) also sums those products and r, so the first-order sums take no
+    pass of their own."""
     D = db.shape[0]
     zero = _zero(db)  # a block's sums in db's dtype, added into the float64 ``out``
     i = 0
     while i + 2 <= D:
-        j = i
+        if i + 4 <= D:  # the diagonal tile, with the row sums
+            a00 = a01 = a02 = a03 = a11 = a12 = a13 = s0 = s1 = sr = zero
+            for b in range(nb):
+                w = r[b]
+                r0, r1 = w * db[i, b], w * db[i + 1, b]
+                d0, d1, d2, d3 = db[i, b], db[i + 1, b], db[i + 2, b], db[i + 3, b]
+                sr += w
+                s0 += r0
+                s1 += r1
+                a00 += r0 * d0
+                a01 += r0 * d1
+                a02 += r0 * d2
+                a03 += r0 * d3
+                a11 += r1 * d1
+                a12 += r1 * d2
+                a13 += r1 * d3
+            out[i, i] += a00
+            out[i, i + 1] += a01
+            out[i, i + 2] += a02
+            out[i, i + 3] += a03
+            out[i + 1, i + 1] += a11
+            out[i + 1, i + 2] += a12
+            out[i + 1, i + 3] += a13
+            j = i + 4
+        else:  # two or three columns left: the diagonal pair, with the row sums
+            a00 = a01 = a11 = s0 = s1 = sr = zero
+            for b in range(nb):
+                w = r[b]
+                r0, r1 = w * db[i, b], w * db[i + 1, b]
+                d0, d1 = db[i, b], db[i + 1, b]
+                sr += w
+                s0 += r0
+                s1 += r1
+                a00 += r0 * d0
+                a01 += r0 * d1
+                a11 += r1 * d1
+            out[i, i] += a00
+            out[i, i + 1] += a01
+            out[i + 1, i + 1] += a11
+            j = i + 2
+        s[i] = s0
+        s[i + 1] = s1
+        if i == 0:
+            s[D] = sr
         while j + 4 <= D:
             a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = zero
             for b in range(nb):
@@ -414,13 +772,44 @@ def _add_scatter_upper_r(r, db, nb, out):
             out[i, j + 1] += a01
             out[i, j + 2] += a02
             out[i, j + 3] += a03
-            if j > i:  # (i + 1, i) is below the diagonal
-                out[i + 1, j] += a10
+            out[i + 1, j] += a10
             out[i + 1, j + 1] += a11
             out[i + 1, j + 2] += a12
             out[i + 1, j + 3] += a13
             j += 4
-        for j in range(j, D):
+        if j + 3 == D:  # the columns left in one pass: three, two or one
+            a00 = a01 = a02 = a10 = a11 = a12 = zero
+            for b in range(nb):
+                w = r[b]
+                r0, r1 = w * db[i, b], w * db[i + 1, b]
+                d0, d1, d2 = db[j, b], db[j + 1, b], db[j + 2, b]
+                a00 += r0 * d0
+                a01 += r0 * d1
+                a02 += r0 * d2
+                a10 += r1 * d0
+                a11 += r1 * d1
+                a12 += r1 * d2
+            out[i, j] += a00
+            out[i, j + 1] += a01
+            out[i, j + 2] += a02
+            out[i + 1, j] += a10
+            out[i + 1, j + 1] += a11
+            out[i + 1, j + 2] += a12
+        elif j + 2 == D:
+            a00 = a01 = a10 = a11 = zero
+            for b in range(nb):
+                w = r[b]
+                r0, r1 = w * db[i, b], w * db[i + 1, b]
+                d0, d1 = db[j, b], db[j + 1, b]
+                a00 += r0 * d0
+                a01 += r0 * d1
+                a10 += r1 * d0
+                a11 += r1 * d1
+            out[i, j] += a00
+            out[i, j + 1] += a01
+            out[i + 1, j] += a10
+            out[i + 1, j + 1] += a11
+        elif j + 1 == D:
             a0 = a1 = zero
             for b in range(nb):
                 w = r[b]
@@ -428,14 +817,20 @@ def _add_scatter_upper_r(r, db, nb, out):
                 a0 += (w * db[i, b]) * d
                 a1 += (w * db[i + 1, b]) * d
             out[i, j] += a0
-            if j > i:
-                out[i + 1, j] += a1
+            out[i + 1, j] += a1
         i += 2
     if i < D:
-        acc = zero
+        acc = s0 = sr = zero
         for b in range(nb):
-            acc += (r[b] * db[i, b]) * db[i, b]
+            w = r[b]
+            r0 = w * db[i, b]
+            sr += w
+            s0 += r0
+            acc += r0 * db[i, b]
         out[i, i] += acc
+        s[i] = s0
+        if i == 0:
+            s[D] = sr
 
 
 @njit_cached(inline="always", fastmath=_FAST)
@@ -490,9 +885,12 @@ def _add_scatter_upper(rc, db, nb, out):
 
 
 @njit_cached(parallel=True, fastmath=_FAST)
-def _full(
-    X, sw, weighted, log_w, means, U, log_det, shift, shift_is_means, n_groups, nk, sx, sxx, loglik
-):
+def _full(X, sw, weighted, log_w, means, U, muU, log_det, shift, n_groups, nk, sx, sxx, loglik):
+    """Full covariances. Per block: each component's ``|x U_k - mu_k U_k|^2`` straight from
+    the block (``muU`` = mu_k U_k, no pass forms x - mu), its log-probabilities written with
+    each point's running max over k (the softmax's shift), the softmax; then per component
+    ``x - shift_k`` once (in L1), whose scatter tiles also give ``sum r (x - shift_k)`` and
+    ``sum r``: sx = that + shift_k sum r, with no pass of its own."""
     N, D = X.shape
     K = means.shape[0]
     bs = _block(means)
@@ -501,12 +899,13 @@ def _full(
     c2pi = _like(means, D * _LOG_2PI)
     for g in prange(n_groups):
         xb = np.empty((D, bs), means.dtype)
-        dk = np.empty((K, D, bs), means.dtype)  # x - mu_k for every k: reused as x - shift_k below
+        db = np.empty((D, bs), means.dtype)  # x - shift_k, one k at a time
         y = np.empty((D, bs), means.dtype)
         logp = np.empty((K, bs), means.dtype)
         maha = np.empty(bs, means.dtype)
         m_buf = np.empty(bs, means.dtype)
         z_buf = np.empty(bs, means.dtype)
+        s_buf = np.empty(D + 1, means.dtype)
         acc_ll = 0.0
         for blk in range(g, n_blocks, n_groups):
             start = blk * bs
@@ -515,24 +914,36 @@ def _full(
             if weighted:
                 _zero_weightless(sw, start, nb, xb)
             for k in range(K):
-                _maha_triangular(U[k], means[k], xb, nb, dk[k], y, maha)
-                for b in range(nb):
-                    logp[k, b] = -(half * (c2pi + maha[b])) + log_det[k] + log_w[k]
-            acc_ll += _responsibilities(logp, nb, sw, start, weighted, m_buf, z_buf)
-            _add_nk_sx(logp, xb, nb, nk[g], sx[g])
+                _maha_triangular(U[k], muU[k], xb, nb, y, maha)
+                lk = log_det[k] + log_w[k]
+                if k == 0:  # and each point's max over k, for the softmax
+                    for b in range(nb):
+                        v = -(half * (c2pi + maha[b])) + lk
+                        logp[k, b] = v
+                        m_buf[b] = v
+                else:
+                    for b in range(nb):
+                        v = -(half * (c2pi + maha[b])) + lk
+                        logp[k, b] = v
+                        m_buf[b] = v if v > m_buf[b] else m_buf[b]
+            acc_ll += _responsibilities(logp, nb, sw, start, weighted, m_buf, z_buf, True)
             for k in range(K):
-                # sum_b r (x - c)(x - c)^T, upper triangle (mirrored by the caller)
-                db = dk[k]
-                if not shift_is_means:
-                    for i in range(D):
-                        for b in range(nb):
-                            db[i, b] = xb[i, b] - shift[k, i]
-                _add_scatter_upper_r(logp[k], db, nb, sxx[g, k])
+                # sum_b r (x - c)(x - c)^T, upper triangle (mirrored by the caller), with
+                # sum_b r (x - c) and sum_b r: sx gets sum_b r x = those + c sum_b r
+                for i in range(D):
+                    c = shift[k, i]
+                    for b in range(nb):
+                        db[i, b] = xb[i, b] - c
+                _add_scatter_upper_r(logp[k], db, nb, sxx[g, k], s_buf)
+                rk = s_buf[D]
+                nk[g, k] += rk
+                for i in range(D):
+                    sx[g, k, i] += np.float64(s_buf[i]) + np.float64(shift[k, i]) * np.float64(rk)
         loglik[g] = acc_ll
 
 
 @njit_cached(parallel=True, fastmath=_FAST)
-def _tied(X, sw, weighted, log_w, means, U, log_det, n_groups, nk, sx, sxx, loglik):
+def _tied(X, sw, weighted, log_w, means, U, muU, log_det, n_groups, nk, sx, sxx, loglik):
     N, D = X.shape
     K = means.shape[0]
     bs = _block(means)
@@ -555,10 +966,10 @@ def _tied(X, sw, weighted, log_w, means, U, log_det, n_groups, nk, sx, sxx, logl
             if weighted:
                 _zero_weightless(sw, start, nb, xb)
             for k in range(K):
-                _maha_triangular(U, means[k], xb, nb, db, y, maha)
+                _maha_triangular(U, muU[k], xb, nb, y, maha)
                 for b in range(nb):
                     logp[k, b] = -(half * (c2pi + maha[b])) + log_det[0] + log_w[k]
-            acc_ll += _responsibilities(logp, nb, sw, start, weighted, m_buf, z_buf)
+            acc_ll += _responsibilities(logp, nb, sw, start, weighted, m_buf, z_buf, False)
             _add_nk_sx(logp, xb, nb, nk[g], sx[g])
             if weighted:  # X^T W X, upper triangle; db is free once the maha are done
                 for i in range(D):
@@ -601,7 +1012,7 @@ def _diag(X, sw, weighted, log_w, means, prec, log_det, n_groups, nk, sx, sxx, l
                         logp[k, b] += dv * dv * p
                 for b in range(nb):
                     logp[k, b] = -(half * (c2pi + logp[k, b])) + log_det[k] + log_w[k]
-            acc_ll += _responsibilities(logp, nb, sw, start, weighted, m_buf, z_buf)
+            acc_ll += _responsibilities(logp, nb, sw, start, weighted, m_buf, z_buf, False)
             _add_nk_sx(logp, xb, nb, nk[g], sx[g])
             for k in range(K):
                 for i in range(D):
@@ -665,6 +1076,7 @@ def fit_stats(
         log_det = cx(np.log(np.diagonal(pc, axis1=1, axis2=2)).sum(axis=1))
         sxx = np.zeros((n_groups, K, D, D))
         shift_x = cx(shift)
+        muU = cx(np.matmul(f64(means)[:, None, :], pc)[:, 0, :])  # mu_k U_k, in float64
         _full(
             Xf,
             sw,
@@ -672,9 +1084,9 @@ def fit_stats(
             log_w,
             mu,
             cx(pc),
+            muU,
             log_det,
             shift_x,
-            bool(np.array_equal(shift_x, mu)),
             n_groups,
             nk,
             sx,
@@ -685,7 +1097,8 @@ def fit_stats(
     elif covariance_type == "tied":
         log_det = cx(np.array([np.log(np.diagonal(pc)).sum()]))
         sxx = np.zeros((n_groups, D, D))
-        _tied(Xf, sw, weighted, log_w, mu, cx(pc), log_det, n_groups, nk, sx, sxx, loglik)
+        muU = cx(f64(means) @ pc)  # mu_k U, in float64
+        _tied(Xf, sw, weighted, log_w, mu, cx(pc), muU, log_det, n_groups, nk, sx, sxx, loglik)
         sxx = _mirror(sxx.sum(axis=0))
     else:
         prec = pc * pc if covariance_type == "diag" else np.repeat((pc * pc)[:, None], D, axis=1)
