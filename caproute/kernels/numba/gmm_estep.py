@@ -33,13 +33,12 @@ import math
 
 import numba
 import numpy as np
-from llvmlite import ir
 from numba import prange, types
-from numba.extending import intrinsic, overload
+from numba.extending import overload
 
 from ..._lib.gmm_stats import Stats
 from ._jit import njit_cached
-from .vector_exp import exp_nonpositive
+from .vector_exp import exp_nonpositive_as as _exp  # float32 arithmetic for float32
 
 _FAST = {"reassoc", "contract"}  # vectorisable sums; nothing that assumes finite values
 _BLOCK = 128  # float64 points per block
@@ -92,10 +91,6 @@ def _cut_impl(a):
 
 
 _LOG_2PI = math.log(2.0 * math.pi)
-_INV_LN2_32 = np.float32(1.4426950408889634)
-_LN2_HI_32 = np.float32(0.693359375)  # 8 significant bits: k * _LN2_HI_32 is exact
-_LN2_LO_32 = np.float32(-2.12194440e-4)
-_UNDERFLOW_32 = np.float32(-87.0)
 
 
 def _zero(a):
@@ -126,55 +121,6 @@ def _like_impl(a, v):
         return t(v)
 
     return impl
-
-
-@intrinsic
-def _bits_to_float32(typingctx, bits):
-    """Reinterpret the low 32 bits of an integer as a float32."""
-    sig = types.float32(bits)
-
-    def codegen(context, builder, signature, args):
-        v = args[0]
-        if v.type.width > 32:
-            v = builder.trunc(v, ir.IntType(32))
-        return builder.bitcast(v, ir.FloatType())
-
-    return sig, codegen
-
-
-@njit_cached()
-def _exp_nonpositive32(x):
-    """``exp(x)`` for float32 ``x <= 0`` in float32 arithmetic, vectorisable: ``x = k ln2 + r``
-    (ln2 in two parts), ``exp(r)`` by its Taylor series to degree 7 (truncation below 1e-8
-    relative for ``|r| <= ln2 / 2``), ``2**k`` from its bits; 0 below -87 (nothing next to the
-    max term's 1 of a shifted softmax), NaN stays NaN."""
-    k = np.floor(x * _INV_LN2_32 + np.float32(0.5))
-    r = (x - k * _LN2_HI_32) - k * _LN2_LO_32
-    p = np.float32(1.0 / 5040.0)
-    p = p * r + np.float32(1.0 / 720.0)
-    p = p * r + np.float32(1.0 / 120.0)
-    p = p * r + np.float32(1.0 / 24.0)
-    p = p * r + np.float32(1.0 / 6.0)
-    p = p * r + np.float32(0.5)
-    p = p * r + np.float32(1.0)
-    p = p * r + np.float32(1.0)
-    # (k + 127) 2**23, exact in float32, is the bit pattern of 2**k (k clamped so that it is
-    # a normal number; those x are sent to 0 below anyway); converted as int32, 8 to a vector
-    e = (max(k, np.float32(-126.0)) + np.float32(127.0)) * np.float32(8388608.0)
-    scale = _bits_to_float32(np.int32(e))
-    return np.float32(0.0) if x < _UNDERFLOW_32 else p * scale
-
-
-def _exp(x):
-    """exp(x) for x <= 0 in x's precision (compiled: float32 or float64 arithmetic)."""
-    return np.exp(x)
-
-
-@overload(_exp, inline="always")
-def _exp_impl(x):
-    if x == types.float32:
-        return lambda x: _exp_nonpositive32(x)
-    return lambda x: exp_nonpositive(x)
 
 
 @njit_cached(inline="always", fastmath=_FAST)
