@@ -3,11 +3,13 @@ across all iterations, no (batch, n_in, n_out, pose_dim) temporary.
 
 Each sample's votes are transposed once into a per-call buffer (n_out, pose_dim, n_in), so
 every loop runs over the children and vectorises (float32 in hand-written 8 x 8 shuffle
-tiles, with the next sample's votes prefetched during this one's variance passes). Per
-iteration they are read three times from cache: the means, the centred variances (the same
-two-pass formula as the reference, which keeps float32 exact where the one-pass E[V^2] -
-mu^2 would cancel) and the E-step (for 4x4 poses with each child's sum over the pose in a
-register). Float32 votes take float32 exponentials. Uniform starting assignments are set in
+tiles, with the next sample's votes prefetched into L2 during this one's variance passes).
+Each iteration takes one parent at a time: its votes are read from L2 once, then twice more
+from L1, for the means, the centred variances (the same two-pass formula as the reference,
+which keeps float32 exact where the one-pass E[V^2] - mu^2 would cancel) and the E-step (for
+4x4 poses with each child's sum over the pose in a register); then the softmax over parents.
+The loops are compiled for 512-bit vectors where the CPU has them (``vector_width.py``).
+Float32 votes take float32 exponentials. Uniform starting assignments are set in
 the per-thread buffer, never read from a (batch, n_in, n_out) array. The callbacks
 ``on_nonfinite`` and ``on_overflow`` are those of ``dynamic_routing.py``: the first means'
 sums prove the votes finite, and each sample's outputs are checked while in cache.
@@ -27,6 +29,7 @@ from numba.extending import intrinsic, overload
 from ._jit import njit_cached
 from .dynamic_routing import all_finite, transpose_into
 from .vector_exp import exp_nonpositive_as
+from .vector_width import prefer_wide_vectors
 
 _FAST = {"reassoc", "contract"}  # vectorisable sums; nothing that assumes finite values
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -34,8 +37,9 @@ _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 @intrinsic
 def _prefetch(typingctx, arr, idx):
-    """A software prefetch (read, into all cache levels) of the line holding arr.flat[idx]
-    of a contiguous 1-D array; a hint only, never a load."""
+    """A software prefetch (read, into L2: locality 2, ``prefetcht1`` on x86) of the line
+    holding arr.flat[idx] of a contiguous 1-D array; a hint only, never a load. (Into L1 as
+    well, the next sample's lines evicted this sample's parent rows: 1.04x slower.)"""
     sig = types.void(arr, idx)
 
     def codegen(context, builder, signature, args):
@@ -45,7 +49,7 @@ def _prefetch(typingctx, arr, idx):
         i32 = ir.IntType(32)
         fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
         fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
-        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(2), i32(1)])
         return context.get_dummy_value()
 
     return sig, codegen
@@ -149,12 +153,11 @@ def _log_sigmoid(x):
 
 
 @njit_cached(inline="always", fastmath=_FAST)
-def _mean_sums(Vt, Rt, a, aw, ra, renorm, eps, sum_r, mu):
-    """The M-step's sums from assignments Rt (n_out, n_in): aw (the children's weights, a or
-    a renormalised with R), ra = Rt aw, sum_r[j] = sum_i ra[j, i] and mu[j, h] = sum_i ra[j, i]
-    Vt[j, h, i] (not yet divided). Every loop runs over the children."""
-    n_out, dim, n_in = Vt.shape
-    if renorm:  # aw_i = a_i / (sum_j R_ij a_i + eps)
+def _child_weights(Rt, a, aw, renorm, eps):
+    """aw: the children's weights in the M-step, a, or a renormalised with the assignments
+    Rt (n_out, n_in): aw_i = a_i / (sum_j R_ij a_i + eps)."""
+    n_out, n_in = Rt.shape
+    if renorm:
         for i in range(n_in):
             aw[i] = 0.0
         for j in range(n_out):
@@ -165,19 +168,25 @@ def _mean_sums(Vt, Rt, a, aw, ra, renorm, eps, sum_r, mu):
     else:
         for i in range(n_in):
             aw[i] = a[i]
-    for j in range(n_out):
-        acc = Rt[j, 0] * aw[0]
-        ra[j, 0] = acc
+
+
+@njit_cached(inline="always", fastmath=_FAST)
+def _parent_mean_sums(Vj, Rj, aw, raj, muj):
+    """One parent's M-step sums: raj = Rj aw, muj[h] = sum_i raj[i] Vj[h, i] (not yet
+    divided); returns sum_i raj[i]. Vj (D, n_in); every loop runs over the children."""
+    dim, n_in = Vj.shape
+    acc = Rj[0] * aw[0]
+    raj[0] = acc
+    for i in range(1, n_in):
+        r = Rj[i] * aw[i]
+        raj[i] = r
+        acc += r
+    for h in range(dim):
+        m = raj[0] * Vj[h, 0]
         for i in range(1, n_in):
-            r = Rt[j, i] * aw[i]
-            ra[j, i] = r
-            acc += r
-        sum_r[j] = acc
-        for h in range(dim):
-            m = ra[j, 0] * Vt[j, h, 0]
-            for i in range(1, n_in):
-                m += ra[j, i] * Vt[j, h, i]
-            mu[j, h] = m
+            m += raj[i] * Vj[h, i]
+        muj[h] = m
+    return acc
 
 
 @njit_cached(fastmath=_FAST)
@@ -192,14 +201,18 @@ def _em_one(V, a, beta_u, beta_a, lambdas, min_var, eps, R, mu, act, opts, bufs,
     ConvCaps position, in L2 for all iterations), the assignments kept as Rt (n_out, n_in):
     every loop then runs over the children, contiguous, and vectorises -- the E-step's
     Mahalanobis sums, its softmax over parents (column-wise, with the vectorisable exp) and
-    the M-step's sums -- with no horizontal reductions. ``bufs`` = (Vt, Rt, ra, lp, aw, mx, z),
-    the calling thread's buffers (:func:`_em_buffers`). ``hlit``: a tuple whose length is
+    the M-step's sums -- with no horizontal reductions. Each iteration takes one parent at a
+    time through its means, centred variances, cost and E-step, so that the parent's votes
+    Vt[j] (18 KB for 4x4 poses and 288 children) are read from L2 once per iteration and then
+    from L1; only the softmax over parents needs them all. ``bufs`` = (Vt, Rt, ra, lp, aw, mx,
+    z), the calling thread's buffers (:func:`_em_buffers`). ``hlit``: a tuple whose length is
     the pose dimension where the E-step's sum over it is unrolled (16: each child's sum stays
     in a register, measured 1.45x faster than a pass per pose element), else ().
 
     Returns whether the first means' sums were all finite: they are exactly when every vote is
     (the weights R a are finite, and a zero weight times inf or NaN gives NaN), short of an
     overflow of finite votes, which the caller's exact check tells apart."""
+    prefer_wide_vectors()
     momentum, lv_weight, ratio, add_floor, cost_mode, renorm, uniform_start = opts
     has_momentum = momentum >= 0.0
     n_in, n_out, dim = V.shape
@@ -214,10 +227,8 @@ def _em_one(V, a, beta_u, beta_a, lambdas, min_var, eps, R, mu, act, opts, bufs,
     sum_r = np.zeros(n_out, dtype=dt)
     var = np.empty((n_out, dim), dtype=dt)
     logit = np.empty(n_out, dtype=dt)
-    const = np.empty(n_out, dtype=dt)
     mu_prev = np.zeros((n_out, dim), dtype=dt)
-    _mean_sums(Vt, Rt, a, aw, ra, renorm, eps, sum_r, mu)
-    finite = all_finite(mu)
+    finite = True
     # the next sample's votes are prefetched a few lines per (parent, pose) row of the
     # variance passes, spread over all iterations, so that its transpose reads them from L2
     # while this sample's iterations (compute-bound) hide the memory's latency
@@ -227,72 +238,79 @@ def _em_one(V, a, beta_u, beta_a, lambdas, min_var, eps, R, mu, act, opts, bufs,
     step = 64 // nxt.itemsize
     line = 0
     for it in range(n_iter):
-        # M-step: means (sums already accumulated), centred variances, cost, activation logit
+        last = it + 1 == n_iter
+        _child_weights(Rt, a, aw, renorm, eps)
+        # one parent at a time: its votes Vt[j] (D, n_in) stay in L1 for the means, the
+        # centred variances and the E-step
         for j in range(n_out):
-            den = sum_r[j] + eps if add_floor else max(sum_r[j], eps)
+            Vj = Vt[j]
+            muj = mu[j]
+            raj = ra[j]
+            vj = var[j]
+            srj = _parent_mean_sums(Vj, Rt[j], aw, raj, muj)
+            sum_r[j] = srj
+            if it == 0 and finite:
+                finite = all_finite(muj)
+            den = srj + eps if add_floor else max(srj, eps)
             for h in range(dim):
-                mu[j, h] /= den
+                muj[h] /= den
                 if has_momentum:
-                    mu[j, h] = momentum * mu[j, h] + (1.0 - momentum) * mu_prev[j, h]
-                    mu_prev[j, h] = mu[j, h]
-        for j in range(n_out):
+                    muj[h] = momentum * muj[h] + (1.0 - momentum) * mu_prev[j, h]
+                    mu_prev[j, h] = muj[h]
             for h in range(dim):
                 for _ in range(per_row):
                     if line < n_lines:
                         _prefetch(nxt, line * step)
                         line += 1
-                mjh = mu[j, h]
-                dv = Vt[j, h, 0] - mjh
-                acc = ra[j, 0] * dv * dv
+                mjh = muj[h]
+                dv = Vj[h, 0] - mjh
+                acc = raj[0] * dv * dv
                 for i in range(1, n_in):
-                    dv = Vt[j, h, i] - mjh
-                    acc += ra[j, i] * dv * dv
-                var[j, h] = acc
-        for j in range(n_out):
-            den = sum_r[j] + eps if add_floor else max(sum_r[j], eps)
+                    dv = Vj[h, i] - mjh
+                    acc += raj[i] * dv * dv
+                vj[h] = acc
             cost = 0.0
             for h in range(dim):
-                vh = max(var[j, h] / den + min_var, eps)
-                var[j, h] = vh
+                vh = max(vj[h] / den + min_var, eps)
+                vj[h] = vh
                 if cost_mode == 0:
                     cost += beta_u[j, h] + 0.5 * np.log(vh)
                 elif cost_mode == 1:
                     cost += beta_u[j, h] + 0.5 * np.log(vh + eps)
                 else:
                     cost += beta_u[j, h] + np.log(vh + eps)
-            logit[j] = lambdas[it] * (beta_a[j] - cost * sum_r[j])
-        if it + 1 == n_iter:
-            break
-        # E-step in log space: log p[j, i], then the softmax over parents column by column
-        for j in range(n_out):
+            logit[j] = lambdas[it] * (beta_a[j] - cost * srj)
+            if last:
+                continue
+            # E-step for this parent, in log space
             half_log_det = 0.0
             for h in range(dim):
-                half_log_det += lv_weight * np.log(var[j, h])
-                var[j, h] = 0.5 / var[j, h]  # var now holds 1 / (2 sigma^2)
-            const[j] = _log_sigmoid(logit[j]) - half_log_det - dim * _HALF_LOG_2PI
-        if len(hlit) > 0:  # pose_dim unrolled: each child's sum over h in a register
-            for j in range(n_out):
-                lpj, Vj, muj, wj, cj = lp[j], Vt[j], mu[j], var[j], const[j]
+                half_log_det += lv_weight * np.log(vj[h])
+                vj[h] = 0.5 / vj[h]  # var now holds 1 / (2 sigma^2)
+            cj = _log_sigmoid(logit[j]) - half_log_det - dim * _HALF_LOG_2PI
+            lpj = lp[j]
+            if len(hlit) > 0:  # pose_dim unrolled: each child's sum over h in a register
                 for i in range(n_in):
                     dv = Vj[0, i] - muj[0]
-                    acc = dv * dv * wj[0]
+                    acc = dv * dv * vj[0]
                     for h in range(1, len(hlit)):
                         dv = Vj[h, i] - muj[h]
-                        acc += dv * dv * wj[h]
+                        acc += dv * dv * vj[h]
                     lpj[i] = cj - acc
-        else:
-            for j in range(n_out):
+            else:
                 for i in range(n_in):
-                    lp[j, i] = 0.0
+                    lpj[i] = 0.0
                 for h in range(dim):
-                    mjh = mu[j, h]
-                    w = var[j, h]
+                    mjh = muj[h]
+                    w = vj[h]
                     for i in range(n_in):
-                        dv = Vt[j, h, i] - mjh
-                        lp[j, i] += dv * dv * w
-                cj = const[j]
+                        dv = Vj[h, i] - mjh
+                        lpj[i] += dv * dv * w
                 for i in range(n_in):
-                    lp[j, i] = cj - lp[j, i]
+                    lpj[i] = cj - lpj[i]
+        if last:
+            break
+        # the softmax over parents, column by column
         for i in range(n_in):
             mx[i] = -np.inf
             z[i] = 0.0
@@ -310,7 +328,6 @@ def _em_one(V, a, beta_u, beta_a, lambdas, min_var, eps, R, mu, act, opts, bufs,
         for j in range(n_out):
             for i in range(n_in):
                 Rt[j, i] *= z[i]
-        _mean_sums(Vt, Rt, a, aw, ra, renorm, eps, sum_r, mu)
     if R.shape[0] > 0:  # (an empty R: the caller does not want the assignments)
         transpose_into(Rt, R)
     for j in range(n_out):
