@@ -1,6 +1,6 @@
-"""The Numba EM kernel's float32 vote transpose (hand-written 8 x 8 shuffle tiles) and its
-prefetch of the next sample's votes: exact against NumPy's transpose, every remainder of the
-tiles, and per-sample results independent of the batch and its split over threads."""
+"""The Numba EM kernel's float32 vote transpose (hand-written 8 x 8 or 16 x 16 shuffle tiles)
+and its prefetch of the next sample's votes: exact against NumPy's transpose, every remainder
+of the tiles, and per-sample results independent of the batch and its split over threads."""
 
 import numba
 import numpy as np
@@ -58,3 +58,22 @@ def test_batch_matches_single_samples(dtype, n_in, n_out, dim):
         m64, a64, _ = _run(votes.astype(np.float64), a_in.astype(np.float64), beta_u, beta_a)
         np.testing.assert_allclose(mu, m64, rtol=1e-3, atol=1e-4)
         np.testing.assert_allclose(act, a64, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("tile, n", [("_tile8", 8), ("_tile16", 16)])
+def test_tile_exact_inside_larger_arrays(tile, n):
+    """Both tile sizes (the kernel uses one, chosen by the CPU's register width; the other is
+    checked here): an n x n tile at an offset, with row strides, and nothing else written."""
+    f = getattr(k, tile)
+
+    @numba.njit
+    def run(x, xo, xs, y, yo, ys):
+        f(x, xo, xs, y, yo, ys)
+
+    rows, cols, r0, c0 = n + 3, n + 5, 2, 3
+    x = np.random.default_rng(n).normal(size=(rows, cols)).astype(np.float32)
+    y = np.full((cols, rows), np.nan, dtype=np.float32)
+    run(x.reshape(-1), r0 * cols + c0, cols, y.reshape(-1), c0 * rows + r0, rows)
+    np.testing.assert_array_equal(y[c0 : c0 + n, r0 : r0 + n], x[r0 : r0 + n, c0 : c0 + n].T)
+    y[c0 : c0 + n, r0 : r0 + n] = np.nan
+    assert np.isnan(y).all()

@@ -19,7 +19,28 @@ cache index is keyed on the CPU, so a cache copied to another machine is not reu
 from __future__ import annotations
 
 from numba import types
+from numba.core import config
 from numba.extending import intrinsic
+
+
+def _target_has_avx512f():
+    """Whether the CPU Numba compiles for has AVX-512F: the host's, unless NUMBA_CPU_NAME or
+    NUMBA_CPU_FEATURES chose another target (a generic name or a feature list without it)."""
+    if config.CPU_FEATURES is not None:
+        return "+avx512f" in config.CPU_FEATURES.split(",")
+    if config.CPU_NAME is not None and config.CPU_NAME != "host":
+        return False
+    try:
+        import llvmlite.binding as llvm
+
+        return bool(llvm.get_host_cpu_features().get("avx512f", False))
+    except RuntimeError:  # (no feature list on this platform: assume the narrow registers)
+        return False
+
+
+#: whether kernels here get 512-bit registers: code that hand-writes vector shuffles picks
+#: its tile size from this (16 float32 lanes, else 8)
+HAS_512_BIT_VECTORS = _target_has_avx512f()
 
 _ATTRIBUTES = ('"prefer-vector-width"="512"', '"min-legal-vector-width"="512"')
 
