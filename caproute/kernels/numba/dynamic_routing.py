@@ -481,11 +481,19 @@ def dense_routing(
     on_overflow=None,
 ):
     """Numba votes-and-routing: u (batch, n_in, in_dim), W (n_in, n_out, out_dim, in_dim).
-    ``block``: samples per pass over W (default: up to 8, so that every thread has a block);
-    results do not depend on it. ``on_nonfinite`` and ``on_overflow`` as in
+    Without initial logits (and for sizes it unrolls) the images-in-lanes kernel of
+    ``dense_lanes.py`` runs; otherwise, or with ``block`` given, the per-image kernel below.
+    ``block``: its samples per pass over W (default: up to 8, so that every thread has a
+    block); results do not depend on it. ``on_nonfinite`` and ``on_overflow`` as in
     :func:`dynamic_routing` (the votes are finite exactly when u and W are, short of an
     overflow)."""
     u = np.ascontiguousarray(u)
+    if block is None and dense_lanes.supported(u.shape, W.shape, u.dtype, initial_logits):
+        v, c, nonfinite = dense_lanes.dense_routing_lanes(
+            u, W, n_iter=n_iter, bias=bias, leaky=leaky, eps=eps
+        )
+        _report(nonfinite, on_nonfinite, on_overflow, (v, c))
+        return v, c
     batch, n_in, in_dim = u.shape
     n_out, out_dim = W.shape[1], W.shape[2]
     W3 = np.ascontiguousarray(W, dtype=u.dtype).reshape(n_in, n_out * out_dim, in_dim)
@@ -505,3 +513,6 @@ def dense_routing(
     )
     _report(nonfinite, on_nonfinite, on_overflow, (v, c))
     return v, c
+
+
+from . import dense_lanes  # noqa: E402  (it imports all_finite from this module)

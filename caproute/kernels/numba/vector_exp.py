@@ -164,3 +164,56 @@ def softmax_columns(x, out, n, leaky, want_lognorm, m, z):
         for b in range(n):
             out[k, b] *= z[b]
     return total
+
+
+# -- the same exp on LLVM vectors, for kernels written as LLVM IR -----------------------------
+_IR_EXP = {
+    32: (_INV_LN2_F, _LN2_HI_F, _LN2_LO_F, (5040.0, 720.0, 120.0, 24.0, 6.0, 2.0, 1.0, 1.0)),
+    64: (
+        _INV_LN2,
+        _LN2_HI,
+        _LN2_LO,
+        (6227020800.0, 479001600.0, 39916800.0, 3628800.0, 362880.0, 40320.0, 5040.0, 720.0)
+        + (120.0, 24.0, 6.0, 2.0, 1.0, 1.0),
+    ),
+}
+# (k clamp, exponent bias, mantissa bits, underflow bound) per width
+_IR_EXP_BITS = {32: (-126.0, 127, 23, float(_UNDERFLOW_F)), 64: (-1022.0, 1023, 52, _UNDERFLOW)}
+
+
+def exp_nonpositive_ir(builder, x):
+    """Emit ``exp(x)`` for an LLVM vector ``x`` of float or double (lanes ``x <= 0``): the
+    operations of :func:`exp_nonpositive_f32` / :func:`exp_nonpositive` in the same order,
+    each rounded to the element type. Within 1 ulp of those functions (equal in about 91% of
+    float32 lanes; tests/kernels/test_dense_lanes.py), 0 below the same bound, NaN for NaN."""
+    vty = x.type
+    fty = vty.element
+    lanes = vty.count
+    bits = 32 if isinstance(fty, ir.FloatType) else 64
+    inv_ln2, ln2_hi, ln2_lo, denominators = _IR_EXP[bits]
+    kmin, bias, shift, under = _IR_EXP_BITS[bits]
+
+    def splat(value, ty=fty, vt=vty):
+        return ir.Constant(vt, [ir.Constant(ty, value)] * lanes)
+
+    floor = builder.module.globals.get(f"llvm.floor.v{lanes}f{bits}") or ir.Function(
+        builder.module, ir.FunctionType(vty, [vty]), f"llvm.floor.v{lanes}f{bits}"
+    )
+    k = builder.call(floor, [builder.fadd(builder.fmul(x, splat(float(inv_ln2))), splat(0.5))])
+    r = builder.fsub(
+        builder.fsub(x, builder.fmul(k, splat(float(ln2_hi)))),
+        builder.fmul(k, splat(float(ln2_lo))),
+    )
+    coeffs = [1.0 / d for d in denominators]
+    if bits == 32:  # the float32 function's constants are float32 roundings of these
+        coeffs = [float(np.float32(c)) for c in coeffs]
+    p = splat(coeffs[0])
+    for c in coeffs[1:]:
+        p = builder.fadd(builder.fmul(p, r), splat(c))
+    kc = builder.select(builder.fcmp_ordered(">", k, splat(kmin)), k, splat(kmin))
+    ity = ir.IntType(bits)
+    ivty = ir.VectorType(ity, lanes)
+    biased = builder.add(builder.fptosi(kc, ivty), splat(bias, ity, ivty))
+    e = builder.shl(biased, splat(shift, ity, ivty))
+    result = builder.fmul(p, builder.bitcast(e, vty))
+    return builder.select(builder.fcmp_ordered("<", x, splat(under)), splat(0.0), result)
