@@ -36,8 +36,9 @@ def dense_dynamic_routing(
     """Compute the votes ``u_hat[b, i, j] = W[i, j] @ u[b, i]`` and route them dynamically.
 
     The same result as ``dynamic_routing(votes, ...)`` with the votes written out, but the
-    Numba kernel computes each sample's votes on the fly, so the (batch, n_in, n_out, out_dim)
-    votes tensor never exists: memory stays at the size of the inputs and outputs.
+    Numba kernel computes the votes on the fly (for a vector of 16 float32 or 8 float64
+    images at a time, in registers, again in each iteration), so the (batch, n_in, n_out,
+    out_dim) votes tensor never exists: memory stays at the size of the inputs and outputs.
 
     Parameters
     ----------
