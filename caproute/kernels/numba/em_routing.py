@@ -169,9 +169,10 @@ _TILE = 16 if HAS_512_BIT_VECTORS else 8
 
 @njit_cached(inline="always")
 def _transpose_f32(x, y):
-    """y = x.T for float32 2-D x (rows, cols) in _TILE x _TILE tiles (:func:`_tile16` or
-    :func:`_tile8`)."""
+    """y[:, :rows] = x.T for float32 2-D x (rows, cols) and C-contiguous y (cols, >= rows), in
+    _TILE x _TILE tiles (:func:`_tile16` or :func:`_tile8`); y's other columns are left."""
     rows, cols = x.shape
+    ys = y.shape[1]
     r_full = rows - rows % _TILE
     c_full = cols - cols % _TILE
     xf = x.reshape(-1)
@@ -179,9 +180,9 @@ def _transpose_f32(x, y):
     for r0 in range(0, r_full, _TILE):
         for c0 in range(0, c_full, _TILE):
             if _TILE == 16:
-                _tile16(xf, r0 * cols + c0, cols, yf, c0 * rows + r0, rows)
+                _tile16(xf, r0 * cols + c0, cols, yf, c0 * ys + r0, ys)
             else:
-                _tile8(xf, r0 * cols + c0, cols, yf, c0 * rows + r0, rows)
+                _tile8(xf, r0 * cols + c0, cols, yf, c0 * ys + r0, ys)
         for c in range(c_full, cols):
             for b in range(_TILE):
                 y[c, r0 + b] = x[r0 + b, c]
@@ -206,6 +207,123 @@ def _transpose_rows_impl(x, y):
 
         def impl(x, y):
             transpose_into(x, y)
+
+    return impl
+
+
+# the lane that ends up holding pose element h after the reduction tree of _pose_sums16 is
+# the bit reversal of h, so the accumulators enter the tree in bit-reversed order
+_BITREV16 = (0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15)
+
+
+@intrinsic
+def _pose_sums16(typingctx, Vj, w, mu, out, centred):
+    """For float32 Vj (16, n) (n a multiple of 16) and w (>= n,): out[h] = sum_i w[i] Vj[h, i],
+    or with ``centred`` sum_i w[i] (Vj[h, i] - mu[h])^2. Sixteen vector sums over the children
+    at once (one per pose element, lanes over children), then one reduction tree (four levels
+    of two-source shuffles) that leaves the sixteen totals in one vector: where sixteen
+    separate loops each ended in a horizontal sum."""
+    sig = types.void(Vj, w, mu, out, centred)
+
+    def codegen(context, builder, signature, args):
+        va, wa, ma, oa = (
+            context.make_array(signature.args[n])(context, builder, args[n]) for n in range(4)
+        )
+        centred_ = args[4]
+        fty = ir.FloatType()
+        vty = ir.VectorType(fty, 16)
+        vp = vty.as_pointer()
+        i64 = ir.IntType(64)
+        n = builder.extract_value(va.shape, 1)
+        zero = ir.Constant(vty, [ir.Constant(fty, 0.0)] * 16)
+        undef = ir.Constant(vty, ir.Undefined)
+        splat0 = ir.Constant(ir.VectorType(ir.IntType(32), 16), [0] * 16)
+        fma = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vty, [vty] * 3), "llvm.fma.v16f32"
+        )
+        accs = [cgutils.alloca_once_value(builder, zero) for _ in range(16)]
+        mus = []
+        for h in range(16):
+            m = builder.load(builder.gep(ma.data, [i64(h)]))
+            m = builder.insert_element(undef, m, ir.Constant(ir.IntType(32), 0))
+            mus.append(builder.shuffle_vector(m, undef, splat0))
+        with cgutils.for_range(builder, builder.udiv(n, i64(16))) as loop:
+            i0 = builder.mul(loop.index, i64(16))
+            wv = builder.load(builder.bitcast(builder.gep(wa.data, [i0]), vp), align=4)
+            for h in range(16):
+                off = builder.add(builder.mul(i64(h), n), i0)
+                v = builder.load(builder.bitcast(builder.gep(va.data, [off]), vp), align=4)
+                acc = builder.load(accs[h])
+                with builder.if_else(centred_) as (then, otherwise):
+                    with then:
+                        d = builder.fsub(v, mus[h])
+                        c_acc = builder.call(fma, [builder.fmul(wv, d), d, acc])
+                        then_block = builder.block
+                    with otherwise:
+                        p_acc = builder.call(fma, [wv, v, acc])
+                        other_block = builder.block
+                phi = builder.phi(vty)
+                phi.add_incoming(c_acc, then_block)
+                phi.add_incoming(p_acc, other_block)
+                builder.store(phi, accs[h])
+
+        def shuf(a, b, idx):
+            return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(ir.IntType(32), 16), idx))
+
+        level = [builder.load(accs[h]) for h in _BITREV16]
+        masks = (
+            (list(range(0, 8)) + list(range(16, 24)), list(range(8, 16)) + list(range(24, 32))),
+            (
+                [0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27],
+                [4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31],
+            ),
+            (
+                [0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29],
+                [2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31],
+            ),
+            (
+                [0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30],
+                [1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31],
+            ),
+        )
+        for lo, hi in masks:
+            level = [
+                builder.fadd(shuf(level[k], level[k + 1], lo), shuf(level[k], level[k + 1], hi))
+                for k in range(0, len(level), 2)
+            ]
+        builder.store(level[0], builder.bitcast(oa.data, vp), align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _pose_sums(Vj, w, mu, out, centred, hlit):
+    """out[h] = sum_i w[i] Vj[h, i], or sum_i w[i] (Vj[h, i] - mu[h])^2 when ``centred``
+    (compiled: :func:`_pose_sums16` for float32 16-element poses, loops otherwise)."""
+
+
+@overload(_pose_sums, inline="always")
+def _pose_sums_impl(Vj, w, mu, out, centred, hlit):
+    if Vj.dtype == types.float32 and len(hlit) == 16:
+
+        def impl(Vj, w, mu, out, centred, hlit):
+            _pose_sums16(Vj, w, mu, out, centred)
+
+    else:
+
+        def impl(Vj, w, mu, out, centred, hlit):
+            dim, n = Vj.shape
+            for h in range(dim):
+                c = mu[h]
+                acc = w[0] * 0.0
+                if centred:
+                    for i in range(n):
+                        dv = Vj[h, i] - c
+                        acc += w[i] * dv * dv
+                else:
+                    for i in range(n):
+                        acc += w[i] * Vj[h, i]
+                out[h] = acc
 
     return impl
 
@@ -236,21 +354,18 @@ def _child_weights(Rt, a, aw, renorm, eps):
 
 
 @njit_cached(inline="always", fastmath=_FAST)
-def _parent_mean_sums(Vj, Rj, aw, raj, muj):
+def _parent_mean_sums(Vj, Rj, aw, raj, muj, hlit):
     """One parent's M-step sums: raj = Rj aw, muj[h] = sum_i raj[i] Vj[h, i] (not yet
-    divided); returns sum_i raj[i]. Vj (D, n_in); every loop runs over the children."""
-    dim, n_in = Vj.shape
+    divided); returns sum_i raj[i]. Vj (D, n_pad), raj (n_pad,): the columns past the
+    children are zero in both."""
+    n_in = Rj.shape[0]
     acc = Rj[0] * aw[0]
     raj[0] = acc
     for i in range(1, n_in):
         r = Rj[i] * aw[i]
         raj[i] = r
         acc += r
-    for h in range(dim):
-        m = raj[0] * Vj[h, 0]
-        for i in range(1, n_in):
-            m += raj[i] * Vj[h, i]
-        muj[h] = m
+    _pose_sums(Vj, raj, muj, muj, False, hlit)
     return acc
 
 
@@ -284,7 +399,7 @@ def _em_one(V, a, beta_u, beta_a, lambdas, min_var, eps, R, mu, act, opts, bufs,
     n_iter = lambdas.shape[0]
     dt = V.dtype
     Vt, Rt, ra, lp, aw, mx, z = bufs
-    _transpose_rows(V.reshape((n_in, n_out * dim)), Vt.reshape((n_out * dim, n_in)))
+    _transpose_rows(V.reshape((n_in, n_out * dim)), Vt.reshape((n_out * dim, Vt.shape[2])))
     if uniform_start:  # R is only written (no (batch, n_in, n_out) array of 1 / n_out to read)
         Rt[:, :] = 1.0 / n_out
     else:
@@ -312,7 +427,7 @@ def _em_one(V, a, beta_u, beta_a, lambdas, min_var, eps, R, mu, act, opts, bufs,
             muj = mu[j]
             raj = ra[j]
             vj = var[j]
-            srj = _parent_mean_sums(Vj, Rt[j], aw, raj, muj)
+            srj = _parent_mean_sums(Vj, Rt[j], aw, raj, muj, hlit)
             sum_r[j] = srj
             if it == 0 and finite:
                 finite = all_finite(muj)
@@ -322,18 +437,11 @@ def _em_one(V, a, beta_u, beta_a, lambdas, min_var, eps, R, mu, act, opts, bufs,
                 if has_momentum:
                     muj[h] = momentum * muj[h] + (1.0 - momentum) * mu_prev[j, h]
                     mu_prev[j, h] = muj[h]
-            for h in range(dim):
-                for _ in range(per_row):
-                    if line < n_lines:
-                        _prefetch(nxt, line * step)
-                        line += 1
-                mjh = muj[h]
-                dv = Vj[h, 0] - mjh
-                acc = raj[0] * dv * dv
-                for i in range(1, n_in):
-                    dv = Vj[h, i] - mjh
-                    acc += raj[i] * dv * dv
-                vj[h] = acc
+            for _ in range(dim * per_row):
+                if line < n_lines:
+                    _prefetch(nxt, line * step)
+                    line += 1
+            _pose_sums(Vj, raj, muj, vj, True, hlit)
             cost = 0.0
             for h in range(dim):
                 vh = max(vj[h] / den + min_var, eps)
@@ -404,10 +512,11 @@ def _em_one(V, a, beta_u, beta_a, lambdas, min_var, eps, R, mu, act, opts, bufs,
 def _em_buffers(dt, n_in, n_out, dim):
     """One thread's buffers: Vt, Rt, ra, lp, aw, mx, z (all of the votes' dtype: float32
     votes take float32 exponentials)."""
+    n_pad = (n_in + 15) // 16 * 16  # the pose sums run over whole vectors of 16 children
     return (
-        np.empty((n_out, dim, n_in), dtype=dt),
+        np.zeros((n_out, dim, n_pad), dtype=dt),
         np.empty((n_out, n_in), dtype=dt),
-        np.empty((n_out, n_in), dtype=dt),
+        np.zeros((n_out, n_pad), dtype=dt),
         np.empty((n_out, n_in), dtype=dt),
         np.empty(n_in, dtype=dt),
         np.empty(n_in, dtype=dt),
