@@ -35,12 +35,19 @@ def _kernels():
     return wide, plain
 
 
-def test_function_attributes():
-    wide, plain = _kernels()
+def _compiled(inspect):
+    """(code of the marked kernel, code of the plain one) after a float32 call, as LLVM IR
+    (``inspect="inspect_llvm"``) or assembly (``"inspect_asm"``)."""
     x = np.arange(64, dtype=np.float32)
-    wide(x, x), plain(x, x)
-    ir_wide = "".join(wide.inspect_llvm().values())
-    ir_plain = "".join(plain.inspect_llvm().values())
+    texts = []
+    for kernel in _kernels():
+        kernel(x, x)
+        texts.append("".join(getattr(kernel, inspect)().values()))
+    return texts
+
+
+def test_function_attributes():
+    ir_wide, ir_plain = _compiled("inspect_llvm")
     assert '"prefer-vector-width"="512"' in ir_wide
     assert '"min-legal-vector-width"="512"' in ir_wide
     assert '"prefer-vector-width"="512"' not in ir_plain
@@ -57,10 +64,6 @@ def test_same_results(dtype):
 
 @pytest.mark.skipif(not _host_has_avx512f(), reason="this CPU has no AVX-512 (no zmm registers)")
 def test_zmm_registers_where_the_cpu_has_them():
-    wide, plain = _kernels()
-    x = np.arange(64, dtype=np.float32)
-    wide(x, x), plain(x, x)
-    asm_wide = "".join(wide.inspect_asm().values())
-    asm_plain = "".join(plain.inspect_asm().values())
+    asm_wide, asm_plain = _compiled("inspect_asm")
     assert "zmm" in asm_wide
     assert "zmm" not in asm_plain

@@ -55,6 +55,28 @@ def _prefetch(typingctx, arr, idx):
     return sig, codegen
 
 
+def _tile_io(context, builder, signature, args, n):
+    """The loads and stores of an n x n float32 tile intrinsic (x, xo, xs, y, yo, ys): the n
+    rows x[xo + b xs : + n] as <n x float> vectors, and store_row(a, value) writing
+    y[yo + a ys : + n]."""
+    xa = context.make_array(signature.args[0])(context, builder, args[0])
+    ya = context.make_array(signature.args[3])(context, builder, args[3])
+    vp = ir.VectorType(ir.FloatType(), n).as_pointer()
+    i64 = ir.IntType(64)
+    xo, xs = builder.sext(args[1], i64), builder.sext(args[2], i64)
+    yo, ys = builder.sext(args[4], i64), builder.sext(args[5], i64)
+    rows = []
+    for b in range(n):
+        off = builder.add(xo, builder.mul(xs, i64(b)))
+        rows.append(builder.load(builder.bitcast(builder.gep(xa.data, [off]), vp), align=4))
+
+    def store_row(a, value):
+        off = builder.add(yo, builder.mul(ys, i64(a)))
+        builder.store(value, builder.bitcast(builder.gep(ya.data, [off]), vp), align=4)
+
+    return rows, store_row
+
+
 @intrinsic
 def _tile8(typingctx, x, xo, xs, y, yo, ys):
     """The 8 x 8 float32 tile x[xo + b xs + a] -> y[yo + a ys + b] (a, b < 8) of contiguous 1-D
@@ -62,18 +84,7 @@ def _tile8(typingctx, x, xo, xs, y, yo, ys):
     sig = types.void(x, xo, xs, y, yo, ys)
 
     def codegen(context, builder, signature, args):
-        xa = context.make_array(signature.args[0])(context, builder, args[0])
-        ya = context.make_array(signature.args[3])(context, builder, args[3])
-        vt = ir.VectorType(ir.FloatType(), 8)
-        vp = vt.as_pointer()
-        i64 = ir.IntType(64)
-        xo_, xs_ = builder.sext(args[1], i64), builder.sext(args[2], i64)
-        yo_, ys_ = builder.sext(args[4], i64), builder.sext(args[5], i64)
-        rows = []
-        for b in range(8):
-            off = builder.add(xo_, builder.mul(xs_, i64(b)))
-            ptr = builder.bitcast(builder.gep(xa.data, [off]), vp)
-            rows.append(builder.load(ptr, align=4))
+        rows, store_row = _tile_io(context, builder, signature, args, 8)
 
         def shuf(u, v, idx):
             return builder.shuffle_vector(u, v, ir.Constant(ir.VectorType(ir.IntType(32), 8), idx))
@@ -98,9 +109,7 @@ def _tile8(typingctx, x, xo, xs, y, yo, ys):
             shuf(u[a], u[a + 4], p1) for a in range(4)
         ]
         for a in range(8):
-            off = builder.add(yo_, builder.mul(ys_, i64(a)))
-            ptr = builder.bitcast(builder.gep(ya.data, [off]), vp)
-            builder.store(out[a], ptr, align=4)
+            store_row(a, out[a])
         return context.get_dummy_value()
 
     return sig, codegen
@@ -116,17 +125,7 @@ def _tile16(typingctx, x, xo, xs, y, yo, ys):
     sig = types.void(x, xo, xs, y, yo, ys)
 
     def codegen(context, builder, signature, args):
-        xa = context.make_array(signature.args[0])(context, builder, args[0])
-        ya = context.make_array(signature.args[3])(context, builder, args[3])
-        vt = ir.VectorType(ir.FloatType(), 16)
-        vp = vt.as_pointer()
-        i64 = ir.IntType(64)
-        xo_, xs_ = builder.sext(args[1], i64), builder.sext(args[2], i64)
-        yo_, ys_ = builder.sext(args[4], i64), builder.sext(args[5], i64)
-        r = []
-        for b in range(16):
-            off = builder.add(xo_, builder.mul(xs_, i64(b)))
-            r.append(builder.load(builder.bitcast(builder.gep(xa.data, [off]), vp), align=4))
+        r, store_row = _tile_io(context, builder, signature, args, 16)
 
         def shuf(u, v, idx):
             mask = ir.Constant(ir.VectorType(ir.IntType(32), 16), idx)
@@ -154,9 +153,7 @@ def _tile16(typingctx, x, xo, xs, y, yo, ys):
                 v[base + k] = shuf(u[base + k], u[base + k + 4], even)
                 v[base + k + 4] = shuf(u[base + k], u[base + k + 4], odd)
         for k in range(16):  # output row a = k holds column k of the tile
-            out = shuf(v[k % 8], v[k % 8 + 8], even if k < 8 else odd)
-            off = builder.add(yo_, builder.mul(ys_, i64(k)))
-            builder.store(out, builder.bitcast(builder.gep(ya.data, [off]), vp), align=4)
+            store_row(k, shuf(v[k % 8], v[k % 8 + 8], even if k < 8 else odd))
         return context.get_dummy_value()
 
     return sig, codegen
