@@ -299,7 +299,7 @@ def _pose_sums(Vj, w, mu, out, centred, hlit):
     (compiled: :func:`_pose_sums16` for float32 16-element poses, loops otherwise)."""
 
 
-@overload(_pose_sums, inline="always")
+@overload(_pose_sums)  # (not inlined in Numba IR: inlining its loops there made Numba warn)
 def _pose_sums_impl(Vj, w, mu, out, centred, hlit):
     if Vj.dtype == types.float32 and len(hlit) == 16:
 
@@ -311,15 +311,11 @@ def _pose_sums_impl(Vj, w, mu, out, centred, hlit):
         def impl(Vj, w, mu, out, centred, hlit):
             dim, n = Vj.shape
             for h in range(dim):
-                c = mu[h]
+                c = mu[h] if centred else mu[h] * 0.0
                 acc = w[0] * 0.0
-                if centred:
-                    for i in range(n):
-                        dv = Vj[h, i] - c
-                        acc += w[i] * dv * dv
-                else:
-                    for i in range(n):
-                        acc += w[i] * Vj[h, i]
+                for i in range(n):  # (a select, not a branch: LLVM unswitches it)
+                    dv = Vj[h, i] - c
+                    acc += w[i] * (dv * dv if centred else dv)
                 out[h] = acc
 
     return impl
