@@ -311,7 +311,7 @@ def _pose_sums_impl(Vj, w, mu, out, centred, hlit):
         def impl(Vj, w, mu, out, centred, hlit):
             dim, n = Vj.shape
             for h in range(dim):
-                c = mu[h] if centred else mu[h] * 0.0
+                c = mu[h] if centred else w[0] * 0.0  # (mu may be the unwritten output)
                 acc = w[0] * 0.0
                 for i in range(n):  # (a select, not a branch: LLVM unswitches it)
                     dv = Vj[h, i] - c
