@@ -41,3 +41,21 @@ def test_padding_children_contribute_nothing():
     pose32, act32, _ = k.em_routing(V32, a32, bu, ba, **kw)
     np.testing.assert_allclose(pose, pose32, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(act, act32, rtol=1e-5, atol=1e-6)
+
+
+@numba.njit
+def _run_any(Vj, w, mu, out, centred, hlit):
+    k._pose_sums(Vj, w, mu, out, centred, hlit)
+
+
+@pytest.mark.parametrize("dtype, dim", [(np.float32, 16), (np.float32, 4), (np.float64, 16)])
+def test_plain_sums_never_read_the_means(dtype, dim):
+    """The means' call passes the (not yet written) means array as ``mu``: NaN there must not
+    reach the sums, in the 16-lane intrinsic or the generic loops."""
+    rng = np.random.default_rng(dim)
+    Vj = rng.normal(size=(dim, 32)).astype(dtype)
+    w = rng.random(32).astype(dtype)
+    out = np.full(dim, np.nan, dtype=dtype)
+    mu = np.full(dim, np.nan, dtype=dtype)
+    _run_any(Vj, w, mu, out, False, (0,) * dim)
+    np.testing.assert_allclose(out, Vj.astype(np.float64) @ w, rtol=2e-5, atol=1e-5)
