@@ -271,9 +271,9 @@ def _later_pass(ut, W2, dlit, klit, jlit, Vc, leaky, s_part, c_out, n0, G, last,
 
 
 @njit_cached(fastmath=_FAST)
-def _finish_pass(s_part, D, scale, bias, has_bias, eps, Vc, v):
+def _finish_pass(s_part, D, scale, bias, has_bias, eps, Vc, v, check):
     """s = the parts' sums added in order, times scale, plus the bias; v = squash(s) per image
-    and parent; Vc += v. Returns whether every s was finite."""
+    and parent; Vc += v. Returns whether every s was finite (with ``check``; else True)."""
     n_parts, C, JD, L = s_part.shape
     J = JD // D
     finite = True
@@ -290,7 +290,8 @@ def _finish_pass(s_part, D, scale, bias, has_bias, eps, Vc, v):
                     if has_bias:
                         acc += bias[j, d]
                     s[d, q] = acc
-            finite = finite and all_finite(s)
+            if check:
+                finite = finite and all_finite(s)
             for q in range(L):
                 n2[q] = 0.0
             for d in range(D):
@@ -345,7 +346,7 @@ def dense_routing_lanes(u, W, *, n_iter, bias, leaky, eps):
                 if last:
                     nonfinite[n0 : n0 + G, 1] = bad.any()
             scale = dt.type(c0 if it == 0 else 1.0)
-            ok = _finish_pass(s_part, out_dim, scale, bias, has_bias, eps, Vc, v)
+            ok = _finish_pass(s_part, out_dim, scale, bias, has_bias, eps, Vc, v, it == 0)
             if it == 0:
                 nonfinite[n0 : n0 + G, 0] = not ok
         v_out[n0 : n0 + G] = v.transpose(0, 3, 1, 2).reshape(C * L, n_out, out_dim)[:G]

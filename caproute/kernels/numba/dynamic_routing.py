@@ -487,6 +487,8 @@ def dense_routing(
     block); results do not depend on it. ``on_nonfinite`` and ``on_overflow`` as in
     :func:`dynamic_routing` (the votes are finite exactly when u and W are, short of an
     overflow)."""
+    from . import dense_lanes  # (here: it imports all_finite from this module)
+
     u = np.ascontiguousarray(u)
     if block is None and dense_lanes.supported(u.shape, W.shape, u.dtype, initial_logits):
         v, c, nonfinite = dense_lanes.dense_routing_lanes(
@@ -513,6 +515,3 @@ def dense_routing(
     )
     _report(nonfinite, on_nonfinite, on_overflow, (v, c))
     return v, c
-
-
-from . import dense_lanes  # noqa: E402  (it imports all_finite from this module)

@@ -370,11 +370,12 @@ def _em_one(V, a, beta_u, beta_a, lambdas, min_var, eps, R, mu, act, opts, bufs,
     cost mode 0/1/2, renormalise R a?, start from R = 1 / n_out instead of R's values?) -- the
     variants of ``caproute.em_routing``.
 
-    The votes are first transposed into a per-call buffer Vt (n_out, D, n_in) (590 KB for a
-    ConvCaps position, in L2 for all iterations), the assignments kept as Rt (n_out, n_in):
-    every loop then runs over the children, contiguous, and vectorises -- the E-step's
-    Mahalanobis sums, its softmax over parents (column-wise, with the vectorisable exp) and
-    the M-step's sums -- with no horizontal reductions. Each iteration takes one parent at a
+    The votes are first transposed into a per-call buffer Vt (n_out, D, n_pad) (590 KB for a
+    ConvCaps position, in L2 for all iterations; the columns past n_in are zero), the
+    assignments kept as Rt (n_out, n_in): every loop then runs over the children, contiguous,
+    and vectorises -- the E-step's Mahalanobis sums and its softmax over parents (column-wise,
+    with the vectorisable exp) with no horizontal reductions, the M-step's pose sums with one
+    reduction tree per parent (:func:`_pose_sums`). Each iteration takes one parent at a
     time through its means, centred variances, cost and E-step, so that the parent's votes
     Vt[j] (18 KB for 4x4 poses and 288 children) are read from L2 once per iteration and then
     from L1; only the softmax over parents needs them all. ``bufs`` = (Vt, Rt, ra, lp, aw, mx,
