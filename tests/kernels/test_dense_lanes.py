@@ -96,36 +96,41 @@ def test_flags_non_finite_inputs_and_outputs(bad):
     assert not np.isfinite(v[18]).all()
 
 
-@intrinsic
-def _exp_lanes(typingctx, x, out):
-    """out[:L] = exp_nonpositive_ir over one vector of x[:L] (L = 64 bytes of lanes)."""
-    sig = types.void(x, out)
+def _exp_lanes_of(fused):
+    @intrinsic
+    def _exp_lanes(typingctx, x, out):
+        """out[:L] = exp_nonpositive_ir over one vector of x[:L] (L = 64 bytes of lanes)."""
+        sig = types.void(x, out)
 
-    def codegen(context, builder, signature, args):
-        dtype = signature.args[0].dtype
-        fty = ir.FloatType() if dtype == types.float32 else ir.DoubleType()
-        vty = ir.VectorType(fty, 16 if dtype == types.float32 else 8)
-        xa = context.make_array(signature.args[0])(context, builder, args[0])
-        oa = context.make_array(signature.args[1])(context, builder, args[1])
-        v = builder.load(builder.bitcast(xa.data, vty.as_pointer()), align=4)
-        builder.store(
-            exp_nonpositive_ir(builder, v), builder.bitcast(oa.data, vty.as_pointer()), align=4
-        )
-        return context.get_dummy_value()
+        def codegen(context, builder, signature, args):
+            dtype = signature.args[0].dtype
+            fty = ir.FloatType() if dtype == types.float32 else ir.DoubleType()
+            vty = ir.VectorType(fty, 16 if dtype == types.float32 else 8)
+            xa = context.make_array(signature.args[0])(context, builder, args[0])
+            oa = context.make_array(signature.args[1])(context, builder, args[1])
+            v = builder.load(builder.bitcast(xa.data, vty.as_pointer()), align=4)
+            e = exp_nonpositive_ir(builder, v, fused=fused)
+            builder.store(e, builder.bitcast(oa.data, vty.as_pointer()), align=4)
+            return context.get_dummy_value()
 
-    return sig, codegen
+        return sig, codegen
+
+    @numba.njit
+    def _exp_all(x, out, lanes):
+        for s in range(0, x.shape[0], lanes):
+            _exp_lanes(x[s : s + lanes], out[s : s + lanes])
+
+    return _exp_all
 
 
-@numba.njit
-def _exp_all(x, out, lanes):
-    for s in range(0, x.shape[0], lanes):
-        _exp_lanes(x[s : s + lanes], out[s : s + lanes])
+_EXP_ALL = {False: _exp_lanes_of(False), True: _exp_lanes_of(True)}
 
 
+@pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_vector_exp_matches_the_scalar_one(dtype):
+def test_vector_exp_matches_the_scalar_one(dtype, fused):
     """Within 1 ulp of vector_exp's scalar function (the same formula; 0, 1, NaN, -inf and
-    the underflow bound exactly)."""
+    the underflow bound exactly), with separate or fused multiply-adds."""
     lanes = 64 // np.dtype(dtype).itemsize
     rng = np.random.default_rng(3)
     low = -100.0 if dtype == np.float32 else -750.0
@@ -133,7 +138,7 @@ def test_vector_exp_matches_the_scalar_one(dtype):
     x = np.concatenate([rng.uniform(low, 0.0, size=4096), special]).astype(dtype)
     x = np.concatenate([x, np.zeros((-x.size) % lanes, dtype=dtype)])
     out = np.empty_like(x)
-    _exp_all(x, out, lanes)
+    _EXP_ALL[fused](x, out, lanes)
     scalar = exp_nonpositive_f32 if dtype == np.float32 else exp_nonpositive
     want = np.array([scalar(v) for v in x], dtype=dtype)
     itype = np.int32 if dtype == np.float32 else np.int64

@@ -35,6 +35,7 @@ from numba.extending import intrinsic
 
 from ._jit import njit_cached
 from .dynamic_routing import all_finite
+from .ir_vectors import as_i64, vector_ops
 from .vector_exp import exp_nonpositive_ir
 from .vector_width import prefer_wide_vectors
 
@@ -68,39 +69,6 @@ def supported(u_shape, W_shape, dtype, initial_logits):
     )
 
 
-def _vector_ops(builder, dtype):
-    """(lanes, vector type, i64, load, store, broadcast, fma) for LLVM code on ``dtype``."""
-    fty = ir.FloatType() if dtype == types.float32 else ir.DoubleType()
-    lanes = 16 if dtype == types.float32 else 8
-    vty = ir.VectorType(fty, lanes)
-    name = f"llvm.fma.v{lanes}{'f32' if lanes == 16 else 'f64'}"
-    fma_fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3), name)
-    i64 = ir.IntType(64)
-    splat_mask = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
-    undef = ir.Constant(vty, ir.Undefined)
-
-    def load(ptr, off):
-        return builder.load(builder.bitcast(builder.gep(ptr, [off]), vty.as_pointer()), align=4)
-
-    def store(value, ptr, off):
-        builder.store(value, builder.bitcast(builder.gep(ptr, [off]), vty.as_pointer()), align=4)
-
-    def broadcast(ptr, off):
-        x = builder.load(builder.gep(ptr, [off]))
-        v = builder.insert_element(undef, x, ir.Constant(ir.IntType(32), 0))
-        return builder.shuffle_vector(v, undef, splat_mask)
-
-    def fma(a, b, c):
-        return builder.call(fma_fn, [a, b, c])
-
-    return lanes, vty, i64, load, store, broadcast, fma
-
-
-def _as_i64(builder, value):
-    i64 = ir.IntType(64)
-    return value if value.type == i64 else builder.sext(value, i64)
-
-
 @intrinsic
 def _route_child(typingctx, ut, W2, Vc, Uh, lg, st, i, c, dlit, klit, jlit, leaky):
     """One routing iteration's work for child i and chunk c of the images:
@@ -116,13 +84,13 @@ def _route_child(typingctx, ut, W2, Vc, Uh, lg, st, i, c, dlit, klit, jlit, leak
     sig = types.void(ut, W2, Vc, Uh, lg, st, i, c, dlit, klit, jlit, leaky)
 
     def codegen(context, builder, signature, args):
-        L, vty, i64, load, store, broadcast, fma = _vector_ops(builder, signature.args[0].dtype)
+        L, vty, i64, load, store, broadcast, fma = vector_ops(builder, signature.args[0].dtype)
         uta, wa, va, ua, la, sa = (
             context.make_array(signature.args[n])(context, builder, args[n]) for n in range(6)
         )
         C = builder.extract_value(uta.shape, 1)
         JD = builder.extract_value(wa.shape, 1)
-        i_, c_ = _as_i64(builder, args[6]), _as_i64(builder, args[7])
+        i_, c_ = as_i64(builder, args[6]), as_i64(builder, args[7])
         leaky_ = args[11]
         ubase = builder.mul(builder.add(builder.mul(i_, C), c_), i64(K * L))
         xs = [load(uta.data, builder.add(ubase, i64(k * L))) for k in range(K)]
@@ -176,13 +144,13 @@ def _first_block(typingctx, ut, W2, st, i0, i1, j, c, dlit, klit):
     sig = types.void(ut, W2, st, i0, i1, j, c, dlit, klit)
 
     def codegen(context, builder, signature, args):
-        L, vty, i64, load, store, broadcast, fma = _vector_ops(builder, signature.args[0].dtype)
+        L, vty, i64, load, store, broadcast, fma = vector_ops(builder, signature.args[0].dtype)
         uta, wa, sa = (
             context.make_array(signature.args[n])(context, builder, args[n]) for n in range(3)
         )
         C = builder.extract_value(uta.shape, 1)
         JD = builder.extract_value(wa.shape, 1)
-        i0_, i1_, j_, c_ = (_as_i64(builder, a) for a in args[3:7])
+        i0_, i1_, j_, c_ = (as_i64(builder, a) for a in args[3:7])
         sbase = builder.mul(builder.add(builder.mul(c_, JD), builder.mul(j_, i64(D))), i64(L))
         sums = [cgutils.alloca_once(builder, vty) for _ in range(D)]  # (promoted to registers)
         for d in range(D):

@@ -28,31 +28,12 @@ from numba.extending import intrinsic, overload
 
 from ._jit import njit_cached
 from .dynamic_routing import all_finite, transpose_into
+from .ir_vectors import prefetch as _prefetch
 from .vector_exp import exp_nonpositive_as
 from .vector_width import HAS_512_BIT_VECTORS, prefer_wide_vectors
 
 _FAST = {"reassoc", "contract"}  # vectorisable sums; nothing that assumes finite values
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
-
-
-@intrinsic
-def _prefetch(typingctx, arr, idx):
-    """A software prefetch (read, into L2: locality 2, ``prefetcht1`` on x86) of the line
-    holding arr.flat[idx] of a contiguous 1-D array; a hint only, never a load. (Into L1 as
-    well, the next sample's lines evicted this sample's parent rows: 1.04x slower.)"""
-    sig = types.void(arr, idx)
-
-    def codegen(context, builder, signature, args):
-        ary = context.make_array(signature.args[0])(context, builder, args[0])
-        ptr = builder.gep(ary.data, [args[1]])
-        i8p = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
-        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(2), i32(1)])
-        return context.get_dummy_value()
-
-    return sig, codegen
 
 
 def _tile_io(context, builder, signature, args, n):

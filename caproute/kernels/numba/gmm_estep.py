@@ -37,6 +37,7 @@ from numba import prange, types
 from numba.extending import overload
 
 from ..._lib.gmm_stats import Stats
+from . import gmm_full_lanes
 from ._jit import njit_cached
 from .vector_exp import exp_nonpositive_as as _exp  # float32 arithmetic for float32
 
@@ -1018,7 +1019,18 @@ def fit_stats(
     loglik = np.zeros(n_groups)
     weighted = sample_weight is not None
     sw = f64(sample_weight) if weighted else _NO_WEIGHTS  # float64: one kernel per X dtype
-    if covariance_type == "full":
+    if covariance_type == "full" and D <= gmm_full_lanes.MAX_FEATURES:
+        log_det = np.log(np.diagonal(pc, axis1=1, axis2=2)).sum(axis=1)
+        lk = cx(np.log(f64(weights)) + log_det - 0.5 * D * _LOG_2PI)
+        muU = cx(np.matmul(f64(means)[:, None, :], pc)[:, 0, :])  # mu_k U_k, in float64
+        bs = gmm_full_lanes.block_size(compute)
+        groups = int(max(1, min(4 * numba.get_num_threads(), (N + bs - 1) // bs)))
+        nk_, sx_, sxx_, ll_ = gmm_full_lanes.full_stats(
+            Xf, sw, weighted, cx(pc), muU, lk, cx(shift), groups
+        )
+        nk, sx, loglik = nk_[None], sx_[None], np.array([ll_])
+        sxx = _mirror(sxx_)
+    elif covariance_type == "full":
         log_det = cx(np.log(np.diagonal(pc, axis1=1, axis2=2)).sum(axis=1))
         sxx = np.zeros((n_groups, K, D, D))
         shift_x = cx(shift)

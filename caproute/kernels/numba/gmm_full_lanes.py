@@ -1,0 +1,359 @@
+"""Numba kernel for the full-covariance E-step and its statistics with the points in the
+vector lanes (8 float64 or 16 float32 points per 512-bit vector, a "chunk").
+
+Per block of ``_CHUNKS`` chunks, everything stays in L1 and in registers:
+
+- :func:`_logp_chunk`: a chunk's ``D`` feature vectors are loaded once; for each component the
+  columns of ``x U_k - mu_k U_k`` (``U_k`` upper triangular, its entries broadcast from
+  memory) are multiply-added in registers and their squares summed, giving the chunk's
+  log-probabilities;
+- :func:`_softmax_chunk`: their softmax over the components (max-shifted, the exp of
+  ``vector_exp.exp_nonpositive_ir``, terms below exp(cut) times the max set to 0 as in
+  ``gmm_estep``), keeping each point's shift and sum for the log-normaliser;
+- per component, :func:`_centre_chunks` forms ``d = x - shift_k`` and ``r d`` for the block
+  (with the first-order sums ``sum r d`` and ``sum r``), then :func:`_scatter_tiles` adds
+  ``sum r d_i d_j`` for the upper triangle in tiles of 3 rows by up to 8 columns, each tile's
+  accumulators in registers over the block's chunks.
+
+No sum ends in a horizontal reduction: each block's sums are added lane by lane into
+per-group float64 accumulators ``acc (n_groups, K, P, lanes)`` (``P`` = the upper triangle,
+then ``D`` first-order sums, then ``sum r``), whose groups and lanes the caller adds in a
+fixed order. The unrolled code depends on ``D`` (a literal, at most ``MAX_FEATURES``); the
+number of components is a run-time loop, so a sweep over ``n_components`` compiles nothing new.
+
+The arithmetic is that of ``gmm_estep._full`` point by point (the same products in the same
+order, fused multiply-adds where that kernel's ``contract`` allows them); the sums are
+grouped differently (by lane, then lanes added at the end), and float32 blocks are 256 points.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from llvmlite import ir
+from numba import prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from ._jit import njit_cached
+from .ir_vectors import as_i64, prefetch, vector_ops
+from .vector_exp import exp_nonpositive_ir
+from .vector_width import prefer_wide_vectors
+
+_FAST = {"reassoc", "contract"}
+_CHUNKS = 16  # chunks per block: 128 float64 or 256 float32 points
+MAX_FEATURES = 16  # beyond it, gmm_estep._full (the unrolled code grows with D^2)
+_MAX_SUMS = 26  # a scatter tile's sums held in registers (of 32)
+_CUT = {32: -64.0, 64: -512.0}  # gmm_estep._CUT32 / _CUT64
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def lanes_of(dtype):
+    """Points per chunk: one 512-bit vector."""
+    return 64 // np.dtype(dtype).itemsize
+
+
+def block_size(dtype):
+    """Points per block."""
+    return _CHUNKS * lanes_of(dtype)
+
+
+def n_sums(D):
+    """Accumulators per component: the upper triangle, D first-order sums, and sum r."""
+    return D * (D + 1) // 2 + D + 1
+
+
+def _tri(D, i, j):
+    """Index of (i, j), j >= i, in the row-major upper triangle of a (D, D) matrix."""
+    return i * D - i * (i - 1) // 2 + (j - i)
+
+
+def _tiles(D):
+    """The scatter's tiles, (first row, rows): each runs over the columns from its first row
+    to D, as many rows as keep its sums within _MAX_SUMS registers (at least one)."""
+    out = []
+    i0 = 0
+    while i0 < D:
+        rows, width = 1, D - i0
+        while i0 + rows < D and width + (D - i0 - rows) + rows + 1 <= _MAX_SUMS:
+            width += D - i0 - rows
+            rows += 1
+        out.append((i0, rows))
+        i0 += rows
+    return out
+
+
+def _splat(vty, value):
+    return ir.Constant(vty, [ir.Constant(vty.element, value)] * vty.count)
+
+
+def _flush(builder, vty, acc_ptr, offset, value, i64):
+    """acc[offset : offset + lanes] += value, in float64 (acc is float64)."""
+    dvty = ir.VectorType(ir.DoubleType(), vty.count)
+    if vty.element != ir.DoubleType():
+        value = builder.fpext(value, dvty)
+    ptr = builder.bitcast(builder.gep(acc_ptr, [offset]), dvty.as_pointer())
+    builder.store(builder.fadd(builder.load(ptr, align=8), value), ptr, align=8)
+
+
+@intrinsic
+def _logp_chunk(typingctx, xb, c, U, muU, lk, LP, dlit):
+    """LP[k] = lk[k] - |x U_k - muU_k|^2 / 2 for chunk c of xb (C, D, L) and every k < K;
+    U (K, D, D) upper triangular, muU (K, D), lk (K,), LP (K, L)."""
+    D = dlit.count
+    sig = types.void(xb, c, U, muU, lk, LP, dlit)
+
+    def codegen(context, builder, signature, args):
+        L, vty, i64, load, store, broadcast, fma = vector_ops(builder, signature.args[0].dtype)
+        xa, ua, ma, la, pa = (
+            context.make_array(signature.args[n])(context, builder, args[n])
+            for n in (0, 2, 3, 4, 5)
+        )
+        c_ = as_i64(builder, args[1])
+        K = builder.extract_value(ua.shape, 0)
+        xbase = builder.mul(c_, i64(D * L))
+        xs = [load(xa.data, builder.add(xbase, i64(i * L))) for i in range(D)]
+        minus_half = _splat(vty, -0.5)
+        with cgutils.for_range(builder, K) as loop:
+            k = loop.index
+            ubase = builder.mul(k, i64(D * D))
+            mbase = builder.mul(k, i64(D))
+            maha = None
+            for j in range(D):
+                y = builder.fsub(_splat(vty, 0.0), broadcast(ma.data, builder.add(mbase, i64(j))))
+                for i in range(j + 1):
+                    u = broadcast(ua.data, builder.add(ubase, i64(i * D + j)))
+                    y = fma(xs[i], u, y)
+                maha = builder.fmul(y, y) if maha is None else fma(y, y, maha)
+            v = fma(maha, minus_half, broadcast(la.data, k))
+            store(v, pa.data, builder.mul(k, i64(L)))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _softmax_chunk(typingctx, LP, R, c, MZ):
+    """R[k, c] = softmax over k of LP[k] (K, L): shifted by the max over k (by 0 where it is
+    not finite), terms below exp(cut) of it set to 0; MZ[0, c] = the shift, MZ[1, c] = the
+    sum of the exponentials. R (K, C, L), MZ (2, C, L)."""
+    sig = types.void(LP, R, c, MZ)
+
+    def codegen(context, builder, signature, args):
+        L, vty, i64, load, store, _, _ = vector_ops(builder, signature.args[0].dtype)
+        pa, ra, za = (
+            context.make_array(signature.args[n])(context, builder, args[n]) for n in (0, 1, 3)
+        )
+        c_ = as_i64(builder, args[2])
+        K = builder.extract_value(pa.shape, 0)
+        C = builder.extract_value(ra.shape, 1)
+        zero = _splat(vty, 0.0)
+        bits = 32 if vty.element == ir.FloatType() else 64
+        cut = _splat(vty, _CUT[bits])
+        m_ = cgutils.alloca_once(builder, vty)
+        builder.store(load(pa.data, i64(0)), m_)
+        with cgutils.for_range(builder, builder.sub(K, i64(1))) as loop:
+            v = load(pa.data, builder.mul(builder.add(loop.index, i64(1)), i64(L)))
+            m = builder.load(m_)
+            builder.store(builder.select(builder.fcmp_ordered(">", v, m), v, m), m_)
+        m = builder.load(m_)
+        m = builder.select(builder.fcmp_ordered("==", builder.fsub(m, m), zero), m, zero)
+        z_ = cgutils.alloca_once(builder, vty)
+        builder.store(zero, z_)
+        rbase = builder.mul(c_, i64(L))
+        stride = builder.mul(C, i64(L))
+        with cgutils.for_range(builder, K) as loop:
+            d = builder.fsub(load(pa.data, builder.mul(loop.index, i64(L))), m)
+            e = builder.select(
+                builder.fcmp_ordered("<", d, cut), zero, exp_nonpositive_ir(builder, d, fused=True)
+            )
+            store(e, ra.data, builder.add(rbase, builder.mul(loop.index, stride)))
+            builder.store(builder.fadd(builder.load(z_), e), z_)
+        z = builder.load(z_)
+        zinv = builder.fdiv(_splat(vty, 1.0), z)
+        with cgutils.for_range(builder, K) as loop:
+            off = builder.add(rbase, builder.mul(loop.index, stride))
+            store(builder.fmul(load(ra.data, off), zinv), ra.data, off)
+        store(m, za.data, rbase)
+        store(z, za.data, builder.add(rbase, stride))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _centre_chunks(typingctx, xb, R, k, shift, nc, DD, acc, dlit):
+    """For chunks c < nc: DD[c, i] = xb[c, i] - shift[k, i]; acc[P - 1] += sum_c R[k, c]
+    (acc (P, L) float64)."""
+    D = dlit.count
+    sig = types.void(xb, R, k, shift, nc, DD, acc, dlit)
+
+    def codegen(context, builder, signature, args):
+        L, vty, i64, load, store, broadcast, _ = vector_ops(builder, signature.args[0].dtype)
+        xa, ra, sa, da, aa = (
+            context.make_array(signature.args[n])(context, builder, args[n])
+            for n in (0, 1, 3, 5, 6)
+        )
+        k_, nc_ = as_i64(builder, args[2]), as_i64(builder, args[4])
+        C = builder.extract_value(ra.shape, 1)
+        kD = builder.mul(k_, i64(D))
+        shifts = [broadcast(sa.data, builder.add(kD, i64(i))) for i in range(D)]
+        sr = cgutils.alloca_once(builder, vty)
+        builder.store(_splat(vty, 0.0), sr)
+        rbase = builder.mul(builder.mul(k_, C), i64(L))
+        with cgutils.for_range(builder, nc_) as loop:
+            c = loop.index
+            r = load(ra.data, builder.add(rbase, builder.mul(c, i64(L))))
+            base = builder.mul(c, i64(D * L))
+            for i in range(D):
+                off = builder.add(base, i64(i * L))
+                store(builder.fsub(load(xa.data, off), shifts[i]), da.data, off)
+            builder.store(builder.fadd(builder.load(sr), r), sr)
+        _flush(builder, vty, aa.data, i64((n_sums(D) - 1) * L), builder.load(sr), i64)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _scatter_tiles(typingctx, DD, R, k, nc, acc, dlit):
+    """Over chunks c < nc, with r = R[k, c] and d = DD[c]: acc[tri(i, j)] += r d_i d_j for
+    j >= i and acc[tri + i] += r d_i (acc (P, L) float64, tri = D (D + 1) / 2): tile after
+    tile of rows (:func:`_tiles`), each one's sums in registers; r d_i is formed in the tile
+    of row i."""
+    D = dlit.count
+    sig = types.void(DD, R, k, nc, acc, dlit)
+
+    def codegen(context, builder, signature, args):
+        L, vty, i64, load, _, _, fma = vector_ops(builder, signature.args[0].dtype)
+        da, ra, aa = (
+            context.make_array(signature.args[n])(context, builder, args[n]) for n in (0, 1, 4)
+        )
+        k_, nc_ = as_i64(builder, args[2]), as_i64(builder, args[3])
+        C = builder.extract_value(ra.shape, 1)
+        rbase = builder.mul(builder.mul(k_, C), i64(L))
+        tri = D * (D + 1) // 2
+        for i0, rows in _tiles(D):
+            pairs = [(i, j) for i in range(i0, i0 + rows) for j in range(i, D)]
+            keys = pairs + [(i, None) for i in range(i0, i0 + rows)]  # (i, None): sum r d_i
+            sums = {p: cgutils.alloca_once(builder, vty) for p in keys}
+            for s in sums.values():
+                builder.store(_splat(vty, 0.0), s)
+            with cgutils.for_range(builder, nc_) as loop:
+                c = loop.index
+                r = load(ra.data, builder.add(rbase, builder.mul(c, i64(L))))
+                base = builder.mul(c, i64(D * L))
+                d = {j: load(da.data, builder.add(base, i64(j * L))) for j in range(i0, D)}
+                rd = {i: builder.fmul(r, d[i]) for i in range(i0, i0 + rows)}
+                for i, j in pairs:
+                    builder.store(fma(rd[i], d[j], builder.load(sums[(i, j)])), sums[(i, j)])
+                for i in range(i0, i0 + rows):
+                    s = sums[(i, None)]
+                    builder.store(builder.fadd(builder.load(s), rd[i]), s)
+            for (i, j), s in sums.items():
+                p = tri + i if j is None else _tri(D, i, j)
+                _flush(builder, vty, aa.data, i64(p * L), builder.load(s), i64)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit_cached(parallel=True, fastmath=_FAST)
+def _full_lanes(X, sw, weighted, U, muU, lk, shift, acc, loglik, dlit):
+    """Full-covariance E-step statistics of X (N, D) into acc (n_groups, K, P, L) and
+    loglik (n_groups,); each group takes a contiguous range of blocks (the hardware
+    prefetchers follow it; the next block is also prefetched in software). Padding lanes of the last chunk
+    and points of weight 0 have responsibilities 0."""
+    N, D = X.shape
+    K = U.shape[0]
+    n_groups, _, _, L = acc.shape
+    dt = U.dtype
+    C = _CHUNKS
+    bs = C * L
+    n_blocks = (N + bs - 1) // bs
+    line = 64 // X.itemsize
+    for g in prange(n_groups):
+        prefer_wide_vectors()
+        xb = np.empty((C, D, L), dt)
+        LP = np.empty((K, L), dt)
+        R = np.empty((K, C, L), dt)
+        MZ = np.empty((2, C, L), dt)
+        DD = np.empty((C, D, L), dt)
+        ag = acc[g]
+        ag[...] = 0.0
+        ll = 0.0
+        b1 = (g + 1) * n_blocks // n_groups
+        for blk in range(g * n_blocks // n_groups, b1):
+            start = blk * bs
+            nb = min(N, start + bs) - start
+            if blk + 1 < b1:  # the next block's points, into L2 while this one computes
+                for e in range((start + bs) * D, min(N, start + 2 * bs) * D, line):
+                    prefetch(X, e)
+            nc = (nb + L - 1) // L
+            full = nb // L
+            for c in range(full):
+                for i in range(D):
+                    for q in range(L):
+                        xb[c, i, q] = X[start + c * L + q, i]
+            if full < nc:
+                for i in range(D):
+                    for q in range(L):
+                        p = full * L + q
+                        xb[full, i, q] = X[start + p, i] if p < nb else 0.0
+            if weighted:
+                for p in range(nb):
+                    if not sw[start + p] > 0.0:
+                        for i in range(D):
+                            xb[p // L, i, p % L] = 0.0
+            for c in range(nc):
+                _logp_chunk(xb, c, U, muU, lk, LP, dlit)
+                _softmax_chunk(LP, R, c, MZ)
+            for p in range(nb, nc * L):  # padding lanes: no share in any sum
+                for k in range(K):
+                    R[k, p // L, p % L] = 0.0
+            if weighted:
+                for p in range(nb):
+                    w = sw[start + p]
+                    c, q = p // L, p % L
+                    if w > 0.0:
+                        ll += w * (np.float64(MZ[0, c, q]) + np.log(np.float64(MZ[1, c, q])))
+                        for k in range(K):
+                            R[k, c, q] *= w
+                    else:
+                        for k in range(K):
+                            R[k, c, q] = 0.0
+            else:
+                # sum of m + log z, one logarithm per lane and block: 1 <= z <= K wherever
+                # m is finite, so a product of 16 of them holds in float64 (inf, 0 stay so)
+                for q in range(L):
+                    prod = 1.0
+                    for c in range(nc):
+                        if c * L + q < nb:
+                            ll += np.float64(MZ[0, c, q])
+                            prod *= np.float64(MZ[1, c, q])
+                    ll += np.log(prod)
+            for k in range(K):
+                _centre_chunks(xb, R, k, shift, nc, DD, ag[k], dlit)
+                _scatter_tiles(DD, R, k, nc, ag[k], dlit)
+        loglik[g] = ll
+
+
+def full_stats(X, sw, weighted, U, muU, lk, shift, n_groups):
+    """(nk (K,), sum r x (K, D), sum r (x - shift)(x - shift)^T's upper triangle (K, D, D),
+    log-likelihood) in float64, from X (N, D) in the compute dtype of U (K, D, D), muU
+    (K, D) = mu_k U_k, lk (K,) = log w_k + log det U_k - D log(2 pi) / 2 and shift (K, D)."""
+    N, D = X.shape
+    K = U.shape[0]
+    L = lanes_of(U.dtype)
+    acc = np.empty((n_groups, K, n_sums(D), L))
+    loglik = np.empty(n_groups)
+    _full_lanes(X, sw, weighted, U, muU, lk, shift, acc, loglik, (0,) * D)
+    tot = acc.sum(axis=0).sum(axis=-1)  # groups, then lanes, in a fixed order
+    tri = D * (D + 1) // 2
+    iu = np.triu_indices(D)
+    sxx = np.zeros((K, D, D))
+    sxx[:, iu[0], iu[1]] = tot[:, :tri]
+    nk = tot[:, tri + D]
+    sx = tot[:, tri : tri + D] + np.asarray(shift, dtype=np.float64) * nk[:, None]
+    return nk, sx, sxx, float(loglik.sum())
