@@ -43,6 +43,7 @@ from .vector_width import prefer_wide_vectors
 
 _FAST = {"reassoc", "contract"}
 _CHUNKS = 16  # chunks per block: 128 float64 or 256 float32 points
+_FOLD = 4  # blocks whose sums add up in the compute dtype before they go to the float64 ones
 MAX_FEATURES = 16  # beyond it, gmm_estep._full (the unrolled code grows with D^2)
 _MAX_SUMS = 26  # a scatter tile's sums held in registers (of 32)
 _CUT = {32: -64.0, 64: -512.0}  # gmm_estep._CUT32 / _CUT64
@@ -89,12 +90,9 @@ def _splat(vty, value):
 
 
 def _flush(builder, vty, acc_ptr, offset, value, i64):
-    """acc[offset : offset + lanes] += value, in float64 (acc is float64)."""
-    dvty = ir.VectorType(ir.DoubleType(), vty.count)
-    if vty.element != ir.DoubleType():
-        value = builder.fpext(value, dvty)
-    ptr = builder.bitcast(builder.gep(acc_ptr, [offset]), dvty.as_pointer())
-    builder.store(builder.fadd(builder.load(ptr, align=8), value), ptr, align=8)
+    """acc[offset : offset + lanes] += value (acc of the compute dtype)."""
+    ptr = builder.bitcast(builder.gep(acc_ptr, [offset]), vty.as_pointer())
+    builder.store(builder.fadd(builder.load(ptr, align=4), value), ptr, align=4)
 
 
 @intrinsic
@@ -185,7 +183,7 @@ def _softmax_chunk(typingctx, LP, R, c, MZ):
 @intrinsic
 def _centre_chunks(typingctx, xb, R, k, shift, nc, DD, acc, dlit):
     """For chunks c < nc: DD[c, i] = xb[c, i] - shift[k, i]; acc[P - 1] += sum_c R[k, c]
-    (acc (P, L) float64)."""
+    (acc (P, L) of the compute dtype)."""
     D = dlit.count
     sig = types.void(xb, R, k, shift, nc, DD, acc, dlit)
 
@@ -219,7 +217,7 @@ def _centre_chunks(typingctx, xb, R, k, shift, nc, DD, acc, dlit):
 @intrinsic
 def _scatter_tiles(typingctx, DD, R, k, nc, acc, dlit):
     """Over chunks c < nc, with r = R[k, c] and d = DD[c]: acc[tri(i, j)] += r d_i d_j for
-    j >= i and acc[tri + i] += r d_i (acc (P, L) float64, tri = D (D + 1) / 2): tile after
+    j >= i and acc[tri + i] += r d_i (acc (P, L) of the compute dtype, tri = D (D + 1) / 2): tile after
     tile of rows (:func:`_tiles`), each one's sums in registers; r d_i is formed in the tile
     of row i."""
     D = dlit.count
@@ -282,9 +280,10 @@ def _full_lanes(X, sw, weighted, U, muU, lk, shift, acc, loglik, dlit):
         DD = np.empty((C, D, L), dt)
         ag = acc[g]
         ag[...] = 0.0
+        part = np.zeros((K, acc.shape[2], L), dt)  # the last blocks' sums, in the compute dtype
         ll = 0.0
-        b1 = (g + 1) * n_blocks // n_groups
-        for blk in range(g * n_blocks // n_groups, b1):
+        b0, b1 = g * n_blocks // n_groups, (g + 1) * n_blocks // n_groups
+        for blk in range(b0, b1):
             start = blk * bs
             nb = min(N, start + bs) - start
             if blk + 1 < b1:  # the next block's points, into L2 while this one computes
@@ -334,8 +333,14 @@ def _full_lanes(X, sw, weighted, U, muU, lk, shift, acc, loglik, dlit):
                             prod *= np.float64(MZ[1, c, q])
                     ll += np.log(prod)
             for k in range(K):
-                _centre_chunks(xb, R, k, shift, nc, DD, ag[k], dlit)
-                _scatter_tiles(DD, R, k, nc, ag[k], dlit)
+                _centre_chunks(xb, R, k, shift, nc, DD, part[k], dlit)
+                _scatter_tiles(DD, R, k, nc, part[k], dlit)
+            if (blk - b0 + 1) % _FOLD == 0 or blk + 1 == b1:
+                for k in range(K):
+                    for p in range(part.shape[1]):
+                        for q in range(L):
+                            ag[k, p, q] += np.float64(part[k, p, q])
+                            part[k, p, q] = 0.0
         loglik[g] = ll
 
 
