@@ -75,8 +75,8 @@ def test_results_do_not_depend_on_the_threads(dtype):
     pc = np.asarray(prec_chol, dtype=np.float64)
     lk = np.log(np.asarray(weights, dtype=np.float64))
     lk = (lk + np.log(np.diagonal(pc, axis1=1, axis2=2)).sum(axis=1) - 3.0).astype(dtype)
-    muU = np.matmul(np.asarray(means, np.float64)[:, None], pc)[:, 0].astype(dtype)
-    args = (X, np.empty(0), False, pc.astype(dtype), muU, lk, np.asarray(shift, dtype), 8)
+    nmuU = -np.matmul(np.asarray(means, np.float64)[:, None], pc)[:, 0].astype(dtype)
+    args = (X, np.empty(0), False, pc.astype(dtype), nmuU, lk, np.asarray(shift, dtype), 8)
     before = numba.get_num_threads()
     try:
         numba.set_num_threads(1)

@@ -1022,11 +1022,11 @@ def fit_stats(
     if covariance_type == "full" and D <= gmm_full_lanes.MAX_FEATURES:
         log_det = np.log(np.diagonal(pc, axis1=1, axis2=2)).sum(axis=1)
         lk = cx(np.log(f64(weights)) + log_det - 0.5 * D * _LOG_2PI)
-        muU = cx(np.matmul(f64(means)[:, None, :], pc)[:, 0, :])  # mu_k U_k, in float64
+        nmuU = cx(-np.matmul(f64(means)[:, None, :], pc)[:, 0, :])  # -mu_k U_k, in float64
         bs = gmm_full_lanes.block_size(compute)
         groups = int(max(1, min(4 * numba.get_num_threads(), (N + bs - 1) // bs)))
         nk_, sx_, sxx_, ll_ = gmm_full_lanes.full_stats(
-            Xf, sw, weighted, cx(pc), muU, lk, cx(shift), groups
+            Xf, sw, weighted, cx(pc), nmuU, lk, cx(shift), groups
         )
         nk, sx, loglik = nk_[None], sx_[None], np.array([ll_])
         sxx = _mirror(sxx_)

@@ -47,7 +47,6 @@ _FOLD = 4  # blocks whose sums add up in the compute dtype before they go to the
 MAX_FEATURES = 16  # beyond it, gmm_estep._full (the unrolled code grows with D^2)
 _MAX_SUMS = 26  # a scatter tile's sums held in registers (of 32)
 _CUT = {32: -64.0, 64: -512.0}  # gmm_estep._CUT32 / _CUT64
-_LOG_2PI = math.log(2.0 * math.pi)
 
 
 def lanes_of(dtype):
@@ -96,36 +95,41 @@ def _flush(builder, vty, acc_ptr, offset, value, i64):
 
 
 @intrinsic
-def _logp_chunk(typingctx, xb, c, U, muU, lk, LP, dlit):
-    """LP[k] = lk[k] - |x U_k - muU_k|^2 / 2 for chunk c of xb (C, D, L) and every k < K;
-    U (K, D, D) upper triangular, muU (K, D), lk (K,), LP (K, L)."""
+def _logp_chunk(typingctx, xb, c, U, nmuU, lk, LP, MZ, dlit):
+    """LP[k] = lk[k] - |x U_k - mu_k U_k|^2 / 2 for chunk c of xb (C, D, L) and every k < K,
+    and MZ[0, c] = their max over k; U (K, D, D) upper triangular, nmuU (K, D) = -mu_k U_k,
+    lk (K,), LP (K, L), MZ (2, C, L)."""
     D = dlit.count
-    sig = types.void(xb, c, U, muU, lk, LP, dlit)
+    sig = types.void(xb, c, U, nmuU, lk, LP, MZ, dlit)
 
     def codegen(context, builder, signature, args):
         L, vty, i64, load, store, broadcast, fma = vector_ops(builder, signature.args[0].dtype)
-        xa, ua, ma, la, pa = (
+        xa, ua, ma, la, pa, za = (
             context.make_array(signature.args[n])(context, builder, args[n])
-            for n in (0, 2, 3, 4, 5)
+            for n in (0, 2, 3, 4, 5, 6)
         )
         c_ = as_i64(builder, args[1])
         K = builder.extract_value(ua.shape, 0)
         xbase = builder.mul(c_, i64(D * L))
         xs = [load(xa.data, builder.add(xbase, i64(i * L))) for i in range(D)]
         minus_half = _splat(vty, -0.5)
+        m_ = cgutils.alloca_once(builder, vty)
+        builder.store(_splat(vty, -math.inf), m_)
         with cgutils.for_range(builder, K) as loop:
             k = loop.index
             ubase = builder.mul(k, i64(D * D))
             mbase = builder.mul(k, i64(D))
             maha = None
             for j in range(D):
-                y = builder.fsub(_splat(vty, 0.0), broadcast(ma.data, builder.add(mbase, i64(j))))
+                y = broadcast(ma.data, builder.add(mbase, i64(j)))
                 for i in range(j + 1):
-                    u = broadcast(ua.data, builder.add(ubase, i64(i * D + j)))
-                    y = fma(xs[i], u, y)
+                    y = fma(xs[i], broadcast(ua.data, builder.add(ubase, i64(i * D + j))), y)
                 maha = builder.fmul(y, y) if maha is None else fma(y, y, maha)
             v = fma(maha, minus_half, broadcast(la.data, k))
             store(v, pa.data, builder.mul(k, i64(L)))
+            m = builder.load(m_)
+            builder.store(builder.select(builder.fcmp_ordered(">", v, m), v, m), m_)
+        store(builder.load(m_), za.data, builder.mul(c_, i64(L)))
         return context.get_dummy_value()
 
     return sig, codegen
@@ -133,9 +137,9 @@ def _logp_chunk(typingctx, xb, c, U, muU, lk, LP, dlit):
 
 @intrinsic
 def _softmax_chunk(typingctx, LP, R, c, MZ):
-    """R[k, c] = softmax over k of LP[k] (K, L): shifted by the max over k (by 0 where it is
-    not finite), terms below exp(cut) of it set to 0; MZ[0, c] = the shift, MZ[1, c] = the
-    sum of the exponentials. R (K, C, L), MZ (2, C, L)."""
+    """R[k, c] = softmax over k of LP[k] (K, L): shifted by the max over k that MZ[0, c]
+    holds (by 0 where it is not finite), terms below exp(cut) of it set to 0; MZ[0, c] = the
+    shift, MZ[1, c] = the sum of the exponentials. R (K, C, L), MZ (2, C, L)."""
     sig = types.void(LP, R, c, MZ)
 
     def codegen(context, builder, signature, args):
@@ -149,17 +153,11 @@ def _softmax_chunk(typingctx, LP, R, c, MZ):
         zero = _splat(vty, 0.0)
         bits = 32 if vty.element == ir.FloatType() else 64
         cut = _splat(vty, _CUT[bits])
-        m_ = cgutils.alloca_once(builder, vty)
-        builder.store(load(pa.data, i64(0)), m_)
-        with cgutils.for_range(builder, builder.sub(K, i64(1))) as loop:
-            v = load(pa.data, builder.mul(builder.add(loop.index, i64(1)), i64(L)))
-            m = builder.load(m_)
-            builder.store(builder.select(builder.fcmp_ordered(">", v, m), v, m), m_)
-        m = builder.load(m_)
+        rbase = builder.mul(c_, i64(L))
+        m = load(za.data, rbase)
         m = builder.select(builder.fcmp_ordered("==", builder.fsub(m, m), zero), m, zero)
         z_ = cgutils.alloca_once(builder, vty)
         builder.store(zero, z_)
-        rbase = builder.mul(c_, i64(L))
         stride = builder.mul(C, i64(L))
         with cgutils.for_range(builder, K) as loop:
             d = builder.fsub(load(pa.data, builder.mul(loop.index, i64(L))), m)
@@ -217,9 +215,9 @@ def _centre_chunks(typingctx, xb, R, k, shift, nc, DD, acc, dlit):
 @intrinsic
 def _scatter_tiles(typingctx, DD, R, k, nc, acc, dlit):
     """Over chunks c < nc, with r = R[k, c] and d = DD[c]: acc[tri(i, j)] += r d_i d_j for
-    j >= i and acc[tri + i] += r d_i (acc (P, L) of the compute dtype, tri = D (D + 1) / 2): tile after
-    tile of rows (:func:`_tiles`), each one's sums in registers; r d_i is formed in the tile
-    of row i."""
+    j >= i and acc[tri + i] += r d_i (acc (P, L) of the compute dtype, tri = D (D + 1) / 2):
+    tile after tile of rows (:func:`_tiles`), each one's sums in registers; r d_i is formed
+    in the tile of row i."""
     D = dlit.count
     sig = types.void(DD, R, k, nc, acc, dlit)
 
@@ -258,11 +256,11 @@ def _scatter_tiles(typingctx, DD, R, k, nc, acc, dlit):
 
 
 @njit_cached(parallel=True, fastmath=_FAST)
-def _full_lanes(X, sw, weighted, U, muU, lk, shift, acc, loglik, dlit):
+def _full_lanes(X, sw, weighted, U, nmuU, lk, shift, acc, loglik, dlit):
     """Full-covariance E-step statistics of X (N, D) into acc (n_groups, K, P, L) and
     loglik (n_groups,); each group takes a contiguous range of blocks (the hardware
-    prefetchers follow it; the next block is also prefetched in software). Padding lanes of the last chunk
-    and points of weight 0 have responsibilities 0."""
+    prefetchers follow it; the next block is also prefetched in software). Padding lanes of
+    the last chunk and points of weight 0 have responsibilities 0."""
     N, D = X.shape
     K = U.shape[0]
     n_groups, _, _, L = acc.shape
@@ -306,7 +304,7 @@ def _full_lanes(X, sw, weighted, U, muU, lk, shift, acc, loglik, dlit):
                         for i in range(D):
                             xb[p // L, i, p % L] = 0.0
             for c in range(nc):
-                _logp_chunk(xb, c, U, muU, lk, LP, dlit)
+                _logp_chunk(xb, c, U, nmuU, lk, LP, MZ, dlit)
                 _softmax_chunk(LP, R, c, MZ)
             for p in range(nb, nc * L):  # padding lanes: no share in any sum
                 for k in range(K):
@@ -344,16 +342,16 @@ def _full_lanes(X, sw, weighted, U, muU, lk, shift, acc, loglik, dlit):
         loglik[g] = ll
 
 
-def full_stats(X, sw, weighted, U, muU, lk, shift, n_groups):
+def full_stats(X, sw, weighted, U, nmuU, lk, shift, n_groups):
     """(nk (K,), sum r x (K, D), sum r (x - shift)(x - shift)^T's upper triangle (K, D, D),
-    log-likelihood) in float64, from X (N, D) in the compute dtype of U (K, D, D), muU
-    (K, D) = mu_k U_k, lk (K,) = log w_k + log det U_k - D log(2 pi) / 2 and shift (K, D)."""
+    log-likelihood) in float64, from X (N, D) in the compute dtype of U (K, D, D), nmuU
+    (K, D) = -mu_k U_k, lk (K,) = log w_k + log det U_k - D log(2 pi) / 2 and shift (K, D)."""
     N, D = X.shape
     K = U.shape[0]
     L = lanes_of(U.dtype)
     acc = np.empty((n_groups, K, n_sums(D), L))
     loglik = np.empty(n_groups)
-    _full_lanes(X, sw, weighted, U, muU, lk, shift, acc, loglik, (0,) * D)
+    _full_lanes(X, sw, weighted, U, nmuU, lk, shift, acc, loglik, (0,) * D)
     tot = acc.sum(axis=0).sum(axis=-1)  # groups, then lanes, in a fixed order
     tri = D * (D + 1) // 2
     iu = np.triu_indices(D)
