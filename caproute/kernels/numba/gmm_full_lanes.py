@@ -43,7 +43,7 @@ from .vector_width import prefer_wide_vectors
 
 _FAST = {"reassoc", "contract"}
 _CHUNKS = 16  # chunks per block: 128 float64 or 256 float32 points
-_FOLD = 4  # blocks whose sums add up in the compute dtype before they go to the float64 ones
+_FOLD = 4  # blocks whose float32 sums add up before they go to the float64 ones
 MAX_FEATURES = 16  # beyond it, gmm_estep._full (the unrolled code grows with D^2)
 _MAX_SUMS = 26  # a scatter tile's sums held in registers (of 32)
 _CUT = {32: -64.0, 64: -512.0}  # gmm_estep._CUT32 / _CUT64
@@ -281,6 +281,7 @@ def _full_lanes(X, sw, weighted, U, nmuU, lk, shift, acc, loglik, dlit):
         part = np.zeros((K, acc.shape[2], L), dt)  # the last blocks' sums, in the compute dtype
         ll = 0.0
         b0, b1 = g * n_blocks // n_groups, (g + 1) * n_blocks // n_groups
+        fold = _FOLD if L == 16 else b1 - b0  # (float64 sums: at the end only)
         for blk in range(b0, b1):
             start = blk * bs
             nb = min(N, start + bs) - start
@@ -333,7 +334,7 @@ def _full_lanes(X, sw, weighted, U, nmuU, lk, shift, acc, loglik, dlit):
             for k in range(K):
                 _centre_chunks(xb, R, k, shift, nc, DD, part[k], dlit)
                 _scatter_tiles(DD, R, k, nc, part[k], dlit)
-            if (blk - b0 + 1) % _FOLD == 0 or blk + 1 == b1:
+            if (blk - b0 + 1) % fold == 0 or blk + 1 == b1:
                 for k in range(K):
                     for p in range(part.shape[1]):
                         for q in range(L):
