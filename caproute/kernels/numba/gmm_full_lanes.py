@@ -5,25 +5,28 @@ Per block of ``_CHUNKS`` chunks, everything stays in L1 and in registers:
 
 - :func:`_logp_chunk`: a chunk's ``D`` feature vectors are loaded once; for each component the
   columns of ``x U_k - mu_k U_k`` (``U_k`` upper triangular, its entries broadcast from
-  memory) are multiply-added in registers and their squares summed, giving the chunk's
-  log-probabilities;
+  memory, each column starting from ``-mu_k U_k``) are multiply-added in registers and their
+  squares summed, giving the chunk's log-probabilities and their max over the components;
 - :func:`_softmax_chunk`: their softmax over the components (max-shifted, the exp of
-  ``vector_exp.exp_nonpositive_ir``, terms below exp(cut) times the max set to 0 as in
-  ``gmm_estep``), keeping each point's shift and sum for the log-normaliser;
-- per component, :func:`_centre_chunks` forms ``d = x - shift_k`` and ``r d`` for the block
-  (with the first-order sums ``sum r d`` and ``sum r``), then :func:`_scatter_tiles` adds
-  ``sum r d_i d_j`` for the upper triangle in tiles of 3 rows by up to 8 columns, each tile's
-  accumulators in registers over the block's chunks.
+  ``vector_exp.exp_nonpositive_ir`` with fused multiply-adds, terms below exp(cut) times the
+  max set to 0 as in ``gmm_estep``), keeping each point's shift and sum for the
+  log-normaliser;
+- per component, :func:`_centre_chunks` forms ``d = x - shift_k`` for the block (and
+  ``sum r``), then :func:`_scatter_tiles` adds ``sum r d_i d_j`` over the upper triangle and
+  ``sum r d_i``, in tiles of rows whose sums stay in registers over the block's chunks
+  (:func:`_tiles`).
 
-No sum ends in a horizontal reduction: each block's sums are added lane by lane into
-per-group float64 accumulators ``acc (n_groups, K, P, lanes)`` (``P`` = the upper triangle,
-then ``D`` first-order sums, then ``sum r``), whose groups and lanes the caller adds in a
-fixed order. The unrolled code depends on ``D`` (a literal, at most ``MAX_FEATURES``); the
-number of components is a run-time loop, so a sweep over ``n_components`` compiles nothing new.
+No sum ends in a horizontal reduction: a tile's sums are added lane by lane into a
+per-group array of the compute dtype; float32 ones go into float64 every ``_FOLD`` blocks
+(64 float32 terms per lane at most), float64 ones stay until the end. At the end each group
+adds its lanes in order, and the caller adds the groups in order: results depend on the
+number of groups (the caller's ``4 x threads``), not on scheduling. Each group takes a
+contiguous range of blocks, and prefetches the next block while it computes one.
 
-The arithmetic is that of ``gmm_estep._full`` point by point (the same products in the same
-order, fused multiply-adds where that kernel's ``contract`` allows them); the sums are
-grouped differently (by lane, then lanes added at the end), and float32 blocks are 256 points.
+The unrolled code depends on ``D`` (a literal, at most ``MAX_FEATURES``); the number of
+components is a run-time loop, so a sweep over ``n_components`` compiles nothing new.
+Point by point the arithmetic is that of ``gmm_estep._full`` (the same products in the same
+order, fused where that kernel's ``contract`` allows); the sums are grouped differently.
 """
 
 from __future__ import annotations
@@ -257,14 +260,14 @@ def _scatter_tiles(typingctx, DD, R, k, nc, acc, dlit):
 
 @njit_cached(parallel=True, fastmath=_FAST)
 def _full_lanes(X, sw, weighted, U, nmuU, lk, shift, acc, loglik, dlit):
-    """Full-covariance E-step statistics of X (N, D) into acc (n_groups, K, P, L) and
-    loglik (n_groups,); each group takes a contiguous range of blocks (the hardware
-    prefetchers follow it; the next block is also prefetched in software). Padding lanes of
-    the last chunk and points of weight 0 have responsibilities 0."""
+    """Full-covariance E-step statistics of X (N, D) into acc (n_groups, K, P) (each
+    group's sums, its lanes added in order) and loglik (n_groups,). Padding lanes of the
+    last chunk and points of weight 0 have responsibilities 0."""
     N, D = X.shape
     K = U.shape[0]
-    n_groups, _, _, L = acc.shape
+    n_groups, _, P = acc.shape
     dt = U.dtype
+    L = 64 // U.itemsize
     C = _CHUNKS
     bs = C * L
     n_blocks = (N + bs - 1) // bs
@@ -276,9 +279,8 @@ def _full_lanes(X, sw, weighted, U, nmuU, lk, shift, acc, loglik, dlit):
         R = np.empty((K, C, L), dt)
         MZ = np.empty((2, C, L), dt)
         DD = np.empty((C, D, L), dt)
-        ag = acc[g]
-        ag[...] = 0.0
-        part = np.zeros((K, acc.shape[2], L), dt)  # the last blocks' sums, in the compute dtype
+        ag = np.zeros((K, P, L))
+        part = np.zeros((K, P, L), dt)  # the last blocks' sums, in the compute dtype
         ll = 0.0
         b0, b1 = g * n_blocks // n_groups, (g + 1) * n_blocks // n_groups
         fold = _FOLD if L == 16 else b1 - b0  # (float64 sums: at the end only)
@@ -336,10 +338,16 @@ def _full_lanes(X, sw, weighted, U, nmuU, lk, shift, acc, loglik, dlit):
                 _scatter_tiles(DD, R, k, nc, part[k], dlit)
             if (blk - b0 + 1) % fold == 0 or blk + 1 == b1:
                 for k in range(K):
-                    for p in range(part.shape[1]):
+                    for p in range(P):
                         for q in range(L):
                             ag[k, p, q] += np.float64(part[k, p, q])
                             part[k, p, q] = 0.0
+        for k in range(K):
+            for p in range(P):
+                t = 0.0
+                for q in range(L):
+                    t += ag[k, p, q]
+                acc[g, k, p] = t
         loglik[g] = ll
 
 
@@ -349,11 +357,10 @@ def full_stats(X, sw, weighted, U, nmuU, lk, shift, n_groups):
     (K, D) = -mu_k U_k, lk (K,) = log w_k + log det U_k - D log(2 pi) / 2 and shift (K, D)."""
     N, D = X.shape
     K = U.shape[0]
-    L = lanes_of(U.dtype)
-    acc = np.empty((n_groups, K, n_sums(D), L))
+    acc = np.empty((n_groups, K, n_sums(D)))
     loglik = np.empty(n_groups)
     _full_lanes(X, sw, weighted, U, nmuU, lk, shift, acc, loglik, (0,) * D)
-    tot = acc.sum(axis=0).sum(axis=-1)  # groups, then lanes, in a fixed order
+    tot = acc.sum(axis=0)  # (a fixed order)
     tri = D * (D + 1) // 2
     iu = np.triu_indices(D)
     sxx = np.zeros((K, D, D))
