@@ -102,3 +102,50 @@ def test_fit_stats_sends_full_covariances_up_to_16_features(monkeypatch, D, lane
     X, weights, means, prec_chol, shift = _problem("full", 50, D, np.float64, seed=D)
     gmm_estep.fit_stats(X, weights, means, prec_chol, "full", shift=shift)
     assert bool(calls) == lanes
+
+
+def _load(X, start, n, xb, dlit):
+    import numba
+
+    from caproute.kernels.numba import gmm_full_lanes as F
+    from caproute.kernels.numba.vector_width import prefer_wide_vectors
+
+    global _LOAD
+    if _LOAD is None:
+
+        @numba.njit
+        def run(X, start, n, xb, dlit):
+            prefer_wide_vectors()
+            F._load_chunks(X, start, n, xb, dlit)
+
+        _LOAD = run
+    _LOAD(X, start, n, xb, dlit)
+
+
+_LOAD = None
+
+
+@pytest.mark.parametrize(
+    "dtype, D",
+    [(np.float64, 2), (np.float64, 4), (np.float64, 8), (np.float64, 16), (np.float64, 24)]
+    + [(np.float32, 2), (np.float32, 4), (np.float32, 8), (np.float32, 16), (np.float32, 32)],
+)
+def test_chunks_load_transposed(dtype, D):
+    """_load_chunks: the squares' transposes (D a multiple of the lanes) and the joined
+    columns of smaller squares (D a power of two below them) give X's rows in the lanes."""
+    from caproute.kernels.numba import gmm_full_lanes as F
+
+    L = F.lanes_of(dtype)
+    assert F._transposes(D, L)
+    X = np.arange(100 * D, dtype=dtype).reshape(100, D)
+    xb = np.full((5, D, L), -1.0, dtype=dtype)
+    _load(X, 3, 4, xb, (0,) * D)
+    np.testing.assert_array_equal(xb[:4], X[3 : 3 + 4 * L].reshape(4, L, D).transpose(0, 2, 1))
+    assert np.all(xb[4] == -1.0)
+
+
+@pytest.mark.parametrize("D", [1, 3, 5, 6, 12])
+def test_other_feature_counts_take_the_loop(D):
+    from caproute.kernels.numba import gmm_full_lanes as F
+
+    assert not F._transposes(D, 8)

@@ -1,6 +1,6 @@
 """Helpers for kernels written as LLVM IR: vectors of one dtype filling a 512-bit register
-(16 float32 or 8 float64 lanes), their loads, stores, broadcasts and fused multiply-adds; and
-a software prefetch."""
+(16 float32 or 8 float64 lanes), their loads, stores, broadcasts and fused multiply-adds; the
+transpose of a square of them; and a software prefetch."""
 
 from __future__ import annotations
 
@@ -36,6 +36,27 @@ def vector_ops(builder, dtype):
         return builder.call(fma_fn, [a, b, c])
 
     return lanes, vty, i64, load, store, broadcast, fma
+
+
+def transpose_square(builder, rows):
+    """The columns of the n x n matrix whose rows are the n vectors ``rows`` (n a power of
+    two): log2(n) stages of two-input shuffles, each swapping the off-diagonal blocks of its
+    pairs of rows (n log2(n) shuffles in all)."""
+    n = len(rows)
+    i32 = ir.IntType(32)
+    rows = list(rows)
+    b = 1
+    while b < n:
+        mask = ir.VectorType(i32, n)
+        low = ir.Constant(mask, [q if q & b == 0 else n + q - b for q in range(n)])
+        high = ir.Constant(mask, [q + b if q & b == 0 else n + q for q in range(n)])
+        for i in range(n):
+            if i & b == 0:
+                a, c = rows[i], rows[i + b]
+                rows[i] = builder.shuffle_vector(a, c, low)
+                rows[i + b] = builder.shuffle_vector(a, c, high)
+        b *= 2
+    return rows
 
 
 def as_i64(builder, value):
