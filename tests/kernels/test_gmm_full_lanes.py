@@ -19,16 +19,29 @@ DTYPES = pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float6
 
 @pytest.mark.parametrize("D", range(1, 17))
 def test_tiles_cover_the_upper_triangle_once(D):
+    """Every (i, j >= i) in exactly one tile, every row's first-order sum in one, and no
+    tile holds more sums than registers allow (a lone row's at most)."""
     from caproute.kernels.numba import gmm_full_lanes as F
 
-    tiles = F._tiles(D)
-    rows = [i for i0, n in tiles for i in range(i0, i0 + n)]
-    assert rows == list(range(D))
-    for i0, n in tiles:
-        sums = sum(D - i for i in range(i0, i0 + n)) + n
-        assert n == 1 or sums <= F._MAX_SUMS
+    seen, first = [], []
+    for i0, rows, j0, j1 in F._tiles(D):
+        pairs = [(i, j) for i in range(i0, i0 + rows) for j in range(max(i, j0), j1)]
+        seen += pairs
+        if j0 == i0:
+            first += range(i0, i0 + rows)
+        assert rows == 1 or len(pairs) + (rows if j0 == i0 else 0) <= F._MAX_SUMS
+    assert sorted(seen) == [(i, j) for i in range(D) for j in range(i, D)]
+    assert sorted(first) == list(range(D))
     pairs = [(i, j) for i in range(D) for j in range(i, D)]
     assert sorted(F._tri(D, i, j) for i, j in pairs) == list(range(D * (D + 1) // 2))
+
+
+def test_wide_rows_go_in_pairs_of_column_segments():
+    from caproute.kernels.numba import gmm_full_lanes as F
+
+    tiles = F._tiles(16)
+    assert tiles[:2] == [(0, 2, 0, 12), (0, 2, 12, 16)]
+    assert all(rows > 1 for _, rows, _, _ in tiles)
 
 
 @DTYPES

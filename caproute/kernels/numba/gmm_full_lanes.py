@@ -49,6 +49,7 @@ _CHUNKS = 16  # chunks per block: 128 float64 or 256 float32 points
 _FOLD = 4  # blocks whose float32 sums add up before they go to the float64 ones
 MAX_FEATURES = 16  # beyond it, gmm_estep._full (the unrolled code grows with D^2)
 _MAX_SUMS = 26  # a scatter tile's sums held in registers (of 32)
+_SEGMENT = 12  # columns per tile of a pair of wide rows (at most 25 sums)
 _CUT = {32: -64.0, 64: -512.0}  # gmm_estep._CUT32 / _CUT64
 
 
@@ -73,8 +74,12 @@ def _tri(D, i, j):
 
 
 def _tiles(D):
-    """The scatter's tiles, (first row, rows): each runs over the columns from its first row
-    to D, as many rows as keep its sums within _MAX_SUMS registers (at least one)."""
+    """The scatter's tiles, (first row, rows, first column, end column): a tile adds
+    r d_i d_j for its rows i and the columns max(i, first) <= j < end, and r d_i where its
+    first column is its first row. Rows go together while all their columns' sums (and
+    their first-order sums) fit in _MAX_SUMS registers; a row too wide for that goes with
+    the next one in segments of _SEGMENT columns (each d_j load then feeds two
+    multiply-adds: a lone row's tile loaded as much as it multiplied)."""
     out = []
     i0 = 0
     while i0 < D:
@@ -82,7 +87,11 @@ def _tiles(D):
         while i0 + rows < D and width + (D - i0 - rows) + rows + 1 <= _MAX_SUMS:
             width += D - i0 - rows
             rows += 1
-        out.append((i0, rows))
+        if rows == 1 and i0 + 1 < D and 2 * (D - i0) + 1 > _MAX_SUMS:
+            rows = 2
+            out.extend((i0, 2, j0, min(D, j0 + _SEGMENT)) for j0 in range(i0, D, _SEGMENT))
+        else:
+            out.append((i0, rows, i0, D))
         i0 += rows
     return out
 
@@ -281,8 +290,8 @@ def _centre_chunks(typingctx, xb, R, k, shift, nc, DD, acc, dlit):
 def _scatter_tiles(typingctx, DD, R, k, nc, acc, dlit):
     """Over chunks c < nc, with r = R[k, c] and d = DD[c]: acc[tri(i, j)] += r d_i d_j for
     j >= i and acc[tri + i] += r d_i (acc (P, L) of the compute dtype, tri = D (D + 1) / 2):
-    tile after tile of rows (:func:`_tiles`), each one's sums in registers; r d_i is formed
-    in the tile of row i."""
+    tile after tile (:func:`_tiles`), each one's sums in registers; r d_i is formed in each
+    tile of row i."""
     D = dlit.count
     sig = types.void(DD, R, k, nc, acc, dlit)
 
@@ -295,9 +304,9 @@ def _scatter_tiles(typingctx, DD, R, k, nc, acc, dlit):
         C = builder.extract_value(ra.shape, 1)
         rbase = builder.mul(builder.mul(k_, C), i64(L))
         tri = D * (D + 1) // 2
-        for i0, rows in _tiles(D):
-            pairs = [(i, j) for i in range(i0, i0 + rows) for j in range(i, D)]
-            keys = pairs + [(i, None) for i in range(i0, i0 + rows)]  # (i, None): sum r d_i
+        for i0, rows, j0, j1 in _tiles(D):
+            pairs = [(i, j) for i in range(i0, i0 + rows) for j in range(max(i, j0), j1)]
+            keys = pairs + ([(i, None) for i in range(i0, i0 + rows)] if j0 == i0 else [])
             sums = {p: cgutils.alloca_once(builder, vty) for p in keys}
             for s in sums.values():
                 builder.store(_splat(vty, 0.0), s)
@@ -305,12 +314,13 @@ def _scatter_tiles(typingctx, DD, R, k, nc, acc, dlit):
                 c = loop.index
                 r = load(ra.data, builder.add(rbase, builder.mul(c, i64(L))))
                 base = builder.mul(c, i64(D * L))
-                d = {j: load(da.data, builder.add(base, i64(j * L))) for j in range(i0, D)}
+                need = sorted(set(range(i0, i0 + rows)) | set(range(j0, j1)))
+                d = {j: load(da.data, builder.add(base, i64(j * L))) for j in need}
                 rd = {i: builder.fmul(r, d[i]) for i in range(i0, i0 + rows)}
                 for i, j in pairs:
                     builder.store(fma(rd[i], d[j], builder.load(sums[(i, j)])), sums[(i, j)])
-                for i in range(i0, i0 + rows):
-                    s = sums[(i, None)]
+                for i, j in keys[len(pairs) :]:  # the first-order sums, if this tile has them
+                    s = sums[(i, j)]
                     builder.store(builder.fadd(builder.load(s), rd[i]), s)
             for (i, j), s in sums.items():
                 p = tri + i if j is None else _tri(D, i, j)
