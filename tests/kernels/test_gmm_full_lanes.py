@@ -49,11 +49,11 @@ def test_wide_rows_go_in_pairs_of_column_segments():
 def test_every_remainder_matches_the_reference(dtype, n):
     """n below a chunk (8 float64 / 16 float32 points), at and past one, and past a block
     (128 / 256 points): padding lanes add nothing."""
-    _check(_problem("full", n, 5, dtype, seed=n), "full", dtype)
+    _check(_problem("full", n, 3, dtype, seed=n), "full", dtype)
 
 
 @DTYPES
-@pytest.mark.parametrize("D", [1, 4, 8, 16])
+@pytest.mark.parametrize("D", [1, 8, 16])
 def test_weighted_matches_the_reference(dtype, D):
     n = 300
     problem = _problem("full", n, D, dtype, seed=300 + D)
@@ -66,7 +66,7 @@ def test_a_component_far_from_every_point_takes_no_share(dtype):
     (exactly 0, no NaN), its sums stay 0, and the others match the reference."""
     from caproute.kernels.numba.gmm_estep import fit_stats
 
-    X, weights, means, prec_chol, shift = _problem("full", 200, 6, dtype, seed=9)
+    X, weights, means, prec_chol, shift = _problem("full", 200, 8, dtype, seed=9)
     means = np.array(means, copy=True)
     means[1] += 1e4
     problem = (X, weights, means, prec_chol, shift)
