@@ -49,11 +49,11 @@ def test_wide_rows_go_in_pairs_of_column_segments():
 def test_every_remainder_matches_the_reference(dtype, n):
     """n below a chunk (8 float64 / 16 float32 points), at and past one, and past a block
     (128 / 256 points): padding lanes add nothing."""
-    _check(_problem("full", n, 3, dtype, seed=n), "full", dtype)
+    _check(_problem("full", n, 4, dtype, seed=n), "full", dtype)
 
 
 @DTYPES
-@pytest.mark.parametrize("D", [1, 8, 16])
+@pytest.mark.parametrize("D", [4, 8, 16])
 def test_weighted_matches_the_reference(dtype, D):
     n = 300
     problem = _problem("full", n, D, dtype, seed=300 + D)
@@ -103,8 +103,8 @@ def test_results_do_not_depend_on_the_threads(dtype):
     assert one[2].shape == (len(means), D, D)
 
 
-@pytest.mark.parametrize("D, lanes", [(16, True), (17, False)])
-def test_fit_stats_sends_full_covariances_up_to_16_features(monkeypatch, D, lanes):
+@pytest.mark.parametrize("D, lanes", [(4, True), (5, False), (12, True), (16, True), (17, False)])
+def test_fit_stats_sends_full_covariances_of_its_feature_counts(monkeypatch, D, lanes):
     from caproute.kernels.numba import gmm_estep, gmm_full_lanes
 
     calls = []

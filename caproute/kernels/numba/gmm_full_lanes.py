@@ -23,7 +23,7 @@ adds its lanes in order, and the caller adds the groups in order: results depend
 number of groups (the caller's ``4 x threads``), not on scheduling. Each group takes a
 contiguous range of blocks, and prefetches the next block while it computes one.
 
-The unrolled code depends on ``D`` (a literal, at most ``MAX_FEATURES``); the number of
+The unrolled code depends on ``D`` (a literal, one of ``FEATURES``); the number of
 components is a run-time loop, so a sweep over ``n_components`` compiles nothing new.
 Point by point the arithmetic is that of ``gmm_estep._full`` (the same products in the same
 order, fused where that kernel's ``contract`` allows); the sums are grouped differently.
@@ -47,7 +47,17 @@ from .vector_width import prefer_wide_vectors
 _FAST = {"reassoc", "contract"}
 _CHUNKS = 16  # chunks per block: 128 float64 or 256 float32 points
 _FOLD = 4  # blocks whose float32 sums add up before they go to the float64 ones
-MAX_FEATURES = 16  # beyond it, gmm_estep._full (the unrolled code grows with D^2)
+#: the feature counts this kernel takes (gmm_estep._full takes the others). Each one is a
+#: compilation of its own (about 5 s on the 2-core machine; cached on disk), so they are few:
+#: multiples of 4 up to 16 (the unrolled code grows with D^2)
+FEATURES = (4, 8, 12, 16)
+
+
+def supported(D):
+    """Whether :func:`full_stats` takes points of D features."""
+    return D in FEATURES
+
+
 _MAX_SUMS = 26  # a scatter tile's sums held in registers (of 32)
 _SEGMENT = 12  # columns per tile of a pair of wide rows (at most 25 sums)
 _CUT = {32: -64.0, 64: -512.0}  # gmm_estep._CUT32 / _CUT64
