@@ -25,8 +25,10 @@ contiguous range of blocks, and prefetches the next block while it computes one.
 
 The unrolled code depends on ``D`` (a literal, one of ``FEATURES``); the number of
 components is a run-time loop, so a sweep over ``n_components`` compiles nothing new.
-Point by point the arithmetic is that of ``gmm_estep._full`` (the same products in the same
-order, fused where that kernel's ``contract`` allows); the sums are grouped differently.
+Point by point the arithmetic follows ``gmm_estep._full`` (``x U - mu U``, sums centred on
+the shift); the log-probabilities are one fused ``lk - maha / 2`` with the constant folded into
+``lk``, and the exp's steps are fused, so values differ from that kernel's by roundings, and
+the sums are grouped differently.
 """
 
 from __future__ import annotations
@@ -110,7 +112,7 @@ def _splat(vty, value):
     return ir.Constant(vty, [ir.Constant(vty.element, value)] * vty.count)
 
 
-def _flush(builder, vty, acc_ptr, offset, value, i64):
+def _flush(builder, vty, acc_ptr, offset, value):
     """acc[offset : offset + lanes] += value (acc of the compute dtype)."""
     ptr = builder.bitcast(builder.gep(acc_ptr, [offset]), vty.as_pointer())
     builder.store(builder.fadd(builder.load(ptr, align=4), value), ptr, align=4)
@@ -290,7 +292,7 @@ def _centre_chunks(typingctx, xb, R, k, shift, nc, DD, acc, dlit):
                 off = builder.add(base, i64(i * L))
                 store(builder.fsub(load(xa.data, off), shifts[i]), da.data, off)
             builder.store(builder.fadd(builder.load(sr), r), sr)
-        _flush(builder, vty, aa.data, i64((n_sums(D) - 1) * L), builder.load(sr), i64)
+        _flush(builder, vty, aa.data, i64((n_sums(D) - 1) * L), builder.load(sr))
         return context.get_dummy_value()
 
     return sig, codegen
@@ -334,7 +336,7 @@ def _scatter_tiles(typingctx, DD, R, k, nc, acc, dlit):
                     builder.store(builder.fadd(builder.load(s), rd[i]), s)
             for (i, j), s in sums.items():
                 p = tri + i if j is None else _tri(D, i, j)
-                _flush(builder, vty, aa.data, i64(p * L), builder.load(s), i64)
+                _flush(builder, vty, aa.data, i64(p * L), builder.load(s))
         return context.get_dummy_value()
 
     return sig, codegen

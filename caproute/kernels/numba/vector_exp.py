@@ -189,8 +189,8 @@ def exp_nonpositive_ir(builder, x, fused=False):
 
     ``fused``: the range reduction and the polynomial's steps as fused multiply-adds (one
     rounding each instead of two): half the operations and half the latency of the chain,
-    for kernels where the exp dominates; still within 1 ulp of the exact value's rounding
-    (tests/kernels/test_exp.py)."""
+    for kernels where the exp dominates; still within 1 ulp of the scalar functions, with
+    the same special values (tests/kernels/test_dense_lanes.py)."""
     vty = x.type
     fty = vty.element
     lanes = vty.count
