@@ -35,7 +35,7 @@ from numba.extending import intrinsic
 
 from ._jit import njit_cached
 from .dynamic_routing import all_finite
-from .ir_vectors import as_i64, vector_ops
+from .ir_vectors import as_i64, lanes_of, vector_ops
 from .vector_exp import exp_nonpositive_ir
 from .vector_width import prefer_wide_vectors
 
@@ -49,11 +49,6 @@ _GROUP = 128
 # the unrolled code grows with n_out * out_dim * in_dim; beyond these the per-image kernel
 _MAX_UNROLLED = 4096
 _MAX_REGISTERS = 28  # out_dim sums + in_dim inputs held in registers by the first pass
-
-
-def lanes_of(dtype):
-    """Images per vector: 64 bytes (a 512-bit register, or two 256-bit ones)."""
-    return 64 // np.dtype(dtype).itemsize
 
 
 def supported(u_shape, W_shape, dtype, initial_logits):

@@ -42,7 +42,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ._jit import njit_cached
-from .ir_vectors import as_i64, prefetch, transpose_square, vector_ops
+from .ir_vectors import as_i64, lanes_of, prefetch, transpose_square, vector_ops
 from .vector_exp import exp_nonpositive_ir
 from .vector_width import prefer_wide_vectors
 
@@ -63,11 +63,6 @@ def supported(D):
 _MAX_SUMS = 26  # a scatter tile's sums held in registers (of 32)
 _SEGMENT = 12  # columns per tile of a pair of wide rows (at most 25 sums)
 _CUT = {32: -64.0, 64: -512.0}  # gmm_estep._CUT32 / _CUT64
-
-
-def lanes_of(dtype):
-    """Points per chunk: one 512-bit vector."""
-    return 64 // np.dtype(dtype).itemsize
 
 
 def block_size(dtype):

@@ -4,10 +4,16 @@ transpose of a square of them; and a software prefetch."""
 
 from __future__ import annotations
 
+import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
+
+
+def lanes_of(dtype):
+    """Lanes of ``dtype`` in a vector: 64 bytes (a 512-bit register, or two 256-bit ones)."""
+    return 64 // np.dtype(dtype).itemsize
 
 
 def vector_ops(builder, dtype):
