@@ -34,6 +34,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ._jit import njit_cached
+from .aligned import empty_aligned, zeros_aligned
 from .dynamic_routing import all_finite
 from .ir_vectors import as_i64, lanes_of, vector_ops
 from .vector_exp import exp_nonpositive_ir
@@ -215,8 +216,8 @@ def _later_pass(ut, W2, dlit, klit, jlit, Vc, leaky, s_part, c_out, n0, G, last,
         prefer_wide_vectors()
         sp = s_part[p]
         sp[:, :, :] = 0.0
-        Uh = np.empty((JD, L), dtype=dt)
-        lg = np.empty((J, L), dtype=dt)
+        Uh = empty_aligned((JD, L), dt)
+        lg = empty_aligned((J, L), dt)
         ok = True
         i1 = (p + 1) * n_in // _PARTS
         for ib in range(p * n_in // _PARTS, i1, _BLOCK):
@@ -240,8 +241,8 @@ def _finish_pass(s_part, D, scale, bias, has_bias, eps, Vc, v, check):
     n_parts, C, JD, L = s_part.shape
     J = JD // D
     finite = True
-    n2 = np.empty(L, dtype=s_part.dtype)
-    s = np.empty((D, L), dtype=s_part.dtype)
+    n2 = empty_aligned((L,), s_part.dtype)
+    s = empty_aligned((D, L), s_part.dtype)
     for c in range(C):
         for j in range(J):
             for d in range(D):
@@ -293,11 +294,11 @@ def dense_routing_lanes(u, W, *, n_iter, bias, leaky, eps):
     for n0 in range(0, batch, _GROUP):
         G = min(_GROUP, batch - n0)
         C = -(-G // L)
-        ut = np.empty((n_in, C, in_dim, L), dtype=dt)
+        ut = empty_aligned((n_in, C, in_dim, L), dt)
         _lanes_in(u, n0, G, ut)
-        s_part = np.empty((_PARTS, C, n_out * out_dim, L), dtype=dt)
-        Vc = np.zeros((C, n_out, out_dim, L), dtype=dt)
-        v = np.empty((C, n_out, out_dim, L), dtype=dt)
+        s_part = empty_aligned((_PARTS, C, n_out * out_dim, L), dt)
+        Vc = zeros_aligned((C, n_out, out_dim, L), dt)
+        v = empty_aligned((C, n_out, out_dim, L), dt)
         for it in range(n_iter):
             last = it + 1 == n_iter
             if it == 0:

@@ -27,6 +27,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from ._jit import njit_cached
+from .aligned import empty_aligned, zeros_aligned
 from .dynamic_routing import all_finite, transpose_into
 from .ir_vectors import prefetch as _prefetch
 from .vector_exp import exp_nonpositive_as
@@ -489,13 +490,13 @@ def _em_buffers(dt, n_in, n_out, dim):
     votes take float32 exponentials)."""
     n_pad = (n_in + 15) // 16 * 16  # the pose sums run over whole vectors of 16 children
     return (
-        np.zeros((n_out, dim, n_pad), dtype=dt),
-        np.empty((n_out, n_in), dtype=dt),
-        np.zeros((n_out, n_pad), dtype=dt),
-        np.empty((n_out, n_in), dtype=dt),
-        np.empty(n_in, dtype=dt),
-        np.empty(n_in, dtype=dt),
-        np.empty(n_in, dtype=dt),
+        zeros_aligned((n_out, dim, n_pad), dt),
+        empty_aligned((n_out, n_in), dt),
+        zeros_aligned((n_out, n_pad), dt),
+        empty_aligned((n_out, n_in), dt),
+        empty_aligned((n_in,), dt),
+        empty_aligned((n_in,), dt),
+        empty_aligned((n_in,), dt),
     )
 
 

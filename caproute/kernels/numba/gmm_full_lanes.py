@@ -42,6 +42,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ._jit import njit_cached
+from .aligned import empty_aligned, zeros_aligned
 from .ir_vectors import as_i64, lanes_of, prefetch, transpose_square, vector_ops
 from .vector_exp import exp_nonpositive_ir
 from .vector_width import prefer_wide_vectors
@@ -354,13 +355,13 @@ def _full_lanes(X, sw, weighted, U, nmuU, lk, shift, acc, loglik, dlit, transpos
     line = 64 // X.itemsize
     for g in prange(n_groups):
         prefer_wide_vectors()
-        xb = np.empty((C, D, L), dt)
-        LP = np.empty((K, L), dt)
-        R = np.empty((K, C, L), dt)
-        MZ = np.empty((2, C, L), dt)
-        DD = np.empty((C, D, L), dt)
-        ag = np.zeros((K, P, L))
-        part = np.zeros((K, P, L), dt)  # the last blocks' sums, in the compute dtype
+        xb = empty_aligned((C, D, L), dt)
+        LP = empty_aligned((K, L), dt)
+        R = empty_aligned((K, C, L), dt)
+        MZ = empty_aligned((2, C, L), dt)
+        DD = empty_aligned((C, D, L), dt)
+        ag = zeros_aligned((K, P, L), np.float64)
+        part = zeros_aligned((K, P, L), dt)  # the last blocks' sums, in the compute dtype
         ll = 0.0
         b0, b1 = g * n_blocks // n_groups, (g + 1) * n_blocks // n_groups
         fold = _FOLD if L == 16 else b1 - b0  # (float64 sums: at the end only)
