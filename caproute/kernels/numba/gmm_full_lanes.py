@@ -5,8 +5,9 @@ Per block of ``_CHUNKS`` chunks, everything stays in L1 and in registers:
 
 - :func:`_logp_chunk`: a chunk's ``D`` feature vectors are loaded once; for each component the
   columns of ``x U_k - mu_k U_k`` (``U_k`` upper triangular, its entries broadcast from
-  memory, each column starting from ``-mu_k U_k``) are multiply-added in registers and their
-  squares summed, giving the chunk's log-probabilities and their max over the components;
+  memory in the order :func:`pack_factors` lays them out, each column starting from
+  ``-mu_k U_k``) are multiply-added in registers and their squares summed, giving the
+  chunk's log-probabilities and their max over the components;
 - :func:`_softmax_chunk`: their softmax over the components (max-shifted, the exp of
   ``vector_exp.exp_nonpositive_ir`` with fused multiply-adds, terms below exp(cut) times the
   max set to 0 as in ``gmm_estep``), keeping each point's shift and sum for the
@@ -177,18 +178,19 @@ def _load_chunks(typingctx, X, start, n_chunks, xb, dlit):
 
 
 @intrinsic
-def _logp_chunk(typingctx, xb, c, U, nmuU, lk, LP, MZ, dlit):
+def _logp_chunk(typingctx, xb, c, Up, lk, LP, MZ, dlit):
     """LP[k] = lk[k] - |x U_k - mu_k U_k|^2 / 2 for chunk c of xb (C, D, L) and every k < K,
-    and MZ[0, c] = their max over k; U (K, D, D) upper triangular, nmuU (K, D) = -mu_k U_k,
-    lk (K,), LP (K, L), MZ (2, C, L)."""
+    and MZ[0, c] = their max over k; Up (K, D + D (D + 1) / 2) = each component's -mu_k U_k
+    and then the columns of its upper triangular U_k (:func:`pack_factors`), lk (K,),
+    LP (K, L), MZ (2, C, L)."""
     D = dlit.count
-    sig = types.void(xb, c, U, nmuU, lk, LP, MZ, dlit)
+    sig = types.void(xb, c, Up, lk, LP, MZ, dlit)
 
     def codegen(context, builder, signature, args):
         L, vty, i64, load, store, broadcast, fma = vector_ops(builder, signature.args[0].dtype)
-        xa, ua, ma, la, pa, za = (
+        xa, ua, la, pa, za = (
             context.make_array(signature.args[n])(context, builder, args[n])
-            for n in (0, 2, 3, 4, 5, 6)
+            for n in (0, 2, 3, 4, 5)
         )
         c_ = as_i64(builder, args[1])
         K = builder.extract_value(ua.shape, 0)
@@ -199,13 +201,13 @@ def _logp_chunk(typingctx, xb, c, U, nmuU, lk, LP, MZ, dlit):
         builder.store(_splat(vty, -math.inf), m_)
         with cgutils.for_range(builder, K) as loop:
             k = loop.index
-            ubase = builder.mul(k, i64(D * D))
-            mbase = builder.mul(k, i64(D))
+            base = builder.mul(k, i64(D + D * (D + 1) // 2))
             maha = None
             for j in range(D):
-                y = broadcast(ma.data, builder.add(mbase, i64(j)))
+                y = broadcast(ua.data, builder.add(base, i64(j)))
+                col = D + j * (j + 1) // 2  # column j's entries U[0..j, j]
                 for i in range(j + 1):
-                    y = fma(xs[i], broadcast(ua.data, builder.add(ubase, i64(i * D + j))), y)
+                    y = fma(xs[i], broadcast(ua.data, builder.add(base, i64(col + i))), y)
                 maha = builder.fmul(y, y) if maha is None else fma(y, y, maha)
             v = fma(maha, minus_half, broadcast(la.data, k))
             store(v, pa.data, builder.mul(k, i64(L)))
@@ -339,16 +341,16 @@ def _scatter_tiles(typingctx, DD, R, k, nc, acc, dlit):
 
 
 @njit_cached(parallel=True, fastmath=_FAST)
-def _full_lanes(X, sw, weighted, U, nmuU, lk, shift, acc, loglik, dlit, transposes):
+def _full_lanes(X, sw, weighted, Up, lk, shift, acc, loglik, dlit, transposes):
     """Full-covariance E-step statistics of X (N, D) into acc (n_groups, K, P) (each
     group's sums, its lanes added in order) and loglik (n_groups,). Padding lanes of the
     last chunk and points of weight 0 have responsibilities 0. ``transposes``: whether
     :func:`_load_chunks` takes this D."""
     N, D = X.shape
-    K = U.shape[0]
+    K = Up.shape[0]
     n_groups, _, P = acc.shape
-    dt = U.dtype
-    L = 64 // U.itemsize
+    dt = Up.dtype
+    L = 64 // Up.itemsize
     C = _CHUNKS
     bs = C * L
     n_blocks = (N + bs - 1) // bs
@@ -362,6 +364,8 @@ def _full_lanes(X, sw, weighted, U, nmuU, lk, shift, acc, loglik, dlit, transpos
         DD = empty_aligned((C, D, L), dt)
         ag = zeros_aligned((K, P, L), np.float64)
         part = zeros_aligned((K, P, L), dt)  # the last blocks' sums, in the compute dtype
+        mq = np.empty(L)  # a block's sum of shifts and product of sums, lane by lane
+        pq = np.empty(L)
         ll = 0.0
         b0, b1 = g * n_blocks // n_groups, (g + 1) * n_blocks // n_groups
         fold = _FOLD if L == 16 else b1 - b0  # (float64 sums: at the end only)
@@ -391,7 +395,7 @@ def _full_lanes(X, sw, weighted, U, nmuU, lk, shift, acc, loglik, dlit, transpos
                         for i in range(D):
                             xb[p // L, i, p % L] = 0.0
             for c in range(nc):
-                _logp_chunk(xb, c, U, nmuU, lk, LP, MZ, dlit)
+                _logp_chunk(xb, c, Up, lk, LP, MZ, dlit)
                 _softmax_chunk(LP, R, c, MZ)
             for p in range(nb, nc * L):  # padding lanes: no share in any sum
                 for k in range(K):
@@ -411,12 +415,17 @@ def _full_lanes(X, sw, weighted, U, nmuU, lk, shift, acc, loglik, dlit, transpos
                 # sum of m + log z, one logarithm per lane and block: 1 <= z <= K wherever
                 # m is finite, so a product of 16 of them holds in float64 (inf, 0 stay so)
                 for q in range(L):
-                    prod = 1.0
-                    for c in range(nc):
-                        if c * L + q < nb:
-                            ll += np.float64(MZ[0, c, q])
-                            prod *= np.float64(MZ[1, c, q])
-                    ll += np.log(prod)
+                    mq[q] = 0.0
+                    pq[q] = 1.0
+                for c in range(full):
+                    for q in range(L):
+                        mq[q] += np.float64(MZ[0, c, q])
+                        pq[q] *= np.float64(MZ[1, c, q])
+                for q in range(nb - full * L):  # the last chunk's points, if it is partial
+                    mq[q] += np.float64(MZ[0, full, q])
+                    pq[q] *= np.float64(MZ[1, full, q])
+                for q in range(L):
+                    ll += mq[q] + np.log(pq[q])
             for k in range(K):
                 _centre_chunks(xb, R, k, shift, nc, DD, part[k], dlit)
                 _scatter_tiles(DD, R, k, nc, part[k], dlit)
@@ -435,6 +444,17 @@ def _full_lanes(X, sw, weighted, U, nmuU, lk, shift, acc, loglik, dlit, transpos
         loglik[g] = ll
 
 
+def pack_factors(U, nmuU):
+    """(K, D + D (D + 1) / 2): each component's -mu_k U_k, then its U_k's upper triangle
+    column by column (U[0, j], ..., U[j, j] for j = 0 ... D - 1), the order
+    :func:`_logp_chunk` reads them in: one contiguous run per component, half the cache
+    lines of the (D, D) factor."""
+    D = U.shape[1]
+    cols = [(i, j) for j in range(D) for i in range(j + 1)]
+    rows_i, cols_j = (np.array(a, dtype=np.intp) for a in zip(*cols))
+    return np.ascontiguousarray(np.concatenate([nmuU, U[:, rows_i, cols_j]], axis=1))
+
+
 def full_stats(X, sw, weighted, U, nmuU, lk, shift, n_groups):
     """(nk (K,), sum r x (K, D), sum r (x - shift)(x - shift)^T's upper triangle (K, D, D),
     log-likelihood) in float64, from X (N, D) in the compute dtype of U (K, D, D), nmuU
@@ -444,7 +464,8 @@ def full_stats(X, sw, weighted, U, nmuU, lk, shift, n_groups):
     acc = np.empty((n_groups, K, n_sums(D)))
     loglik = np.empty(n_groups)
     transposes = _transposes(D, lanes_of(U.dtype))
-    _full_lanes(X, sw, weighted, U, nmuU, lk, shift, acc, loglik, (0,) * D, transposes)
+    Up = pack_factors(U, nmuU)
+    _full_lanes(X, sw, weighted, Up, lk, shift, acc, loglik, (0,) * D, transposes)
     tot = acc.sum(axis=0)  # (a fixed order)
     tri = D * (D + 1) // 2
     iu = np.triu_indices(D)
