@@ -447,8 +447,8 @@ def _full_lanes(X, sw, weighted, Up, lk, shift, acc, loglik, dlit, transposes):
 def pack_factors(U, nmuU):
     """(K, D + D (D + 1) / 2): each component's -mu_k U_k, then its U_k's upper triangle
     column by column (U[0, j], ..., U[j, j] for j = 0 ... D - 1), the order
-    :func:`_logp_chunk` reads them in: one contiguous run per component, half the cache
-    lines of the (D, D) factor."""
+    :func:`_logp_chunk` reads them in: one contiguous run per component, on about 60% of the
+    cache lines of the (D, D) factor (19 of 32 at D = 16 in float64)."""
     D = U.shape[1]
     cols = [(i, j) for j in range(D) for i in range(j + 1)]
     rows_i, cols_j = (np.array(a, dtype=np.intp) for a in zip(*cols))
