@@ -40,7 +40,7 @@ def test_wide_rows_go_in_pairs_of_column_segments():
     from caproute.kernels.numba import gmm_full_lanes as F
 
     tiles = F._tiles(16)
-    assert tiles[:2] == [(0, 2, 0, 12), (0, 2, 12, 16)]
+    assert tiles[:2] == [(0, 2, 0, F._SEGMENT), (0, 2, F._SEGMENT, 16)]
     assert all(rows > 1 for _, rows, _, _ in tiles)
 
 

@@ -63,7 +63,7 @@ def supported(D):
 
 
 _MAX_SUMS = 26  # a scatter tile's sums held in registers (of 32)
-_SEGMENT = 12  # columns per tile of a pair of wide rows (at most 25 sums)
+_SEGMENT = 8  # columns per tile of a pair of wide rows (at most 17 sums)
 _CUT = {32: -64.0, 64: -512.0}  # gmm_estep._CUT32 / _CUT64
 
 
